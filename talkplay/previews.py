@@ -1,0 +1,228 @@
+"""Audio previews: cutting the 30-second section a catalog names, and preparing a bundle's previews.
+
+The maintainer's build chooses each preview section once and records it in ``tracks.parquet``
+(``preview_start_s``, ``preview_duration_s``, ``source_sha256``). A user's setup — and a Space on first
+start — calls :func:`prepare_previews`, which fetches only the pinned sources, verifies their checksums and
+cuts exactly those sections with the same code, so every machine serves the same previews.
+
+Previews are MP3 (plays in Chromium, Firefox and Safari), loudness-normalized so that tracks from
+different games sit at a similar level, with short fades so a cut never clicks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from talkplay.catalog import Catalog, Track, atomic_write, load_catalog
+from talkplay.debsource import (
+    DebPackage,
+    DebSource,
+    SourceError,
+    extract_from_deb,
+    extract_member,
+    fetch_deb,
+    installed_copy,
+    sha256_file,
+)
+
+PREVIEW_SECONDS = 30.0
+TARGET_LUFS = -16.0  # a common streaming loudness; game soundtracks vary by >15 LU without it
+PEAK_DBFS = -1.0  # headroom so MP3 encoding does not clip
+FADE_IN_S, FADE_OUT_S = 0.05, 1.5
+SOURCES_FILE = "sources.json"  # pinned packages of a bundle built from Debian
+
+
+def default_cache_dir() -> Path:
+    """Where downloads are kept: $TALKPLAY_CACHE, else $XDG_CACHE_HOME/talkplay, else ~/.cache/talkplay."""
+    if os.environ.get("TALKPLAY_CACHE"):
+        return Path(os.environ["TALKPLAY_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "talkplay"
+
+
+def read_section(path: str | os.PathLike, start_s: float, duration_s: float) -> tuple[np.ndarray, int]:
+    """Decode ``duration_s`` seconds from ``start_s`` as float32 (frames, channels ≤ 2)."""
+    with sf.SoundFile(str(path)) as f:
+        sr = f.samplerate
+        start = min(int(round(start_s * sr)), max(f.frames - 1, 0))
+        f.seek(start)
+        y = f.read(int(round(duration_s * sr)), dtype="float32", always_2d=True)
+    if y.shape[1] > 2:  # surround → stereo; previews are for headphones and laptop speakers
+        y = np.stack([y[:, 0::2].mean(axis=1), y[:, 1::2].mean(axis=1)], axis=1)
+    return y, sr
+
+
+def normalize_loudness(y: np.ndarray, sr: int, target_lufs: float = TARGET_LUFS, peak_dbfs: float = PEAK_DBFS) -> np.ndarray:
+    """Scale ``y`` to ``target_lufs`` integrated loudness, lowering it further if peaks would clip."""
+    import pyloudnorm
+
+    if len(y) < int(0.5 * sr) or not np.any(y):
+        return y
+    loudness = pyloudnorm.Meter(sr).integrated_loudness(y)
+    gain = 1.0 if not np.isfinite(loudness) else 10 ** ((target_lufs - loudness) / 20)
+    peak = float(np.max(np.abs(y))) * gain
+    ceiling = 10 ** (peak_dbfs / 20)
+    if peak > ceiling:
+        gain *= ceiling / peak
+    return (y * gain).astype(np.float32)
+
+
+def apply_fades(y: np.ndarray, sr: int) -> np.ndarray:
+    y = y.copy()
+    n_in, n_out = min(len(y), int(FADE_IN_S * sr)), min(len(y), int(FADE_OUT_S * sr))
+    if n_in:
+        y[:n_in] *= np.linspace(0.0, 1.0, n_in, dtype=np.float32)[:, None]
+    if n_out:
+        y[-n_out:] *= np.linspace(1.0, 0.0, n_out, dtype=np.float32)[:, None]
+    return y
+
+
+def cut_preview(source: str | os.PathLike, start_s: float, duration_s: float, out: str | os.PathLike) -> Path:
+    """Cut, normalize, fade and encode one preview as MP3 at ``out`` (written atomically)."""
+    y, sr = read_section(source, start_s, duration_s)
+    y = apply_fades(normalize_loudness(y, sr), sr)
+    out = Path(out)
+    atomic_write(out, lambda tmp: sf.write(str(tmp), y, sr, format="MP3", subtype="MPEG_LAYER_III"))
+    return out
+
+
+def load_sources(bundle: str | os.PathLike) -> dict[str, DebPackage]:
+    """The pinned packages recorded in a bundle's ``sources.json`` (name → DebPackage)."""
+    path = Path(bundle) / SOURCES_FILE
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {p["name"]: DebPackage(p["name"], p["version"], p["pool_path"], p["sha256"], int(p["size"])) for p in data["packages"]}
+
+
+def preview_relpath(track: Track) -> str:
+    return f"previews/{track.track_id}.mp3"
+
+
+@dataclass
+class PreviewReport:
+    """What :func:`prepare_previews` did."""
+
+    ready: int = 0  # previews that already existed
+    cut: int = 0  # previews cut in this run
+    downloaded_bytes: int = 0  # size of .deb files fetched in this run
+    failed: dict[str, str] = field(default_factory=dict)  # track_id → reason
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def _needed(catalog: Catalog) -> list[Track]:
+    return [t for t in catalog if t.preview_path and catalog.preview_file(t) is None and t.source.startswith("deb://")]
+
+
+def prepare_previews(
+    bundle: str | os.PathLike,
+    cache_dir: str | os.PathLike | None = None,
+    keep_downloads: bool = False,
+    progress: bool = True,
+) -> PreviewReport:
+    """Make sure every ``deb://`` track of the bundle has its preview on disk; idempotent.
+
+    Args:
+        bundle: catalog bundle directory (with tracks.parquet and sources.json).
+        cache_dir: where .deb files are downloaded (default: :func:`default_cache_dir`).
+        keep_downloads: keep the .deb files after cutting (the maintainer build keeps them).
+        progress: show progress bars.
+    Returns:
+        A PreviewReport; tracks that failed are listed with the reason, the others are done.
+    """
+    catalog = load_catalog(bundle)
+    report = PreviewReport(ready=sum(1 for t in catalog if catalog.preview_file(t) is not None))
+    todo = _needed(catalog)
+    if not todo:
+        return report
+    packages = load_sources(bundle)
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    by_package: dict[str, list[tuple[Track, DebSource]]] = defaultdict(list)
+    for t in todo:
+        src = DebSource.parse(t.source)
+        by_package[src.package].append((t, src))
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc="previews", unit="track")
+    for name, items in sorted(by_package.items()):
+        pkg = packages.get(name)
+        work = Path(tempfile.mkdtemp(prefix=f"{name}.", dir=_mkdir(cache / "unpack")))
+        try:
+            files = _resolve_files(pkg, name, items, cache, work, report, keep_downloads)
+            for track, src in items:
+                try:
+                    path = files.get(src.uri)
+                    if path is None:
+                        raise SourceError(f"{src.uri} not found in {name}")
+                    if track.source_sha256 and sha256_file(path) != track.source_sha256:
+                        raise SourceError(f"{src.uri}: checksum differs from the catalog's source_sha256")
+                    cut_preview(path, track.preview_start_s or 0.0, track.preview_duration_s or PREVIEW_SECONDS,
+                                Path(bundle) / (track.preview_path or preview_relpath(track)))
+                    report.cut += 1
+                except (SourceError, RuntimeError, OSError) as err:
+                    report.failed[track.track_id] = str(err)
+                if bar is not None:
+                    bar.update(1)
+        except SourceError as err:
+            for track, _ in items:
+                report.failed.setdefault(track.track_id, str(err))
+            if bar is not None:
+                bar.update(len(items))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    if bar is not None:
+        bar.close()
+    return report
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _resolve_files(pkg: DebPackage | None, name: str, items, cache: Path, work: Path,
+                   report: PreviewReport, keep_downloads: bool) -> dict[str, Path]:
+    """Local files for the sources of one package: installed copies first, else the unpacked .deb."""
+    files: dict[str, Path] = {}
+    missing = []
+    for track, src in items:
+        path = installed_copy(src, track.source_sha256)
+        if path is not None:
+            files[src.uri] = path
+        else:
+            missing.append(src)
+    if not missing:
+        return files
+    if pkg is None:
+        raise SourceError(f"package {name} is not pinned in {SOURCES_FILE}")
+    if any(s.version != pkg.version for s in missing):
+        raise SourceError(f"{name}: tracks name another version than the pinned {pkg.version}")
+    debs = cache / "debs"
+    fresh = not (debs / pkg.filename).exists()
+    deb = fetch_deb(pkg, debs)
+    if fresh:
+        report.downloaded_bytes += deb.stat().st_size
+    extracted = extract_from_deb(deb, {s.path for s in missing}, work)
+    for src in missing:
+        path = extracted[src.path]
+        if src.member is not None:
+            safe = src.member.replace("/", "_")
+            path = extract_member(path, src.member, work / "members" / safe)
+        files[src.uri] = path
+    if not keep_downloads:
+        deb.unlink(missing_ok=True)
+    return files

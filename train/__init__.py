@@ -1,0 +1,1 @@
+"""Offline tooling: catalog building, embeddings, tokenizers, data, training, evaluation."""
