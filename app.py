@@ -54,7 +54,14 @@ def _catalog_dir() -> Path:
 
 
 def _load() -> CatalogBrowser:
-    return CatalogBrowser(load_catalog(_catalog_dir()))
+    catalog_dir = _catalog_dir()
+    if os.environ.get("SPACE_ID"):
+        # A Space runs only requirements.txt + app.py, never setup.sh: cut missing previews on first start
+        # (installed Debian packages from packages.txt are used when present, else they are downloaded).
+        from talkplay.previews import prepare_previews
+
+        prepare_previews(catalog_dir, progress=False)
+    return CatalogBrowser(load_catalog(catalog_dir))
 
 
 # Module-level `demo` lets `gradio app.py` reload the page; loading a catalog is fast (no model here).

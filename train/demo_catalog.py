@@ -195,7 +195,7 @@ def dedupe(seq) -> list[str]:
 
 def build(out: Path, cache: Path, packages: list[str] | None = None, limit: int | None = None, log=print) -> dict:
     """Build the bundle at ``out``; returns build statistics (also stored in manifest.json)."""
-    from train.descriptors import Descriptors, compose_caption, descriptor_tags, select_auto_tags
+    from train.descriptors import Descriptors, compose_caption, descriptor_tags, merge_tags, select_auto_tags
     from train.musicnn import MSD_TAGS, MTT_TAGS
 
     t0 = time.time()
@@ -242,7 +242,7 @@ def build(out: Path, cache: Path, packages: list[str] | None = None, limit: int 
                               *genre_tag_words(credit.genre)])
             auto = select_auto_tags(dict(zip(MSD_TAGS, a["msd"])), dict(zip(MTT_TAGS, a["mtt"])))
             dtags = descriptor_tags(desc)
-            tags = dedupe([*curated, *auto, *dtags])
+            tags = merge_tags(curated, auto, dtags)
             preview_rel = f"previews/{track_id}.mp3"
             if not (out / preview_rel).exists():
                 cut_preview(f.local, a["preview_start_s"], a["preview_duration_s"], out / preview_rel)
