@@ -1,0 +1,55 @@
+"""The committed demo bundle: loads through the validating loader and meets the catalog's promises.
+
+Audio previews are not committed (they are cut by `bash setup.sh demo`), so this checks that every
+track *names* a preview section with checksums, and that the pinned packages stay under 1.5 GB.
+"""
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from talkplay.catalog import load_catalog
+from talkplay.debsource import DebSource
+from talkplay.licenses import LICENSES
+from talkplay.previews import load_sources
+
+DEMO = Path(__file__).resolve().parents[1] / "catalog" / "demo"
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load_catalog(DEMO)
+
+
+def test_size_and_spread(demo):
+    packages = Counter(DebSource.parse(t.source).package for t in demo)
+    assert len(demo) >= 250 and len(packages) >= 8, packages
+    tags = Counter(tag for t in demo for tag in t.tags)
+    for style in ("orchestral", "electronic", "chiptune", "folk", "metal"):
+        assert tags[style] > 0, style
+
+
+def test_every_track_is_credited_tagged_and_has_a_preview_section(demo):
+    pins = load_sources(DEMO)
+    for t in demo:
+        assert t.license in LICENSES and t.attribution.strip() and t.tags and t.caption.endswith(".")
+        assert t.preview_path == f"previews/{t.track_id}.mp3" and t.source_sha256
+        assert 0 <= t.preview_start_s and 0 < t.preview_duration_s <= 30.0
+        assert t.preview_start_s + t.preview_duration_s <= t.duration_s + 0.05
+        src = DebSource.parse(t.source)
+        assert pins[src.package].version == src.version
+
+
+def test_download_budget_and_features(demo):
+    pins = load_sources(DEMO)
+    assert sum(p.size for p in pins.values()) < 1.5e9
+    features = pq.read_table(DEMO / "features.parquet").to_pylist()
+    assert [f["track_id"] for f in features] == [t.track_id for t in demo]
+    assert all(len(f["musicnn_embedding"]) == 200 and len(f["msd_tags"]) == 50 for f in features)
+    manifest = json.loads((DEMO / "manifest.json").read_text())
+    assert manifest["tracks"] == len(demo) and len(manifest["features"]["msd_tags"]) == 50
+    credits = (DEMO / "CREDITS.md").read_text()
+    assert all(t.track_id in credits for t in demo)
