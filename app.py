@@ -8,6 +8,7 @@ The chat interface arrives with the inference engine; until then the page is the
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -42,35 +43,49 @@ def build_demo(browser: CatalogBrowser) -> gr.Blocks:
             c = browser.card(row[0] if row else None)
             return c.markdown, c.audio
 
-        query.submit(browser.rows, [query, source], table)
         query.change(browser.rows, [query, source], table)
         source.change(browser.rows, [query, source], table)
         table.select(on_select, None, [card, audio])
     return demo
 
 
-def _catalog_dir() -> Path:
+def catalog_dir() -> Path:
     return Path(os.environ.get("TALKPLAY_CATALOG", ROOT / "catalog" / "demo"))
 
 
-def _load() -> CatalogBrowser:
-    catalog_dir = _catalog_dir()
-    if os.environ.get("SPACE_ID"):
-        # A Space runs only requirements.txt + app.py, never setup.sh: cut missing previews on first start
-        # (installed Debian packages from packages.txt are used when present, else they are downloaded).
-        from talkplay.previews import prepare_previews
+def launch_kwargs(catalog: Path) -> dict:
+    """Arguments for ``demo.launch``: address, and the only folders whose files may be served."""
+    return dict(
+        server_name=os.environ.get("TALKPLAY_HOST", "127.0.0.1"),
+        server_port=int(os.environ.get("TALKPLAY_PORT", "7860")),
+        allowed_paths=[str(catalog / "previews"), str(ROOT / "assets")],
+    )
 
-        prepare_previews(catalog_dir, progress=False)
-    return CatalogBrowser(load_catalog(catalog_dir))
+
+def _prepare_previews_in_background(catalog: Path) -> None:
+    """On a Space (which runs only requirements.txt + app.py, never setup.sh), cut missing previews
+    after the page is up; cards show "preview unavailable" until each one is ready."""
+    from talkplay.previews import prepare_previews
+
+    def work() -> None:
+        try:
+            report = prepare_previews(catalog, progress=False)
+            print(f"previews: {report.ready} ready, {report.cut} cut, {len(report.failed)} failed")
+        except Exception as err:  # the page must stay up whatever happens to the audio
+            print(f"previews could not be prepared: {err}")
+
+    threading.Thread(target=work, name="prepare-previews", daemon=True).start()
+
+
+def create_demo() -> gr.Blocks:
+    return build_demo(CatalogBrowser(load_catalog(catalog_dir())))
 
 
 # Module-level `demo` lets `gradio app.py` reload the page; loading a catalog is fast (no model here).
-demo = build_demo(_load()) if os.environ.get("TALKPLAY_NO_AUTOLOAD") != "1" else None
+demo = create_demo() if os.environ.get("TALKPLAY_NO_AUTOLOAD") != "1" else None
 
 if __name__ == "__main__":
-    demo.queue(default_concurrency_limit=8).launch(
-        server_name=os.environ.get("TALKPLAY_HOST", "127.0.0.1"),
-        server_port=int(os.environ.get("TALKPLAY_PORT", "7860")),
-        # Only the catalog's previews and the UI assets may be served as files.
-        allowed_paths=[str(_catalog_dir() / "previews"), str(ROOT / "assets")],
-    )
+    demo = demo or create_demo()
+    if os.environ.get("SPACE_ID"):
+        _prepare_previews_in_background(catalog_dir())
+    demo.queue(default_concurrency_limit=8).launch(**launch_kwargs(catalog_dir()))

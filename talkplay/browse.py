@@ -8,23 +8,29 @@ into Markdown/HTML is escaped here, in one place.
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from talkplay.catalog import Catalog, Track
 from talkplay.licenses import license_info
+from talkplay.previews import read_sources
 
 TABLE_COLUMNS = ["track_id", "title", "artist", "album", "year", "tags"]
 ALL_SOURCES = "All sources"
 
 
+_MARKDOWN_SPECIALS = "\\`*_[]()#|!~"
+
+
 def escape(text: object) -> str:
-    """Escape text for Markdown rendered as HTML: tags, entities and Markdown link/emphasis syntax."""
-    s = html.escape(str(text), quote=True)
-    for ch in "\\`*_[]()#|<>":
-        s = s.replace(ch, "\\" + ch) if ch not in "<>" else s
-    return s
+    """Make untrusted text inert inside Markdown: no HTML tags, links, emphasis, headings or lists.
+
+    HTML-escapes ``<``, ``>`` and ``&`` only (quotes stay readable: "Journey's End"), backslash-escapes
+    Markdown syntax, and folds line breaks so a value cannot start a block of its own.
+    """
+    s = " ".join(str(text).split())
+    s = html.escape(s, quote=False)
+    return "".join("\\" + ch if ch in _MARKDOWN_SPECIALS else ch for ch in s)
 
 
 @dataclass(frozen=True)
@@ -95,10 +101,7 @@ class CatalogBrowser:
 
 def _games(root: Path) -> dict[str, str]:
     """Debian package → game name, from the bundle's sources.json (empty for other catalogs)."""
-    path = root / "sources.json"
-    if not path.is_file():
-        return {}
-    return {p["name"]: p.get("game", p["name"]) for p in json.loads(path.read_text(encoding="utf-8"))["packages"]}
+    return {p["name"]: p.get("game", p["name"]) for p in read_sources(root)}
 
 
 def _source_label(t: Track, games: dict[str, str]) -> str:

@@ -10,8 +10,8 @@ A bundle is a directory::
       CREDITS.md          human-readable credits and licenses
       previews/           optional audio previews (the demo's are cut locally, never committed)
 
-Loading checks every row and raises ``CatalogError`` naming the file, the row and the field that is
-wrong; it never drops or repairs rows silently. Writing goes through a temporary file and an atomic
+Loading checks every row and raises ``CatalogError`` naming the file, the row (counted from 1, the
+first data row, as in the importers' messages) and the field that is wrong; it never drops or repairs rows silently. Writing goes through a temporary file and an atomic
 rename so a crash cannot leave a half-written bundle behind.
 """
 
@@ -107,6 +107,22 @@ assert list(_COLUMNS) == [f.name for f in fields(Track)], "catalog columns must 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
+def slugify(text: str, max_len: int = 100) -> str:
+    """Lower-case ASCII slug for building track ids ('Hr3 — Caves!' → 'hr3-caves')."""
+    return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9]+", "-", text.lower())).strip("-")[:max_len] or "track"
+
+
+def preview_relpath(track_id: str) -> str:
+    """Where a track's preview lives inside its bundle."""
+    return f"previews/{track_id}.mp3"
+
+
+def _safe_relative(path: str) -> bool:
+    # Previews are written by setup and served by the app: a path must stay inside the bundle.
+    p = Path(path)
+    return bool(path) and not p.is_absolute() and ".." not in p.parts and "\\" not in path
+
+
 def _type_ok(actual: pa.DataType, expected: pa.DataType) -> bool:
     if actual == expected or pa.types.is_null(actual):
         return True
@@ -155,6 +171,10 @@ def validate_track(track: Track, path: str | os.PathLike, row: int) -> None:
             fail("tags", "tags must be non-empty texts")
     if track.source_sha256 is not None and not _SHA256.match(track.source_sha256):
         fail("source_sha256", "must be 64 lower-case hex digits")
+    if track.source.startswith("deb://") and track.source_sha256 is None:
+        fail("source_sha256", "is required for deb:// sources (setup verifies every fetched file)")
+    if track.preview_path is not None and not _safe_relative(track.preview_path):
+        fail("preview_path", f"{track.preview_path!r} must be a relative path inside the bundle (no '..')")
 
 
 def _rows(table: pa.Table) -> Iterator[dict]:
@@ -166,7 +186,7 @@ def read_tracks(path: str | os.PathLike) -> list[Track]:
     """Read and validate a ``tracks.parquet`` file.
 
     Raises:
-        CatalogError: naming the file, row (0-based data row) and field of the first problem found.
+        CatalogError: naming the file, row (1 = first data row) and field of the first problem found.
     """
     path = Path(path)
     if not path.is_file():
@@ -186,14 +206,12 @@ def read_tracks(path: str | os.PathLike) -> list[Track]:
             )
     tracks: list[Track] = []
     seen: dict[str, int] = {}
-    for row, record in enumerate(_rows(table)):
+    for row, record in enumerate(_rows(table), 1):
         values = {}
         for name, (_, _, nullable) in _COLUMNS.items():
             value = record.get(name)
             if value is None and not nullable:
                 raise CatalogError(path, "is empty (null) but required", row=row, field=name)
-            if isinstance(value, float) and name == "year":
-                value = int(value)
             values[name] = value
         values["tags"] = tuple(values["tags"] or ())
         values["album"] = values["album"] or ""
@@ -233,15 +251,20 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
-def write_tracks(path: str | os.PathLike, tracks: Iterable[Track]) -> None:
-    """Validate then atomically write ``tracks`` to a Parquet file."""
-    tracks = list(tracks)
+def validate_tracks(tracks: list[Track], path: str | os.PathLike) -> None:
+    """Validate records about to be written to ``path`` (rows counted from 1)."""
     seen: set[str] = set()
-    for row, t in enumerate(tracks):
+    for row, t in enumerate(tracks, 1):
         validate_track(t, path, row)
         if t.track_id in seen:
             raise CatalogError(path, f"duplicate track_id {t.track_id!r}", row=row, field="track_id")
         seen.add(t.track_id)
+
+
+def write_tracks(path: str | os.PathLike, tracks: Iterable[Track]) -> None:
+    """Validate then atomically write ``tracks`` to a Parquet file."""
+    tracks = list(tracks)
+    validate_tracks(tracks, path)
     table = tracks_table(tracks)
     atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 

@@ -111,30 +111,44 @@ def _apt_download(pkg: DebPackage, dest_dir: Path) -> Path | None:
 
 
 def _http_download(pkg: DebPackage, dest: Path, mirror: str) -> None:
-    """Download over HTTP, resuming a partial ``.part`` file, showing progress."""
+    """Download over HTTP, resuming a partial ``.part`` file, showing progress.
+
+    Network failures raise SourceError and keep the ``.part`` file, so the next run resumes.
+    """
+    import http.client
+
     url = f"{mirror.rstrip('/')}/{pkg.pool_path}"
     part = dest.with_suffix(dest.suffix + ".part")
     have = part.stat().st_size if part.exists() else 0
-    if have > pkg.size:
+    if have >= pkg.size:
+        # Interrupted between the last byte and the rename, or a corrupt leftover: never ask for
+        # 'bytes=size-' (the server answers 416 forever); keep it only if it is the real file.
+        if have == pkg.size and sha256_file(part) == pkg.sha256:
+            os.replace(part, dest)
+            return
         part.unlink()
         have = 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    bar = None
     try:
         response = urllib.request.urlopen(request, timeout=60)
-    except OSError as err:
-        raise SourceError(f"cannot download {url}: {err}") from err
-    if have and response.status != 206:  # the server ignored the range: start over
-        have = 0
-    bar = _progress(pkg.size, pkg.name)
-    if bar is not None:
-        bar.update(have)
-    with response, open(part, "ab" if have else "wb") as out:
-        while block := response.read(1 << 20):
-            out.write(block)
-            if bar is not None:
-                bar.update(len(block))
-    if bar is not None:
-        bar.close()
+        # Resume only if the server honoured the range from exactly our offset; else start over.
+        content_range = response.headers.get("Content-Range", "")
+        if have and not (response.status == 206 and content_range.startswith(f"bytes {have}-")):
+            have = 0
+        bar = _progress(pkg.size, pkg.name)
+        if bar is not None:
+            bar.update(have)
+        with response, open(part, "ab" if have else "wb") as out:
+            while block := response.read(1 << 20):
+                out.write(block)
+                if bar is not None:
+                    bar.update(len(block))
+    except (OSError, http.client.HTTPException) as err:
+        raise SourceError(f"download of {url} failed ({err}); run again to resume") from err
+    finally:
+        if bar is not None:
+            bar.close()
     os.replace(part, dest)
 
 
@@ -208,8 +222,8 @@ def extract_from_deb(deb: str | os.PathLike, paths, dest_dir: str | os.PathLike)
         payload = io.BufferedReader(_Window(f, size))
         with tarfile.open(fileobj=payload, mode="r|*") as tar:
             for info in tar:
-                name = info.name.lstrip("./")
-                if info.isfile() and select(name):
+                name = _member_name(info.name)
+                if name is not None and info.isfile() and select(name):
                     out = dest_dir / name
                     out.parent.mkdir(parents=True, exist_ok=True)
                     src = tar.extractfile(info)
@@ -222,6 +236,16 @@ def extract_from_deb(deb: str | os.PathLike, paths, dest_dir: str | os.PathLike)
     if missing:
         raise SourceError(f"{deb}: missing file(s) {sorted(missing)[:3]}")
     return found
+
+
+def _member_name(name: str) -> str | None:
+    """Package-relative path of an archive member, or None if it could escape the target directory."""
+    while name.startswith("./"):
+        name = name[2:]
+    parts = Path(name).parts
+    if not parts or name.startswith("/") or ".." in parts:
+        return None
+    return name
 
 
 class _Window(io.RawIOBase):
@@ -244,22 +268,31 @@ class _Window(io.RawIOBase):
 
 
 def extract_member(archive: str | os.PathLike, member: str, dest: str | os.PathLike) -> Path:
-    """Copy ``member`` out of a zip archive (a game's ``.pk3``) to ``dest``."""
+    """Copy ``member`` out of a zip archive (a game's ``.pk3``) to ``dest``, atomically."""
     dest = Path(dest)
+    if _member_name(member) is None:
+        raise SourceError(f"{archive}: refusing unsafe member name {member!r}")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(dest.suffix + ".part")
     try:
-        with zipfile.ZipFile(archive) as z, z.open(member) as src, open(dest, "wb") as out:
+        with zipfile.ZipFile(archive) as z, z.open(member) as src, open(tmp, "wb") as out:
             shutil.copyfileobj(src, out, 1 << 20)
-    except (KeyError, zipfile.BadZipFile) as err:
+    except (KeyError, zipfile.BadZipFile, OSError) as err:
+        tmp.unlink(missing_ok=True)
         raise SourceError(f"{archive}: cannot read member {member!r} ({err})") from err
+    os.replace(tmp, dest)
     return dest
 
 
-def installed_copy(source: DebSource, sha256: str | None) -> Path | None:
-    """A system-installed file (``/usr/share/…``) for ``source`` whose checksum matches, if any."""
+def installed_copy(source: DebSource, sha256: str) -> Path | None:
+    """A system-installed file (``/usr/share/…``, e.g. from Spaces' packages.txt) matching ``sha256``.
+
+    For a member of an installed archive, the member is extracted next to the cache by the caller;
+    here only plain files are returned.
+    """
     if source.member is not None:
-        return None  # archives are unpacked from the cache copy
+        return None
     candidate = Path("/") / source.path
-    if candidate.is_file() and (sha256 is None or sha256_file(candidate) == sha256):
+    if candidate.is_file() and sha256_file(candidate) == sha256:
         return candidate
     return None

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from talkplay.catalog import Catalog, Track, atomic_write, load_catalog
+from talkplay.catalog import CatalogError, Track, atomic_write, load_catalog
 from talkplay.debsource import (
     DebPackage,
     DebSource,
@@ -39,6 +39,8 @@ TARGET_LUFS = -16.0  # a common streaming loudness; game soundtracks vary by >15
 PEAK_DBFS = -1.0  # headroom so MP3 encoding does not clip
 FADE_IN_S, FADE_OUT_S = 0.05, 1.5
 SOURCES_FILE = "sources.json"  # pinned packages of a bundle built from Debian
+INDEX_FILE = "previews/index.json"  # what each preview was cut from, to detect stale or failed cuts
+MAX_MP3_RATE = 48000  # MPEG-1 Layer III stops at 48 kHz; hi-res sources are resampled
 
 
 def default_cache_dir() -> Path:
@@ -88,23 +90,53 @@ def apply_fades(y: np.ndarray, sr: int) -> np.ndarray:
 def cut_preview(source: str | os.PathLike, start_s: float, duration_s: float, out: str | os.PathLike) -> Path:
     """Cut, normalize, fade and encode one preview as MP3 at ``out`` (written atomically)."""
     y, sr = read_section(source, start_s, duration_s)
+    if sr > MAX_MP3_RATE:
+        import librosa
+
+        y = librosa.resample(y.T, orig_sr=sr, target_sr=MAX_MP3_RATE, res_type="soxr_hq").T.astype(np.float32)
+        sr = MAX_MP3_RATE
     y = apply_fades(normalize_loudness(y, sr), sr)
     out = Path(out)
     atomic_write(out, lambda tmp: sf.write(str(tmp), y, sr, format="MP3", subtype="MPEG_LAYER_III"))
     return out
 
 
-def load_sources(bundle: str | os.PathLike) -> dict[str, DebPackage]:
-    """The pinned packages recorded in a bundle's ``sources.json`` (name → DebPackage)."""
+def read_sources(bundle: str | os.PathLike) -> list[dict]:
+    """The package records of a bundle's ``sources.json`` ([] when the bundle has none).
+
+    Raises:
+        CatalogError: naming the file and the record/field that is malformed.
+    """
     path = Path(bundle) / SOURCES_FILE
     if not path.exists():
-        return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return {p["name"]: DebPackage(p["name"], p["version"], p["pool_path"], p["sha256"], int(p["size"])) for p in data["packages"]}
+        return []
+    try:
+        packages = json.loads(path.read_text(encoding="utf-8"))["packages"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise CatalogError(path, f"expected {{'packages': [...]}} ({err})") from err
+    for row, p in enumerate(packages, 1):
+        for key, kind in (("name", str), ("version", str), ("pool_path", str), ("sha256", str), ("size", int)):
+            if not isinstance(p, dict) or not isinstance(p.get(key), kind):
+                raise CatalogError(path, f"missing or not a {kind.__name__}", row=row, field=key)
+    return packages
 
 
-def preview_relpath(track: Track) -> str:
-    return f"previews/{track.track_id}.mp3"
+def load_sources(bundle: str | os.PathLike) -> dict[str, DebPackage]:
+    """The pinned packages recorded in a bundle's ``sources.json`` (name → DebPackage)."""
+    return {p["name"]: DebPackage(p["name"], p["version"], p["pool_path"], p["sha256"], p["size"])
+            for p in read_sources(bundle)}
+
+
+def _cut_key(track: Track) -> dict:
+    return {"source_sha256": track.source_sha256, "start": track.preview_start_s,
+            "duration": track.preview_duration_s or PREVIEW_SECONDS}
+
+
+def _read_index(bundle: Path) -> dict:
+    try:
+        return json.loads((bundle / INDEX_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}  # a lost index only costs re-checking; previews are re-cut where unknown
 
 
 @dataclass
@@ -115,14 +147,11 @@ class PreviewReport:
     cut: int = 0  # previews cut in this run
     downloaded_bytes: int = 0  # size of .deb files fetched in this run
     failed: dict[str, str] = field(default_factory=dict)  # track_id → reason
+    skipped: dict[str, str] = field(default_factory=dict)  # track_id → reason it failed before (not retried)
 
     @property
     def ok(self) -> bool:
         return not self.failed
-
-
-def _needed(catalog: Catalog) -> list[Track]:
-    return [t for t in catalog if t.preview_path and catalog.preview_file(t) is None and t.source.startswith("deb://")]
 
 
 def prepare_previews(
@@ -130,20 +159,39 @@ def prepare_previews(
     cache_dir: str | os.PathLike | None = None,
     keep_downloads: bool = False,
     progress: bool = True,
+    retry_failed: bool = False,
 ) -> PreviewReport:
     """Make sure every ``deb://`` track of the bundle has its preview on disk; idempotent.
+
+    A preview counts as done when its file exists and ``previews/index.json`` says it was cut from the
+    same source checksum and section that tracks.parquet names now (a changed catalog re-cuts it).
+    Sources that failed their checksum are remembered and not downloaded again unless ``retry_failed``.
 
     Args:
         bundle: catalog bundle directory (with tracks.parquet and sources.json).
         cache_dir: where .deb files are downloaded (default: :func:`default_cache_dir`).
         keep_downloads: keep the .deb files after cutting (the maintainer build keeps them).
         progress: show progress bars.
+        retry_failed: try again sources that failed verification before.
     Returns:
         A PreviewReport; tracks that failed are listed with the reason, the others are done.
     """
+    bundle = Path(bundle)
     catalog = load_catalog(bundle)
-    report = PreviewReport(ready=sum(1 for t in catalog if catalog.preview_file(t) is not None))
-    todo = _needed(catalog)
+    index = _read_index(bundle)
+    report = PreviewReport()
+    todo: list[Track] = []
+    for t in catalog:
+        if not t.source.startswith("deb://") or not t.preview_path:
+            continue
+        entry = index.get(t.track_id, {})
+        same = {k: entry.get(k) for k in ("source_sha256", "start", "duration")} == _cut_key(t)
+        if same and entry.get("status") == "ok" and catalog.preview_file(t) is not None:
+            report.ready += 1
+        elif same and entry.get("status") == "failed" and not retry_failed:
+            report.skipped[t.track_id] = entry.get("reason", "failed before")
+        else:
+            todo.append(t)
     if not todo:
         return report
     packages = load_sources(bundle)
@@ -153,40 +201,62 @@ def prepare_previews(
         src = DebSource.parse(t.source)
         by_package[src.package].append((t, src))
 
+    def record(track: Track, status: str, reason: str = "") -> None:
+        index[track.track_id] = {**_cut_key(track), "status": status, **({"reason": reason} if reason else {})}
+
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo), desc="previews", unit="track")
-    for name, items in sorted(by_package.items()):
-        pkg = packages.get(name)
-        work = Path(tempfile.mkdtemp(prefix=f"{name}.", dir=_mkdir(cache / "unpack")))
-        try:
-            files = _resolve_files(pkg, name, items, cache, work, report, keep_downloads)
+    try:
+        for name, items in sorted(by_package.items()):
+            work = Path(tempfile.mkdtemp(prefix=f"{name}.", dir=_mkdir(cache / "unpack")))
+            try:
+                files = _resolve_files(packages.get(name), name, items, cache, work, report, keep_downloads)
+            except SourceError as err:
+                # Download/unpack problems are transient (network, disk): report, do not remember.
+                for track, _ in items:
+                    report.failed[track.track_id] = str(err)
+                if bar is not None:
+                    bar.update(len(items))
+                shutil.rmtree(work, ignore_errors=True)
+                continue
             for track, src in items:
                 try:
                     path = files.get(src.uri)
                     if path is None:
                         raise SourceError(f"{src.uri} not found in {name}")
-                    if track.source_sha256 and sha256_file(path) != track.source_sha256:
+                    if sha256_file(path) != track.source_sha256:
                         raise SourceError(f"{src.uri}: checksum differs from the catalog's source_sha256")
                     cut_preview(path, track.preview_start_s or 0.0, track.preview_duration_s or PREVIEW_SECONDS,
-                                Path(bundle) / (track.preview_path or preview_relpath(track)))
+                                bundle / track.preview_path)
                     report.cut += 1
-                except (SourceError, RuntimeError, OSError) as err:
+                    record(track, "ok")
+                except (SourceError, RuntimeError, OSError, ValueError) as err:
                     report.failed[track.track_id] = str(err)
+                    record(track, "failed", str(err))
                 if bar is not None:
                     bar.update(1)
-        except SourceError as err:
-            for track, _ in items:
-                report.failed.setdefault(track.track_id, str(err))
-            if bar is not None:
-                bar.update(len(items))
-        finally:
             shutil.rmtree(work, ignore_errors=True)
-    if bar is not None:
-        bar.close()
+    finally:
+        if bar is not None:
+            bar.close()
+        text = json.dumps(index, indent=1, sort_keys=True)
+        atomic_write(bundle / INDEX_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return report
+
+
+def mark_cut(bundle: str | os.PathLike, tracks: list[Track]) -> None:
+    """Record in the preview index that ``tracks``' previews were cut from their current sections
+    (used by the maintainer build, which cuts previews itself)."""
+    bundle = Path(bundle)
+    index = _read_index(bundle)
+    for t in tracks:
+        if t.preview_path and (bundle / t.preview_path).is_file():
+            index[t.track_id] = {**_cut_key(t), "status": "ok"}
+    text = json.dumps(index, indent=1, sort_keys=True)
+    atomic_write(bundle / INDEX_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _mkdir(p: Path) -> Path:

@@ -29,7 +29,7 @@ def get(url: str) -> tuple[int, bytes]:
 
 
 @pytest.fixture
-def served(tmp_path):
+def served(tmp_path, monkeypatch):
     bundle = tmp_path / "bundle"
     (bundle / "previews").mkdir(parents=True)
     (bundle / "previews" / "a.mp3").write_bytes(b"ID3fake")
@@ -40,8 +40,8 @@ def served(tmp_path):
 
     demo = app.build_demo(CatalogBrowser(load_catalog(bundle)))
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                allowed_paths=[str(bundle / "previews")])
+    monkeypatch.setenv("TALKPLAY_PORT", str(port))
+    demo.launch(**app.launch_kwargs(bundle), prevent_thread_lock=True, quiet=True)  # the app's own settings
     yield f"http://127.0.0.1:{port}", bundle, tmp_path
     demo.close()
 

@@ -25,3 +25,11 @@ def test_rows_cards_and_escaping(tmp_path):
     assert b.audio is None and "Preview unavailable" in b.markdown
     assert "<script>" not in b.markdown and "](javascript" not in b.markdown
     assert "Select a track" in browser.card(None).markdown and "Select a track" in browser.card("zzz").markdown
+
+
+def test_escape_keeps_apostrophes_and_folds_lines():
+    from talkplay.browse import escape
+
+    assert escape("Journey's End") == "Journey's End"
+    assert escape("a\n# heading\n- item") == "a \\# heading - item"
+    assert escape("[x](javascript:alert(1))") == "\\[x\\]\\(javascript:alert\\(1\\)\\)"

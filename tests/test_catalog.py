@@ -47,8 +47,8 @@ def test_duplicate_id_names_row(tmp_path):
     write_rows(tmp_path / "tracks.parquet", rows, pq.read_schema(tmp_path / "tracks.parquet"))
     with pytest.raises(CatalogError) as err:
         read_tracks(tmp_path / "tracks.parquet")
-    assert err.value.row == 2 and err.value.field == "track_id" and "duplicate" in str(err.value)
-    assert "row 2" in str(err.value) and "first seen in row 0" in str(err.value)
+    assert err.value.row == 3 and err.value.field == "track_id" and "duplicate" in str(err.value)
+    assert "row 3" in str(err.value) and "first seen in row 1" in str(err.value)
 
 
 @pytest.mark.parametrize(
@@ -59,6 +59,9 @@ def test_duplicate_id_names_row(tmp_path):
         ("track_id", "has space", "not a valid id"),
         ("year", 99999, "plausible year"),
         ("duration_s", -3.0, "≥ 0"),
+        ("preview_path", "../../etc/passwd", "inside the bundle"),
+        ("preview_path", "/tmp/x.mp3", "inside the bundle"),
+        ("source_sha256", "abc", "64 lower-case hex"),
     ],
 )
 def test_bad_values_name_row_and_field(tmp_path, field, value, expect):
@@ -67,8 +70,8 @@ def test_bad_values_name_row_and_field(tmp_path, field, value, expect):
     write_rows(tmp_path / "tracks.parquet", rows, tracks_table([]).schema)
     with pytest.raises(CatalogError) as err:
         read_tracks(tmp_path / "tracks.parquet")
-    assert (err.value.row, err.value.field) == (1, field)
-    assert expect in str(err.value) and "tracks.parquet" in str(err.value)
+    assert (err.value.row, err.value.field) == (2, field)
+    assert expect in str(err.value) and "tracks.parquet" in str(err.value) and "row 2" in str(err.value)
 
 
 def test_wrong_type_names_column(tmp_path):
@@ -86,7 +89,13 @@ def test_null_required_value(tmp_path):
     write_rows(tmp_path / "tracks.parquet", rows, tracks_table([]).schema)
     with pytest.raises(CatalogError) as err:
         read_tracks(tmp_path / "tracks.parquet")
-    assert (err.value.row, err.value.field) == (0, "artist")
+    assert (err.value.row, err.value.field) == (1, "artist")
+
+
+def test_deb_source_requires_checksum(tmp_path):
+    with pytest.raises(CatalogError) as err:
+        save_catalog(tmp_path, [make_track(0, source="deb://pkg/1.0/usr/share/a.ogg")])
+    assert err.value.field == "source_sha256" and "required for deb://" in str(err.value)
 
 
 def test_truncated_file_is_named(tmp_path):
@@ -118,7 +127,8 @@ def test_search_and_preview_file(tmp_path):
 @pytest.mark.parametrize("text, spdx", [
     ("GPL-2+", "GPL-2.0-or-later"), ("CC-BY-SA 3.0", "CC-BY-SA-3.0"), ("cc-by-3.0", "CC-BY-3.0"),
     ("http://creativecommons.org/licenses/by-sa/3.0/", "CC-BY-SA-3.0"), ("public-domain", "LicenseRef-PublicDomain"),
-    ("LicenseRef-MyLabel", "LicenseRef-MyLabel"), ("GPL", None), ("", None),
+    ("LicenseRef-MyLabel", "LicenseRef-MyLabel"), ("GPL", None), ("", None), ("GPL-2.0", "GPL-2.0-only"),
+    ("LGPL-2.1", "LGPL-2.1-only"), ("LGPL-2+", "LGPL-2.0-or-later"),
 ])
 def test_normalize_license(text, spdx):
     assert normalize_license(text) == spdx

@@ -112,5 +112,17 @@ def test_mpd_malformed(tmp_path):
     (tmp_path / "t.csv").write_text(CSV)
     import_tracks(tmp_path / "t.csv", tmp_path / "b", progress=False)
     (tmp_path / "mpd.json").write_text(json.dumps({"playlists": [{"name": "no pid", "tracks": []}]}))
-    with pytest.raises(CatalogError, match=r"mpd.json, row 0, field 'playlists'"):
+    with pytest.raises(CatalogError, match=r"mpd.json, row 1, field 'playlists'"):
         import_playlists([tmp_path / "mpd.json"], tmp_path / "b")
+
+
+def test_unreadable_audio_names_row_and_leaves_bundle_untouched(tmp_path):
+    sr = 22050
+    sf.write(tmp_path / "ok.wav", np.zeros(sr * 5, dtype=np.float32) + 0.1, sr)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF not really audio")
+    (tmp_path / "t.csv").write_text("title,artist,license,audio_path\nA,B,MIT,ok.wav\nC,D,MIT,broken.wav\n")
+    with pytest.raises(CatalogError) as err:
+        import_tracks(tmp_path / "t.csv", tmp_path / "b", progress=False)
+    assert (err.value.row, err.value.field) == (2, "audio_path") and "broken.wav" in str(err.value)
+    assert not (tmp_path / "b" / "tracks.parquet").exists()
+    assert not list((tmp_path / "b").rglob("*.mp3"))

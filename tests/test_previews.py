@@ -132,3 +132,68 @@ def test_prepare_previews_reports_checksum_mismatch(fake_package, tmp_path, monk
     report = prepare_previews(bundle, cache_dir=tmp_path / "cache", progress=False)
     assert not report.ok and "checksum" in report.failed["x"]
     assert not (bundle / "previews" / "x.mp3").exists()
+
+
+def _bundle_with(pkg, tmp_path, start=10.0, sha=None, song_sha=None):
+    bundle = tmp_path / "bundle"
+    save_catalog(bundle, [Track(track_id="fake-song", title="Song", artist="T", license="CC0-1.0", attribution="t",
+                                source=f"deb://{pkg.name}/{pkg.version}/usr/share/games/fake/music/song.ogg",
+                                preview_path="previews/fake-song.mp3", source_sha256=sha or song_sha,
+                                preview_start_s=start, preview_duration_s=30.0)])
+    (bundle / "sources.json").write_text(json.dumps({"packages": [
+        {"name": pkg.name, "version": pkg.version, "pool_path": pkg.pool_path, "sha256": pkg.sha256, "size": pkg.size}]}))
+    return bundle
+
+
+def test_changed_section_is_recut(fake_package, tmp_path, monkeypatch):
+    pkg, mirror, song_sha, _ = fake_package
+    monkeypatch.setenv("TALKPLAY_DEBIAN_MIRROR", mirror.as_uri())
+    bundle = _bundle_with(pkg, tmp_path, start=10.0, song_sha=song_sha)
+    assert prepare_previews(bundle, cache_dir=tmp_path / "c", progress=False).cut == 1
+    _bundle_with(pkg, tmp_path, start=5.0, song_sha=song_sha)  # the catalog now names another section
+    again = prepare_previews(bundle, cache_dir=tmp_path / "c", progress=False)
+    assert (again.ready, again.cut) == (0, 1)
+
+
+def test_failed_checksum_is_remembered_not_refetched(fake_package, tmp_path, monkeypatch):
+    pkg, mirror, _, _ = fake_package
+    monkeypatch.setenv("TALKPLAY_DEBIAN_MIRROR", mirror.as_uri())
+    bundle = _bundle_with(pkg, tmp_path, sha="e" * 64)
+    first = prepare_previews(bundle, cache_dir=tmp_path / "c", progress=False)
+    assert "checksum" in first.failed["fake-song"]
+    second = prepare_previews(bundle, cache_dir=tmp_path / "c", progress=False)
+    assert second.downloaded_bytes == 0 and "fake-song" in second.skipped and not second.failed
+
+
+def test_complete_part_file_is_used_and_corrupt_one_replaced(fake_package, tmp_path):
+    pkg, mirror, _, _ = fake_package
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    deb_bytes = (mirror / pkg.pool_path).read_bytes()
+    (cache / (pkg.filename + ".part")).write_bytes(deb_bytes)
+    # an unreachable mirror proves nothing is downloaded: the complete .part is verified and renamed
+    assert sha256_file(fetch_deb(pkg, cache, mirror="http://127.0.0.1:9")) == pkg.sha256
+    (cache / pkg.filename).unlink()
+    (cache / (pkg.filename + ".part")).write_bytes(b"x" * pkg.size)  # same size, wrong bytes
+    assert sha256_file(fetch_deb(pkg, cache, mirror=mirror.as_uri())) == pkg.sha256
+
+
+def test_network_error_is_a_source_error(fake_package, tmp_path):
+    pkg, _, _, _ = fake_package
+    with pytest.raises(SourceError, match="run again to resume"):
+        fetch_deb(pkg, tmp_path / "cache", mirror="http://127.0.0.1:9")
+
+
+def test_unsafe_member_names_are_refused(tmp_path):
+    from talkplay.debsource import extract_member
+
+    data = tar_xz({"../evil.ogg": b"x", "usr/share/ok.ogg": b"y"})
+    deb = tmp_path / "p.deb"
+    deb.write_bytes(ar_archive({"debian-binary": b"2.0\n", "data.tar.xz": data}))
+    got = extract_from_deb(deb, lambda p: True, tmp_path / "out")
+    assert list(got) == ["usr/share/ok.ogg"] and not (tmp_path / "evil.ogg").exists()
+    z = tmp_path / "a.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("../../x.ogg", b"x")
+    with pytest.raises(SourceError, match="unsafe member"):
+        extract_member(z, "../../x.ogg", tmp_path / "m" / "x.ogg")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 import zipfile
@@ -33,10 +32,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from talkplay.catalog import FEATURES_FILE, Track, atomic_write, save_catalog
-from talkplay.debsource import extract_from_deb, fetch_deb, sha256_file
+from talkplay.catalog import (
+    FEATURES_FILE,
+    Track,
+    atomic_write,
+    preview_relpath,
+    save_catalog,
+    slugify,
+    validate_tracks,
+)
+from talkplay.debsource import extract_from_deb, extract_member, fetch_deb, sha256_file
 from talkplay.licenses import license_info
-from talkplay.previews import PREVIEW_SECONDS, SOURCES_FILE, cut_preview, default_cache_dir
+from talkplay.previews import PREVIEW_SECONDS, SOURCES_FILE, cut_preview, default_cache_dir, mark_cut
 from train.credits import Credit, attribution_line, credit_for, load_album_sidecars, matches_any, read_tags
 from train.demo_sources import MIN_TRACK_SECONDS, PACKAGES, PackageSpec
 from train.dep5 import parse_dep5
@@ -90,9 +97,8 @@ def unpack_package(spec: PackageSpec, cache: Path) -> tuple[list[SourceFile], di
             for member in sorted(z.namelist()):
                 if matches_any(member, member_globs) and not matches_any(member, spec.exclude):
                     out = members_dir / member
-                    if not out.exists():
-                        out.parent.mkdir(parents=True, exist_ok=True)
-                        out.write_bytes(z.read(member))
+                    if not out.exists():  # extract_member writes atomically: an existing file is whole
+                        extract_member(files[archive], member, out)
                     music.append(SourceFile(spec, f"{archive}!/{member}", out))
     return music, files
 
@@ -120,13 +126,10 @@ class Analyzer:
         out = self.cache / f"{sha}.v{ANALYSIS_VERSION}.json"
         if out.exists():
             return json.loads(out.read_text())
-        import librosa
+        from train.descriptors import compute_descriptors, find_preview_section, load_mono
 
-        from train.descriptors import compute_descriptors, find_preview_section
-
-        y, sr = sf.read(str(path), dtype="float32", always_2d=True)
-        mono = librosa.resample(y.mean(axis=1), orig_sr=sr, target_sr=ANALYSIS_SR, res_type="soxr_hq")
-        duration = len(y) / sr
+        duration = sf.info(str(path)).duration
+        mono = load_mono(path, ANALYSIS_SR)
         start = round(float(find_preview_section(mono, ANALYSIS_SR, PREVIEW_SECONDS)), 2)
         section = mono[int(start * ANALYSIS_SR): int((start + PREVIEW_SECONDS) * ANALYSIS_SR)]
         desc = compute_descriptors(section, ANALYSIS_SR)
@@ -147,24 +150,20 @@ class Analyzer:
 # ---------------------------------------------------------------- helpers
 
 
-def slug(text: str) -> str:
-    return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9]+", "-", text.lower())).strip("-")
-
-
 def assign_ids(files: list[SourceFile]) -> dict[str, str]:
     """Stable track ids: '<short>-<file stem>', with the parent folder added where stems collide."""
     ids: dict[str, str] = {}
     stems: dict[str, list[SourceFile]] = {}
     for f in files:
         stem = Path(f.installed.split("!/")[-1]).stem
-        stems.setdefault(f"{f.spec.short}-{slug(stem)}", []).append(f)
+        stems.setdefault(f"{f.spec.short}-{slugify(stem)}", []).append(f)
     for base, group in stems.items():
         for f in group:
             if len(group) == 1:
                 ids[f.uri] = base
             else:
                 parent = Path(f.installed.split("!/")[-1]).parent.name
-                ids[f.uri] = f"{f.spec.short}-{slug(parent)}-{base.split('-', 1)[1]}"
+                ids[f.uri] = f"{f.spec.short}-{slugify(parent)}-{base.split('-', 1)[1]}"
     return ids
 
 
@@ -243,7 +242,7 @@ def build(out: Path, cache: Path, packages: list[str] | None = None, limit: int 
             auto = select_auto_tags(dict(zip(MSD_TAGS, a["msd"])), dict(zip(MTT_TAGS, a["mtt"])))
             dtags = descriptor_tags(desc)
             tags = merge_tags(curated, auto, dtags)
-            preview_rel = f"previews/{track_id}.mp3"
+            preview_rel = preview_relpath(track_id)
             if not (out / preview_rel).exists():
                 cut_preview(f.local, a["preview_start_s"], a["preview_duration_s"], out / preview_rel)
             tracks.append(Track(
@@ -280,6 +279,7 @@ def write_bundle(out: Path, specs, tracks: list[Track], features: list[dict], st
     order = sorted(range(len(tracks)), key=lambda i: tracks[i].track_id)
     tracks = [tracks[i] for i in order]
     features = [features[i] for i in order]
+    validate_tracks(tracks, out / "tracks.parquet")  # before any file is written: all or nothing
     sources = {"packages": [{"name": s.deb.name, "version": s.deb.version, "pool_path": s.deb.pool_path,
                              "sha256": s.deb.sha256, "size": s.deb.size, "game": s.game} for s in specs]}
     atomic_write(out / SOURCES_FILE, lambda tmp: tmp.write_text(json.dumps(sources, indent=2) + "\n"))
@@ -291,6 +291,7 @@ def write_bundle(out: Path, specs, tracks: list[Track], features: list[dict], st
                            "analysis_version": ANALYSIS_VERSION},
                  build={k: v for k, v in stats.items() if k != "build_seconds"})
     atomic_write(out / "CREDITS.md", lambda tmp: tmp.write_text(credits_markdown(tracks, features, specs, stats)))
+    mark_cut(out, tracks)
 
 
 def credits_markdown(tracks: list[Track], features: list[dict], specs, stats: dict) -> str:
@@ -328,12 +329,18 @@ def credits_markdown(tracks: list[Track], features: list[dict], specs, stats: di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.demo_catalog", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="bundle directory to write (default: catalog/demo)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="bundle directory to write (default: catalog/demo; required with --packages/--limit "
+                             "so a trial build never overwrites the committed bundle)")
     parser.add_argument("--cache", type=Path, default=None,
                         help="download/unpack/analysis cache (default: $TALKPLAY_CACHE or ~/.cache/talkplay)")
     parser.add_argument("--packages", nargs="*", default=None, help="only these Debian packages (default: all pinned)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many tracks per package (for trials)")
     args = parser.parse_args(argv)
+    if args.out is None:
+        if args.packages is not None or args.limit is not None:
+            parser.error("--out is required for partial builds (--packages/--limit)")
+        args.out = DEFAULT_OUT
     stats = build(args.out, args.cache or default_cache_dir(), args.packages, args.limit)
     print(json.dumps({k: v for k, v in stats.items() if k != "left_out"}, indent=2))
     return 0

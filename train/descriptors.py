@@ -876,3 +876,12 @@ def merge_tags(curated: Iterable[str], auto: Iterable[str], measured: Iterable[s
     dropped = set().union(*(_OVERRULED_BY_DESCRIPTOR.get(m, set()) for m in measured)) if measured else set()
     auto = [a for a in auto if a not in dropped]
     return _dedupe([t.strip().lower() for t in (*curated, *auto, *measured) if t and t.strip()])
+
+
+def load_mono(path, sr: int = 22050) -> np.ndarray:
+    """Decode a whole audio file to mono float32 at ``sr`` (the rate the analyses use)."""
+    import librosa
+    import soundfile as sf
+
+    y, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
+    return librosa.resample(y.mean(axis=1), orig_sr=file_sr, target_sr=sr, res_type="soxr_hq")

@@ -26,8 +26,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import re
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,8 +42,11 @@ from talkplay.catalog import (
     Track,
     atomic_write,
     load_catalog,
+    preview_relpath,
     save_catalog,
+    slugify,
     validate_track,
+    validate_tracks,
 )
 from talkplay.licenses import normalize_license
 
@@ -80,10 +85,6 @@ def read_rows(path: Path) -> list[dict]:
         except (pa.ArrowException, OSError) as err:
             raise CatalogError(path, f"not a readable Parquet file ({err})") from err
     raise CatalogError(path, f"unsupported format {suffix!r}: use .csv, .tsv, .jsonl or .parquet")
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9]+", "-", text.lower())).strip("-")[:100] or "track"
 
 
 def _text(value) -> str:
@@ -146,7 +147,7 @@ def rows_to_tracks(path: Path, rows: list[dict], audio_root: Path | None = None)
         if license_id is None:
             raise CatalogError(path, f"unknown license {raw_license!r}: use an SPDX id (e.g. CC-BY-4.0, "
                                "GPL-3.0-or-later) or LicenseRef-<Name>", row=row, field="license")
-        track_id = _text(r.get("track_id")) or _slug(f"{artist}-{title}")
+        track_id = _text(r.get("track_id")) or slugify(f"{artist}-{title}")
         if track_id in used_ids:
             if _text(r.get("track_id")):
                 raise CatalogError(path, f"duplicate track_id {track_id!r} (first in row {used_ids[track_id]})",
@@ -188,38 +189,45 @@ def import_tracks(path: str | Path, out: str | Path, audio_root: str | Path | No
     """
     path, out = Path(path), Path(out)
     tracks, audio = rows_to_tracks(path, read_rows(path), Path(audio_root) if audio_root else None)
-    if audio:
-        tracks = _add_previews(tracks, audio, out, progress)
+    if not audio:
+        return save_catalog(out, tracks, name=name or out.name, imported_from=path.name)
+    # Previews are cut into a scratch folder and moved in only after every row succeeded, so a bad
+    # audio file leaves an existing bundle exactly as it was.
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".import-", dir=out) as scratch:
+        tracks = _add_previews(path, tracks, audio, Path(scratch), progress)
+        validate_tracks(tracks, out / "tracks.parquet")
+        (out / "previews").mkdir(exist_ok=True)
+        for t in tracks:
+            if t.preview_path:
+                os.replace(Path(scratch) / t.preview_path, out / t.preview_path)
     return save_catalog(out, tracks, name=name or out.name, imported_from=path.name)
 
 
-def _add_previews(tracks: list[Track], audio: dict[str, Path], out: Path, progress: bool) -> list[Track]:
+def _add_previews(path: Path, tracks: list[Track], audio: dict[str, Path], out: Path, progress: bool) -> list[Track]:
     import soundfile as sf
 
     from talkplay.previews import PREVIEW_SECONDS, cut_preview
 
     result = []
-    items = tracks
+    items = list(enumerate(tracks, 1))
     if progress:
         from tqdm import tqdm
 
-        items = tqdm(tracks, desc="previews", unit="track")
-    for t in items:
+        items = tqdm(items, desc="previews", unit="track")
+    for row, t in items:
         src = audio.get(t.track_id)
         if src is None:
             result.append(t)
             continue
         try:
-            info = sf.info(str(src))
-        except RuntimeError as err:
-            raise CatalogError(src, f"unreadable audio for track {t.track_id!r} ({err})", field="audio_path") from err
-        duration = t.duration_s or round(info.duration, 3)
-        start = t.preview_start_s
-        if start is None:
-            start = _energetic_start(src, info.duration)
-        length = round(min(PREVIEW_SECONDS, max(duration - start, 0.1)), 3)
-        rel = f"previews/{t.track_id}.mp3"
-        cut_preview(src, start, length, out / rel)
+            duration = t.duration_s or round(sf.info(str(src)).duration, 3)
+            start = t.preview_start_s if t.preview_start_s is not None else _energetic_start(src, duration)
+            length = round(min(PREVIEW_SECONDS, max(duration - start, 0.1)), 3)
+            rel = preview_relpath(t.track_id)
+            cut_preview(src, start, length, out / rel)
+        except (RuntimeError, OSError, ValueError) as err:
+            raise CatalogError(path, f"cannot cut a preview from {src} ({err})", row=row, field="audio_path") from err
         result.append(replace(t, duration_s=duration, preview_path=rel, preview_start_s=start, preview_duration_s=length))
     return result
 
@@ -227,14 +235,9 @@ def _add_previews(tracks: list[Track], audio: dict[str, Path], out: Path, progre
 def _energetic_start(path: Path, duration: float) -> float:
     if duration <= 30.0:
         return 0.0
-    import librosa
-    import soundfile as sf
+    from train.descriptors import find_preview_section, load_mono
 
-    from train.descriptors import find_preview_section
-
-    y, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    mono = librosa.resample(y.mean(axis=1), orig_sr=sr, target_sr=22050)
-    return round(float(find_preview_section(mono, 22050, 30.0)), 2)
+    return round(float(find_preview_section(load_mono(path, 22050), 22050, 30.0)), 2)
 
 
 # ---------------------------------------------------------------- playlists
@@ -264,7 +267,7 @@ def import_playlists(paths: list[str | Path], catalog_dir: str | Path) -> dict:
         playlists = data.get("playlists") if isinstance(data, dict) else None
         if not isinstance(playlists, list):
             raise CatalogError(path, "expected an object with a 'playlists' list", field="playlists")
-        for i, p in enumerate(playlists):
+        for i, p in enumerate(playlists, 1):
             if not isinstance(p, dict) or "pid" not in p or not isinstance(p.get("tracks"), list):
                 raise CatalogError(path, "each playlist needs 'pid' and a 'tracks' list", row=i, field="playlists")
             pid = str(p["pid"])
