@@ -40,7 +40,7 @@ def build_demo(browser: CatalogBrowser) -> gr.Blocks:
 
         def on_select(evt: gr.SelectData):
             row = evt.row_value or []
-            c = browser.card(row[0] if row else None)
+            c = browser.card(row[TABLE_COLUMNS.index("track_id")] if row else None)
             return c.markdown, c.audio
 
         query.change(browser.rows, [query, source], table)

@@ -63,7 +63,7 @@ case "${1:-}" in
     ensure_venv; ensure_packages
     step "preparing the demo catalog's previews (downloads pinned Debian packages once, ~1.3 GB)"
     "$VENV/bin/python" -m talkplay previews --catalog catalog/demo
-    step "launching TalkPlay at http://127.0.0.1:7860"
+    step "launching TalkPlay at http://${TALKPLAY_HOST:-127.0.0.1}:${TALKPLAY_PORT:-7860}"
     exec "$VENV/bin/python" app.py
     ;;
   test)

@@ -15,7 +15,7 @@ from talkplay.catalog import Catalog, Track
 from talkplay.licenses import license_info
 from talkplay.previews import read_sources
 
-TABLE_COLUMNS = ["track_id", "title", "artist", "album", "year", "tags"]
+TABLE_COLUMNS = ["title", "artist", "album", "year", "tags", "track_id"]  # id last: needed, rarely read
 ALL_SOURCES = "All sources"
 
 
@@ -56,7 +56,7 @@ class CatalogBrowser:
         tracks = self.catalog.search(query or "", limit=len(self.catalog))
         if source and source != ALL_SOURCES:
             tracks = [t for t in tracks if self._source_of[t.track_id] == source]
-        return [[t.track_id, t.title, t.artist, t.album, t.year or "", ", ".join(t.tags[:6])] for t in tracks[:limit]]
+        return [[t.title, t.artist, t.album, t.year or "", ", ".join(t.tags[:6]), t.track_id] for t in tracks[:limit]]
 
     def summary(self) -> str:
         n = len(self.catalog)
@@ -81,12 +81,13 @@ class CatalogBrowser:
             "**Tags:** " + (", ".join(escape(tag) for tag in t.tags) or "—"),
             "",
             f"**Credit:** {escape(t.attribution)}",
+            "",
             f"**License:** [{escape(lic.name)}]({lic.url})" if lic.url else f"**License:** {escape(lic.name)}",
         ]
         if t.duration_s:
             m, s = divmod(int(round(t.duration_s)), 60)
             start = f", preview from {t.preview_start_s:.0f} s" if t.preview_start_s else ""
-            lines.append(f"**Length:** {m}:{s:02d}{start}")
+            lines += ["", f"**Length:** {m}:{s:02d}{start}"]
         if audio is None:
             lines += ["", "*Preview unavailable on this machine.*"]
         return TrackCard("\n".join(lines), str(audio) if audio else None)

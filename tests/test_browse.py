@@ -16,8 +16,8 @@ def test_rows_cards_and_escaping(tmp_path):
     ]
     browser = CatalogBrowser(save_catalog(tmp_path, tracks))
     assert browser.sources() == [ALL_SOURCES, "Seas", "Skies"]
-    assert [r[0] for r in browser.rows("rock")] == ["a"]
-    assert [r[0] for r in browser.rows("", "Seas")] == ["b"]
+    assert [r[-1] for r in browser.rows("rock")] == ["a"]
+    assert [r[-1] for r in browser.rows("", "Seas")] == ["b"]
     card = browser.card("a")
     assert card.audio == str(tmp_path / "previews" / "a.mp3")
     assert "<b>" not in card.markdown and "&lt;b&gt;" in card.markdown and "2:05" in card.markdown
