@@ -194,7 +194,8 @@ def dedupe(seq) -> list[str]:
 
 def build(out: Path, cache: Path, packages: list[str] | None = None, limit: int | None = None, log=print) -> dict:
     """Build the bundle at ``out``; returns build statistics (also stored in manifest.json)."""
-    from train.descriptors import Descriptors, compose_caption, descriptor_tags, merge_tags, select_auto_tags
+    from train.descriptors import Descriptors
+    from train.tagging import compose_caption, descriptor_tags, merge_tags, select_auto_tags
     from train.musicnn import MSD_TAGS, MTT_TAGS
 
     t0 = time.time()
