@@ -6,7 +6,8 @@ A bundle is a directory::
       manifest.json       name, schema version, track count, per-package/source summary
       tracks.parquet      one row per track (the columns of ``Track``), validated on load
       features.parquet    optional: audio descriptors, auto-tag probabilities, audio embedding
-      playlists.parquet   optional: (playlist_id, name, position, track_id, synthetic)
+      playlists.parquet   optional: (playlist_id, name, position, track_id, synthetic, origin[, split])
+      splits.json         optional: train/valid/test split of the playlists and the cold-start tracks
       CREDITS.md          human-readable credits and licenses
       previews/           optional audio previews (the demo's are cut locally, never committed)
 
