@@ -53,3 +53,18 @@ def test_download_budget_and_features(demo):
     assert manifest["tracks"] == len(demo) and len(manifest["features"]["msd_tags"]) == 50
     credits = (DEMO / "CREDITS.md").read_text()
     assert all(t.track_id in credits for t in demo)
+
+
+def test_token_stores_cover_every_track_in_five_modalities(demo):
+    from talkplay.token_store import default_variant, load_store, store_dir, variants
+
+    assert {"kmeans", "rqvae", "rkmeans"} <= set(variants(DEMO))
+    assert default_variant(DEMO) in variants(DEMO)
+    for name in ("kmeans", "rqvae", "rkmeans"):
+        store = load_store(store_dir(DEMO, name), demo)
+        assert sorted(store.track_ids) == sorted(t.track_id for t in demo)
+        names = [m.name for m in store.vocab.modalities]
+        assert names[:5] == ["playlist", "semantic", "metadata", "lyrics", "audio"]
+        # with the disambiguation position every full tuple names exactly one track
+        assert len({tuple(r) for r in store.codes}) == len(store)
+        assert store.centroids(), name

@@ -42,3 +42,20 @@ def test_hierarchical_matching_counts_prefix_levels():
 def test_seeds_from_playlists():
     seeds = seeds_from([("a", "b", "x"), ("c",)], {"a": 0, "b": 1, "c": 2})
     assert [(s, r.tolist()) for s, r in seeds] == [(0, [1]), (1, [0])]
+
+
+def test_expected_reciprocal_rank():
+    from train.tokenizer_report import expected_reciprocal_rank
+
+    scores = np.array([3.0, 2.0, 1.0])
+    assert expected_reciprocal_rank(scores, np.array([False, True, False])) == pytest.approx(0.5)
+    # one above, then a tie of 2 with 1 relevant: rank 2 or 3 with equal chance
+    tie = np.array([5.0, 1.0, 1.0])
+    assert expected_reciprocal_rank(tie, np.array([False, True, False])) == pytest.approx((1 / 2 + 1 / 3) / 2)
+    assert expected_reciprocal_rank(np.zeros(4), np.array([True, True, False, False])) == pytest.approx(
+        0.5 * 1 + (2 / 4) * (2 / 3) * 0.5 + (2 / 4) * (1 / 3) * 1 / 3)
+
+
+def test_neighbour_relevance_window():
+    seeds = seeds_from([("a", "b", "c", "d")], {t: i for i, t in enumerate("abcd")}, window=1)
+    assert [(s, r.tolist()) for s, r in seeds] == [(0, [1]), (1, [0, 2]), (2, [1, 3]), (3, [2])]

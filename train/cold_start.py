@@ -20,6 +20,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -33,41 +34,8 @@ from talkplay.debsource import sha256_file
 from talkplay.previews import cut_preview
 from talkplay.token_store import QUANTIZERS_FILE, load_store, save_store, store_dir, variants
 from train.embeddings import BundleAudioFeatures, EmbeddingConfig, RidgeMap, TextEmbedder, embed_catalog
+from train.analyze import analyse_tracks
 from train.import_catalog import read_rows, rows_to_tracks
-
-
-def analyse_new_tracks(tracks: list[Track], audio: dict[str, Path], path: Path, cache_dir: Path,
-                       analyzer=None) -> tuple[list[Track], list[dict]]:
-    """Analyse each new track's audio; return completed tracks and their features rows."""
-    from train.demo_catalog import Analyzer
-    from train.descriptors import Descriptors
-    from train.musicnn import MSD_TAGS, MTT_TAGS
-    from train.tagging import compose_caption, descriptor_tags, merge_tags, select_auto_tags
-
-    analyzer = analyzer or Analyzer(cache_dir)
-    done, features = [], []
-    for row, t in enumerate(tracks, 1):
-        src = audio.get(t.track_id)
-        if src is None:
-            raise CatalogError(path, "cold start needs audio for every track (the audio modality)", row=row,
-                               field="audio_path")
-        try:
-            a = analyzer.analyze(src, sha256_file(src))
-        except (RuntimeError, OSError, ValueError) as err:
-            raise CatalogError(path, f"cannot analyse {src} ({err})", row=row, field="audio_path") from err
-        desc = Descriptors(**a["descriptors"])
-        auto = select_auto_tags(dict(zip(MSD_TAGS, a["msd"])), dict(zip(MTT_TAGS, a["mtt"])))
-        dtags = descriptor_tags(desc)
-        tags = merge_tags(t.tags, auto, dtags)
-        done.append(Track(**{**t.__dict__, "tags": tuple(tags), "caption": t.caption or compose_caption(tags, desc),
-                             "duration_s": t.duration_s or a["duration_s"], "preview_path": preview_relpath(t.track_id),
-                             "preview_start_s": a["preview_start_s"], "preview_duration_s": a["preview_duration_s"],
-                             "source_sha256": t.source_sha256 or sha256_file(src)}))
-        features.append({"track_id": t.track_id, "package": "", "license_origin": "cold-start import",
-                         "curated_tags": list(t.tags), "auto_tags": auto, "descriptor_tags": dtags,
-                         **a["descriptors"], "msd_tags": a["msd"], "mtt_tags": a["mtt"],
-                         "musicnn_embedding": a["embedding"]})
-    return done, features
 
 
 def add_tracks(bundle: str | Path, table: str | Path, audio_root: str | Path | None = None,
@@ -89,7 +57,9 @@ def add_tracks(bundle: str | Path, table: str | Path, audio_root: str | Path | N
     if clash:
         row = [t.track_id for t in new].index(clash[0]) + 1
         raise CatalogError(table, f"track_id {clash[0]!r} is already in {bundle}", row=row, field="track_id")
-    new, feature_rows = analyse_new_tracks(new, audio, table, cache_dir, analyzer)
+    new, feature_rows = analyse_tracks(new, audio, table, cache_dir, analyzer)
+    new = [replace(t, preview_path=preview_relpath(t.track_id),
+                   source_sha256=t.source_sha256 or sha256_file(audio[t.track_id])) for t in new]
     all_tracks = [*catalog.tracks, *new]
     validate_tracks(all_tracks, bundle / "tracks.parquet")
 

@@ -1,6 +1,6 @@
 """Build a catalog's token stores: embeddings per modality → quantizer per modality → codes per track.
 
-    python -m train.tokenize --catalog catalog/demo                       # K-means and RQ-VAE stores
+    python -m train.tokenize --catalog catalog/demo                       # kmeans, rqvae and rkmeans stores
     python -m train.tokenize --catalog catalog/demo --variants rkmeans --levels 3 --codebook-size 8
 
 Each *variant* is one store under ``<bundle>/tokens/<variant>/`` (see ``talkplay.token_store``):
@@ -100,19 +100,23 @@ def build_store(emb: CatalogEmbeddings, cfg: TokenizerConfig) -> BuiltStore:
         stats[m] = {"codebook_size": k, "reserved": reserved, "tracks_with_data": int(len(rows)),
                     **asdict(code_stats(codes[rows], max(k, 1), reserved=reserved))}
     all_codes = np.hstack(columns)
+    # Collisions are measured before any disambiguation: they say how well the modalities separate tracks.
+    full = code_stats(all_codes, max(s.codebook_size for s in specs))
+    dis_size = 0
     if cfg.disambiguate:
         dis = _disambiguation_codes(all_codes)
-        specs.append(ModalitySpec(DISAMBIGUATION, 1, int(dis.max()) + 1, 0))
+        dis_size = int(dis.max()) + 1
+        specs.append(ModalitySpec(DISAMBIGUATION, 1, dis_size, 0))
         all_codes = np.hstack([all_codes, dis[:, None]])
     vocab = MusicVocab(specs)
-    full = code_stats(all_codes, max(s.codebook_size for s in specs))
     if emb.fallback_map is not None:
         states.update({f"playlist_fallback.{k}": v for k, v in emb.fallback_map.state().items()})
     manifest = {
         "variant": cfg.variant,
         "tokenizer": asdict(cfg),
         "embeddings": {"config": asdict(emb.config), "sources": emb.sources(), "audio_state": emb.audio_state},
-        "stats": {"modalities": stats, "collision_rate": full.collision_rate,
+        "stats": {"modalities": stats, "collision_rate": full.collision_rate, "unique_tuples": full.unique_tuples,
+                  "disambiguation_codes": dis_size,
                   "cold_start_fallback_tracks": int(emb.modalities["playlist"].fallback.sum())
                   if "playlist" in emb.modalities and emb.modalities["playlist"].fallback is not None else 0},
         "versions": _versions(),
@@ -223,8 +227,8 @@ def tokenize_catalog(bundle: str | Path, variant_names: list[str], cache_dir: Pa
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.tokenize", description=__doc__.split("\n\n")[0])
     parser.add_argument("--catalog", type=Path, default=Path("catalog/demo"), help="bundle directory")
-    parser.add_argument("--variants", nargs="+", default=["kmeans", "rqvae"],
-                        help="stores to build: kmeans, rqvae, rkmeans (default: kmeans rqvae)")
+    parser.add_argument("--variants", nargs="+", default=["kmeans", "rqvae", "rkmeans"],
+                        help="stores to build: kmeans, rqvae, rkmeans (default: all three)")
     parser.add_argument("--default", default=None, help="variant the runtime uses (written to tokens/store.json)")
     parser.add_argument("--modalities", nargs="+", default=list(DEFAULT_MODALITIES),
                         help="modalities in generation order (default: playlist semantic metadata lyrics audio)")
@@ -233,8 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", type=int, default=None, help="residual levels for rqvae/rkmeans (default 2)")
     parser.add_argument("--codebook-size", type=int, default=None,
                         help="codes per level (default: derived from the catalog size)")
-    parser.add_argument("--disambiguate", action="store_true",
-                        help="add a position separating tracks that share a full code tuple")
+    parser.add_argument("--disambiguate", action=argparse.BooleanOptionalAction, default=True,
+                        help="add a <|dis-i|> position so every code tuple names exactly one track (default: on; "
+                             "the inference engine needs tuples to resolve to one track)")
     parser.add_argument("--seed", type=int, default=0, help="seed for item2vec and the quantizers")
     parser.add_argument("--cache", type=Path, default=None,
                         help="embedding cache (default: $TALKPLAY_CACHE/embeddings or ~/.cache/talkplay/embeddings)")
@@ -242,8 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     from talkplay.previews import default_cache_dir
 
     overrides = {k: v for k, v in (("levels", args.levels), ("codebook_size", args.codebook_size)) if v is not None}
-    if args.disambiguate:
-        overrides["disambiguate"] = True
+    overrides["disambiguate"] = args.disambiguate
     overrides["seed"] = args.seed
     config = EmbeddingConfig(modalities=tuple(args.modalities), text_model=args.text_model, seed=args.seed)
     t0 = time.time()
