@@ -93,3 +93,20 @@ def test_album_sidecar(tmp_path):
 ])
 def test_title_from_filename(stem, artist, title):
     assert title_from_filename(stem, artist) == title
+
+
+def test_placeholder_and_url_artists():
+    from train.credits import Credit, is_placeholder_artist, resolve_url_artists
+
+    assert is_placeholder_artist("<Unknown>") and is_placeholder_artist("http://zhaymusic.com/")
+    assert is_placeholder_artist("www.elysis.de") and not is_placeholder_artist("Gerd (elysis) Raudenbusch")
+    base = dict(title="t", album="a", year=None, license="MIT", license_origin="", copyright="", genre="")
+    credits = [Credit(artist="www.indiedb.com/members/crystan", **base),
+               Credit(artist='Christian "Crystan" Hoffmann', **base), Credit(artist="www.nobody.org", **base)]
+    fixed = resolve_url_artists(credits)
+    assert fixed[0].artist == 'Christian "Crystan" Hoffmann' and fixed[2].artist == "www.nobody.org"
+
+
+def test_unknown_artist_tag_falls_back(dep5):
+    c = credit_for(SPEC, "music/Crystan-X.ogg", {"artist": "<Unknown>", "title": "Track 14"}, dep5)
+    assert c.artist == "Crystan"

@@ -68,3 +68,25 @@ def test_token_stores_cover_every_track_in_five_modalities(demo):
         # with the disambiguation position every full tuple names exactly one track
         assert len({tuple(r) for r in store.codes}) == len(store)
         assert store.centroids(), name
+
+
+def test_demo_training_data_generalization_promises(demo):
+    """The committed demo data: ≥3,000 train / ≥200 test conversations; test holds cold-start tracks and
+    held-out phrasings, train and valid hold neither."""
+    from train.conversation_schema import read_conversations
+    from train.lexicon import HELD_TEMPLATE_IDS
+
+    cold = set(json.loads((DEMO / "splits.json").read_text())["cold_start_track_ids"])
+    splits = {s: read_conversations(DEMO / "data" / f"conversations.{s}.jsonl.gz", demo) for s in ("train", "valid", "test")}
+    assert len(splits["train"]) >= 3000 and len(splits["test"]) >= 200
+    for s in ("train", "valid"):
+        for c in splits[s]:
+            assert not set(c.tracks) & cold and c.synthetic
+            for m in c.messages:
+                if m.role == "user":
+                    assert not m.held_out
+                    assert not set((m.template or "").split("+")) & set(HELD_TEMPLATE_IDS)
+    test = splits["test"]
+    assert sum(1 for c in test if set(c.tracks) & cold) >= 100
+    assert sum(1 for c in test for m in c.messages if m.role == "user" and m.held_out) >= 0.5 * sum(
+        len(c.messages) // 3 for c in test)

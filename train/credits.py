@@ -100,6 +100,38 @@ def _looks_like_url(text: str) -> bool:
     return bool(re.match(r"^\w+://|^www\.|\.\w{2,3}$", text.strip()))
 
 
+def is_placeholder_artist(text: str) -> bool:
+    """True for credits that name no one: URLs, '<Unknown>', 'unknown artist', empty."""
+    t = (text or "").strip()
+    return not t or _looks_like_url(t) or bool(re.fullmatch(r"<?\s*(unknown|none|n/a)(\s+artist)?\s*>?", t, re.I))
+
+
+def url_tokens(text: str) -> list[str]:
+    """Identifying words of a URL credit ('www.indiedb.com/members/crystan' → ['crystan', 'indiedb'])."""
+    parts = re.split(r"[/.:?=&_\-]+", text.lower())
+    generic = {"http", "https", "www", "com", "org", "net", "de", "uk", "members", "users", "music", "html", ""}
+    return [p for p in reversed(parts) if p not in generic and len(p) > 2]
+
+
+def resolve_url_artists(credits: list[Credit]) -> list[Credit]:
+    """Replace URL artists by a credited name from the same package containing the URL's identifying word.
+
+    Example: 'www.indiedb.com/members/crystan' → 'Christian "Crystan" Hoffmann' when another file of the
+    package credits that name. Unresolved URLs are left to the caller's fallback.
+    """
+    from dataclasses import replace
+
+    names = [c.artist for c in credits if c.artist and not is_placeholder_artist(c.artist)]
+    out = []
+    for c in credits:
+        if c.artist and _looks_like_url(c.artist):
+            match = next((n for tok in url_tokens(c.artist) for n in names if tok in n.lower()), None)
+            if match:
+                c = replace(c, artist=match)
+        out.append(c)
+    return out
+
+
 def credit_for(spec: PackageSpec, installed: str, tags: dict[str, str], dep5: Dep5 | None,
                sidecar: dict | None = None) -> Credit:
     """Assemble the credit of one music file (``installed`` is its package path or archive member)."""
@@ -121,9 +153,11 @@ def credit_for(spec: PackageSpec, installed: str, tags: dict[str, str], dep5: De
     if license_id is None:
         return Credit("", "", "", None, None, "", holder, "", problem="no license statement covers this file")
 
-    artist = tags.get("artist") or tags.get("composer") or sidecar.get("author") or holder
-    if not artist or artist.lower() in {"unknown", "none"}:
-        artist = holder or spec.game + " contributors"
+    candidates = [tags.get("artist", ""), tags.get("composer", ""), sidecar.get("author", "")]
+    # A URL credit is kept for now: resolve_url_artists may map it to a name credited elsewhere in the
+    # package; any other placeholder falls through to the copyright holder or the game's contributors.
+    artist = next((a for a in candidates if a and not is_placeholder_artist(a)), "") or \
+        next((a for a in candidates if a and _looks_like_url(a)), "") or holder or spec.game + " contributors"
     stem = Path(installed.split("!/")[-1]).stem
     title = tags.get("title") or sidecar.get("title") or title_from_filename(stem, artist)
     album = tags.get("album", "")

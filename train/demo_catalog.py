@@ -24,7 +24,7 @@ import json
 import sys
 import time
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,15 @@ from talkplay.catalog import (
 from talkplay.debsource import extract_from_deb, extract_member, fetch_deb, sha256_file
 from talkplay.licenses import license_info
 from talkplay.previews import PREVIEW_SECONDS, SOURCES_FILE, cut_preview, default_cache_dir, mark_cut
-from train.credits import Credit, attribution_line, credit_for, load_album_sidecars, matches_any, read_tags
+from train.credits import (
+    attribution_line,
+    credit_for,
+    is_placeholder_artist,
+    load_album_sidecars,
+    matches_any,
+    read_tags,
+    resolve_url_artists,
+)
 from train.demo_sources import MIN_TRACK_SECONDS, PACKAGES, PackageSpec
 from train.dep5 import parse_dep5
 
@@ -229,8 +237,11 @@ def build(out: Path, cache: Path, packages: list[str] | None = None, limit: int 
         ids = assign_ids([f for f, _ in candidates])
         from tqdm import tqdm
 
-        for f, sha in tqdm(candidates, desc=spec.deb.name, unit="track"):
-            credit: Credit = credit_for(spec, f.installed, read_tags(f.local), dep5, sidecars.get(f.installed))
+        credits = resolve_url_artists([credit_for(spec, f.installed, read_tags(f.local), dep5, sidecars.get(f.installed))
+                                       for f, _ in candidates])
+        for (f, sha), credit in tqdm(list(zip(candidates, credits)), desc=spec.deb.name, unit="track"):
+            if credit.artist and is_placeholder_artist(credit.artist):  # an unresolved URL
+                credit = replace(credit, artist=credit.copyright or f"{spec.game} contributors")
             if credit.problem:
                 left_out.append((f.uri, credit.problem))
                 continue
