@@ -1,0 +1,302 @@
+"""The one conversation renderer shared by training and inference: messages → token ids and labels.
+
+Each turn of a conversation (user → music → assistant, see ``train.conversation_schema``) becomes two
+chat messages in the model's own chat template. The music message has no chat role of its own: it is
+folded into the assistant message, which the model writes music first (TalkPlay §4.4)::
+
+    <|im_start|>assistant
+    <start_of_music><|playlist-3|>…<|audio-7|><end_of_music>[Now playing: “Title” by Artist]
+    Here is a calm piece…<|im_end|>
+
+The bracketed *grounding span* (:func:`grounding_text`) names the track the music tokens resolved to.
+The model reads it but is never trained to write it: at inference the system inserts it once the
+generated span resolves, so the reply names the track that actually plays.
+
+Ids are built segment by segment (template glue, each text field, the music span) and concatenated, so
+a prompt rendered for inference (:func:`render_prompt`) is, id for id, a prefix of the training
+rendering of the same history. Untrusted text (user messages, and also replies and catalog titles) is
+made inert first, so it can never produce music-token or chat-control ids.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from talkplay.tokens import (
+    END_OF_MUSIC,
+    START_OF_MUSIC,
+    contains_music_markup,
+    iter_music_tokens,
+    neutralize_music_markup,
+)
+
+IGNORE_INDEX = -100  # label of a token the loss skips (PyTorch cross-entropy's default ignore_index)
+ZERO_WIDTH_SPACE = "\u200b"  # inserted into control-token look-alikes; invisible when shown
+CHATML_CONTROL = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")  # inerted even if the tokenizer lacks them
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are TalkPlay, a music recommender. Answer each request with one track: first its music "
+    "tokens, then a short reply about it."
+)
+
+_SENTINEL = "\ue000{}\ue001"  # private-use placeholder for message content when reading a template
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """How conversations are laid out and budgeted."""
+
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT  # first (system) message of every rendering
+    max_tokens: int = 2048  # whole rendering budget; oldest turns are dropped to fit
+    grounding: bool = True  # insert the grounding span after each music span
+    reply_reserve: int = 256  # render_prompt keeps this many tokens free for the generated span + reply
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A rendered conversation; spans are (start, end) token indices, end exclusive, one per kept turn."""
+
+    input_ids: list[int]  # the whole conversation, template included
+    labels: list[int]  # input_ids where supervised, IGNORE_INDEX elsewhere
+    text: str  # the exact text the ids were built from (for debugging)
+    user_spans: tuple[tuple[int, int], ...]  # user message contents
+    music_spans: tuple[tuple[int, int], ...]  # <start_of_music> … <end_of_music> inclusive
+    grounding_spans: tuple[tuple[int, int], ...]  # grounding text ((i, i) when grounding is off)
+    reply_spans: tuple[tuple[int, int], ...]  # assistant reply text
+    end_spans: tuple[tuple[int, int], ...]  # assistant end-of-turn token(s)
+    rejected: tuple[bool, ...]  # per kept turn: the listener rejected its track
+    dropped_turns: int  # oldest turns left out to fit config.max_tokens
+
+
+def grounding_text(track: Any) -> str:
+    """The grounding span naming ``track`` (anything with ``title`` and ``artist``), newline included."""
+    who = f" by {track.artist}" if track.artist else ""
+    return f"[Now playing: “{track.title}”{who}]\n"
+
+
+# ---------------------------------------------------------------------------------------- safety
+
+
+def _control_strings(tokenizer) -> list[str]:
+    """Special/control token strings of ``tokenizer`` (music tokens excluded: a regex handles those)."""
+    found = set(CHATML_CONTROL)
+    found.update(getattr(tokenizer, "all_special_tokens", []) or [])
+    for added in getattr(tokenizer, "added_tokens_decoder", {}).values():
+        if added.special:
+            found.add(added.content)
+    # Music tokens and span boundaries are neutralize_music_markup's job; listing thousands here would be slow.
+    keep = [s for s in found if len(s) > 1 and list(iter_music_tokens(s)) != [s]]
+    return sorted(keep, key=len, reverse=True)
+
+
+def _forbidden_ids(tokenizer) -> set[int]:
+    """Ids that untrusted text must never produce: special and music ids, except <unk>."""
+    ids = set(getattr(tokenizer, "all_special_ids", []) or [])
+    ids.update(i for i, added in getattr(tokenizer, "added_tokens_decoder", {}).items()
+               if added.special or contains_music_markup(added.content))
+    ids.discard(tokenizer.unk_token_id)  # unknown text may map to <unk>; that injects nothing
+    return ids
+
+
+def make_inert(text: str, controls: Sequence[str]) -> str:
+    """``text`` with music markup neutralized and every control string broken by a zero-width space.
+
+    (transformers' ``apply_chat_template(sanitize_control_tokens=True)`` does similar, but only when it
+    tokenizes the whole chat; we tokenize segment by segment, so we sanitize the text ourselves.)
+    """
+    text = neutralize_music_markup(text)
+    if not controls:
+        return text
+    pattern = re.compile("|".join(re.escape(c) for c in controls))
+    for _ in range(8):  # a fixpoint: breaking one string must not assemble another
+        broken = pattern.sub(lambda m: m.group(0)[0] + ZERO_WIDTH_SPACE + m.group(0)[1:], text)
+        if broken == text:
+            return text
+        text = neutralize_music_markup(broken)
+    raise ValueError(f"cannot make text inert for the tokenizer: {text[:80]!r}")
+
+
+# ---------------------------------------------------------------------------------------- template
+
+
+def _glue(tokenizer, roles: Sequence[str]) -> list[str]:
+    """The template text around each message: ``len(roles) + 1`` pieces (before, between, after).
+
+    The template is rendered once with placeholder contents, which are then cut out, so any chat
+    template that copies contents verbatim works (ChatML, Llama 3, …).
+    """
+    messages = [{"role": r, "content": _SENTINEL.format(i)} for i, r in enumerate(roles)]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    pieces, at = [], 0
+    for i in range(len(roles)):
+        mark = _SENTINEL.format(i)
+        if text.count(mark) != 1:
+            raise ValueError(f"chat template of {type(tokenizer).__name__} does not copy message {i} "
+                             f"({roles[i]}) content exactly once; cannot render TalkPlay turns with it")
+        cut = text.index(mark, at)
+        pieces.append(text[at:cut])
+        at = cut + len(mark)
+    pieces.append(text[at:])
+    return pieces
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
+
+def _music_ids(tokenizer, tokens: Sequence[str]) -> list[int]:
+    """Ids of a music span's token strings; each must be one token of the tokenizer."""
+    ids = []
+    for tok in tokens:
+        i = tokenizer.convert_tokens_to_ids(tok)
+        if i is None or (i == tokenizer.unk_token_id and tok != tokenizer.unk_token):
+            raise ValueError(f"tokenizer has no token {tok!r}; add the vocabulary's special_tokens() first")
+        ids.append(i)
+    return ids
+
+
+class _Builder:
+    """Accumulates ids, labels and text segment by segment."""
+
+    def __init__(self, tokenizer, forbidden: set[int]):
+        self.tokenizer, self.forbidden = tokenizer, forbidden
+        self.ids: list[int] = []
+        self.labels: list[int] = []
+        self.text: list[str] = []
+        self.special = {i for i, a in tokenizer.added_tokens_decoder.items() if a.special}
+
+    def add(self, text: str, supervised: bool = False, ids: list[int] | None = None,
+            untrusted: str = "") -> tuple[int, int]:
+        """Append one segment; ``untrusted`` names text that must not produce special ids."""
+        ids = _encode(self.tokenizer, text) if ids is None else ids
+        if untrusted and self.forbidden.intersection(ids):
+            raise ValueError(f"{untrusted} text still produces special-token ids after sanitizing: {text[:80]!r}")
+        start = len(self.ids)
+        self.ids.extend(ids)
+        self.labels.extend(ids if supervised else [IGNORE_INDEX] * len(ids))
+        self.text.append(text)
+        return start, len(self.ids)
+
+    def add_end_of_turn(self, glue: str) -> tuple[int, int]:
+        """Glue after an assistant message: its tokens through the first special one are supervised."""
+        ids = _encode(self.tokenizer, glue)
+        cut = next((k + 1 for k, i in enumerate(ids) if i in self.special), None)
+        if cut is None:
+            raise ValueError(f"chat template of {type(self.tokenizer).__name__} ends assistant messages with "
+                             f"{glue!r}, which has no special end-of-turn token to learn")
+        start = len(self.ids)
+        self.ids.extend(ids)
+        self.labels.extend(ids[:cut] + [IGNORE_INDEX] * (len(ids) - cut))
+        self.text.append(glue)
+        return start, start + cut
+
+
+# ---------------------------------------------------------------------------------------- rendering
+
+
+def _turns(messages: Sequence[Any], where: str, partial: bool = False) -> list[tuple[Any, Any | None, Any | None]]:
+    """Group messages into (user, music, assistant) turns; with ``partial`` the last is a lone user."""
+    msgs = list(messages)
+    out = []
+    for i in range(0, len(msgs), 3):
+        chunk = msgs[i:i + 3]
+        roles = tuple(m.role for m in chunk)
+        if roles == ("user", "music", "assistant"):
+            out.append(tuple(chunk))
+        elif partial and roles == ("user",) and i + 1 == len(msgs):
+            out.append((chunk[0], None, None))
+        else:
+            raise ValueError(f"{where}: messages {i}–{i + len(chunk) - 1} have roles {list(roles)}; expected "
+                             f"user → music → assistant turns" + (" ending with a user message" if partial else ""))
+    if not out:
+        raise ValueError(f"{where}: no turns to render")
+    return out
+
+
+def _render(tokenizer, turns, store, catalog, config: RenderConfig, dropped: int) -> Rendered:
+    """Render complete turns; a final turn with no music/assistant stops after ``<start_of_music>``."""
+    roles = ["system"] + [r for _ in turns for r in ("user", "assistant")]
+    glue = _glue(tokenizer, roles)
+    controls = _control_strings(tokenizer)
+    b = _Builder(tokenizer, _forbidden_ids(tokenizer))
+    start_id, end_id = _music_ids(tokenizer, [START_OF_MUSIC, END_OF_MUSIC])
+    spans: dict[str, list[tuple[int, int]]] = {k: [] for k in ("user", "music", "grounding", "reply", "end")}
+    rejected = []
+
+    b.add(glue[0])
+    b.add(make_inert(config.system_prompt, controls), untrusted="system prompt")
+    b.add(glue[1])
+    for t, (user, music, assistant) in enumerate(turns):
+        # glue[1 + 2t] (before this user message) was added by the previous end of turn, or just above.
+        spans["user"].append(b.add(make_inert(user.content, controls), untrusted="user"))
+        b.add(glue[2 + 2 * t])
+        if music is None:  # inference: the model generates from here
+            b.add(START_OF_MUSIC, ids=[start_id])
+            break
+        # A rejected track is one the listener turned down: never teach the model to pick it.
+        supervise_music = not music.rejected
+        rejected.append(bool(music.rejected))
+        ids = [start_id, *_music_ids(tokenizer, store.tokens_of(music.content)), end_id]
+        spans["music"].append(b.add(store.vocab.span(store.codes_of(music.content)), supervise_music, ids=ids))
+        ground = make_inert(grounding_text(catalog[music.content]), controls) if config.grounding else ""
+        spans["grounding"].append(b.add(ground, untrusted="grounding"))
+        spans["reply"].append(b.add(make_inert(assistant.content, controls), True, untrusted="reply"))
+        spans["end"].append(b.add_end_of_turn(glue[3 + 2 * t]))
+    return Rendered(b.ids, b.labels, "".join(b.text), *(tuple(spans[k]) for k in ("user", "music", "grounding",
+                    "reply", "end")), tuple(rejected), dropped)
+
+
+def fit_to_budget(render, n_turns: int, budget: int, where: str = "conversation") -> Rendered:
+    """Render the newest turns that fit ``budget`` tokens, dropping the oldest whole turns first.
+
+    Args:
+        render: ``render(first_turn) -> Rendered`` for turns ``first_turn..``; the system prompt and the
+            last turn are always kept.
+    Raises:
+        ValueError: if the system prompt plus the last turn alone exceed the budget.
+    """
+    for first in range(n_turns):
+        out = render(first)
+        if len(out.input_ids) <= budget:
+            return out
+    raise ValueError(f"{where}: the system prompt and the last turn take {len(out.input_ids)} tokens, "
+                     f"more than the budget of {budget}")
+
+
+def render_conversation(tokenizer, conversation_messages: Sequence[Any], store, catalog,
+                        config: RenderConfig = RenderConfig()) -> Rendered:
+    """Render complete user → music → assistant turns for training.
+
+    Supervised (labels = ids): each turn's music span (``<start_of_music>`` through ``<end_of_music>``),
+    its reply text and the template's end-of-turn token. A *rejected* turn's music span is NOT
+    supervised — the model must not learn to recommend tracks the listener turns down — but its reply
+    is (it still describes the track that played). System prompt, user text, grounding span and the
+    rest of the template are never supervised. Oldest turns are dropped to fit ``config.max_tokens``.
+
+    Args:
+        conversation_messages: ``Message``-like objects (role, content, rejected), e.g. ``conv.messages``.
+        store: a TokenStore with codes for every music message's track.
+        catalog: maps track_id → Track (title, artist) for the grounding span.
+    """
+    turns = _turns(conversation_messages, "conversation")
+    return fit_to_budget(lambda k: _render(tokenizer, turns[k:], store, catalog, config, k), len(turns),
+                         config.max_tokens)
+
+
+def render_prompt(tokenizer, history: Sequence[Any], store, catalog,
+                  config: RenderConfig = RenderConfig()) -> list[int]:
+    """Ids for inference: complete turns, then the new user message, ending with the assistant header
+    and ``<start_of_music>`` so constrained decoding of the music span starts at once.
+
+    Equals, id for id, the prefix of :func:`render_conversation` for the same history (as long as
+    neither is truncated). Oldest turns are dropped so that ``config.reply_reserve`` tokens stay free.
+    """
+    turns = _turns(history, "history", partial=True)
+    if turns[-1][1] is not None:
+        raise ValueError("history: must end with the user message to answer")
+    budget = config.max_tokens - config.reply_reserve
+    return fit_to_budget(lambda k: _render(tokenizer, turns[k:], store, catalog, config, k), len(turns),
+                         budget, "history").input_ids
