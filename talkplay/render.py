@@ -300,3 +300,60 @@ def render_prompt(tokenizer, history: Sequence[Any], store, catalog,
     budget = config.max_tokens - config.reply_reserve
     return fit_to_budget(lambda k: _render(tokenizer, turns[k:], store, catalog, config, k), len(turns),
                          budget, "history").input_ids
+
+
+# ---------------------------------------------------------------------------------------- playlist continuation
+
+CONTINUE_PROMPT = "Continue this playlist:\n"  # user text before the prefix tracks' music spans
+
+
+def _span_ids(tokenizer, store, track_id: str, start_id: int, end_id: int) -> tuple[str, list[int]]:
+    codes = store.codes_of(track_id)
+    return store.vocab.span(codes), [start_id, *_music_ids(tokenizer, store.tokens_of(track_id)), end_id]
+
+
+def _render_continuation_once(tokenizer, prefix, continuation, store, config: RenderConfig) -> tuple[list[int], list[int]]:
+    glue = _glue(tokenizer, ["system", "user", "assistant"])
+    controls = _control_strings(tokenizer)
+    b = _Builder(tokenizer, _forbidden_ids(tokenizer))
+    start_id, end_id = _music_ids(tokenizer, [START_OF_MUSIC, END_OF_MUSIC])
+    b.add(glue[0])
+    b.add(make_inert(config.system_prompt, controls), untrusted="system prompt")
+    b.add(glue[1])
+    b.add(CONTINUE_PROMPT)
+    for track in prefix:  # the prefix is read, never predicted
+        text, ids = _span_ids(tokenizer, store, track, start_id, end_id)
+        b.add(text, ids=ids)
+    b.add(glue[2])
+    for track in continuation:
+        text, ids = _span_ids(tokenizer, store, track, start_id, end_id)
+        b.add(text, supervised=True, ids=ids)
+    b.add_end_of_turn(glue[3])
+    return b.ids, b.labels
+
+
+def render_continuation(tokenizer, prefix: Sequence[str], continuation: Sequence[str], store,
+                        config: RenderConfig = RenderConfig(), source: str = "") -> tuple[list[int], list[int]]:
+    """Render one playlist-continuation example (the paper's L_playlist task) in the chat template.
+
+    The user turn is ``CONTINUE_PROMPT`` followed by the prefix tracks' music spans; the assistant turn is
+    the continuation's music spans, which (with the end-of-turn token) are the only supervised tokens.
+    The oldest prefix tracks are dropped until the rendering fits ``config.max_tokens`` (at least one
+    prefix track is kept).
+
+    Returns:
+        (input_ids, labels)
+    Raises:
+        ValueError: if the continuation or prefix is empty, or one prefix track plus the continuation do not fit.
+        KeyError: if a track has no codes in ``store``.
+    """
+    if not continuation:
+        raise ValueError(f"playlist example {source!r}: empty continuation")
+    if not prefix:
+        raise ValueError(f"playlist example {source!r}: empty prefix")
+    for first in range(len(prefix)):
+        ids, labels = _render_continuation_once(tokenizer, prefix[first:], continuation, store, config)
+        if len(ids) <= config.max_tokens:
+            return ids, labels
+    raise ValueError(f"playlist example {source!r}: one prefix track plus {len(continuation)} continuation "
+                     f"tracks take {len(ids)} tokens, more than max_tokens={config.max_tokens}")

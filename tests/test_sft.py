@@ -1,0 +1,300 @@
+"""SFT: supervised-position CE, self-similarity loss, example rendering/mixing/collation, the training loop
+(loss goes down, LoRA touches only the intended weights, resume == uninterrupted, CSV log, export).
+
+Hermetic: a tiny random Llama, a tokenizer trained in the fixture, a 6-track catalog and token store.
+"""
+
+import csv
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from talkplay.catalog import Track, save_catalog
+from talkplay.expansion import expand_model, expand_tokenizer, music_token_ids
+from talkplay.render import IGNORE_INDEX, RenderConfig
+from talkplay.token_store import TokenStore, load_store, save_store
+from talkplay.tokens import ModalitySpec, MusicVocab
+from train.conversation_schema import Conversation, Message
+from train.dataset import (
+    CONVERSATION,
+    PLAYLIST,
+    Example,
+    MixedStream,
+    collate,
+    continuation_examples,
+    conversation_examples,
+    render_continuation,
+)
+from train.losses import self_similarity_loss, self_similarity_targets, supervised_ce, token_losses
+from train.sequences import ContinuationExample
+from train.sft import LOG_COLUMNS, TrainConfig, make_optimizer, prepare_model, train
+
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SENTENCES = ["play me some calm jazz please", "I like piano music at night", "recommend a song with loud drums",
+             "something upbeat for running", "here is Song by Band", "Continue this playlist:"]
+# audio reserves code 0 ("no data"): its centroids cover codes 1..5 only
+VOCAB = MusicVocab([ModalitySpec("playlist", 1, 4), ModalitySpec("audio", 2, 6, reserved=1)])
+N_TRACKS = 6
+
+
+def make_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tk.train_from_iterator(SENTENCES * 4, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                  pad_token="<|endoftext|>", unk_token="<|endoftext|>")
+    tok.chat_template = CHATML
+    return tok
+
+
+def make_model(tokenizer, n_old):
+    """A tiny tied Llama expanded to the tokenizer's music tokens (deterministic)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=n_old, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg)
+    expand_model(model, n_old, music_token_ids(tokenizer, VOCAB), seed=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sft")
+    tokenizer = make_tokenizer()
+    n_old = len(tokenizer)
+    expand_tokenizer(tokenizer, VOCAB.special_tokens())
+    tracks = [Track(f"t{i}", f"Song {i}", f"Band {i}", "CC0-1.0", "credit", f"https://example.org/{i}.ogg")
+              for i in range(N_TRACKS)]
+    catalog = save_catalog(root / "cat", tracks)
+    codes = np.array([[i % 4, i % 6, (i + 2) % 6] for i in range(N_TRACKS)])
+    rng = np.random.default_rng(0)
+    centroids = {"playlist": rng.normal(size=(4, 5)).astype(np.float32),
+                 "audio1": rng.normal(size=(5, 3)).astype(np.float32),
+                 "audio2": rng.normal(size=(5, 3)).astype(np.float32)}
+    save_store(TokenStore(VOCAB, [t.track_id for t in tracks], codes), root / "store", centroids=centroids)
+    store = load_store(root / "store")
+    render = RenderConfig(max_tokens=256)
+    convs = []
+    for c in range(4):
+        msgs = []
+        for t in range(2):
+            track = f"t{(c + t) % N_TRACKS}"
+            msgs += [Message("user", SENTENCES[(c + t) % 4]), Message("music", track),
+                     Message("assistant", f"here is Song {track[1]} by Band {track[1]}")]
+        convs.append(Conversation(f"c{c}", tuple(msgs), "train"))
+    seqs = [ContinuationExample(f"p{i}", "train", (f"t{i}", f"t{(i + 1) % 6}"), (f"t{(i + 2) % 6}", f"t{(i + 3) % 6}"),
+                                True) for i in range(4)]
+    datasets = {
+        "train": {CONVERSATION: conversation_examples(tokenizer, convs, store, catalog, render),
+                  PLAYLIST: continuation_examples(tokenizer, seqs, store, render)},
+        "valid": {CONVERSATION: conversation_examples(tokenizer, convs[:2], store, catalog, render),
+                  PLAYLIST: continuation_examples(tokenizer, seqs[:2], store, render)},
+    }
+    return {"tokenizer": tokenizer, "n_old": n_old, "store": store, "catalog": catalog, "datasets": datasets,
+            "centroids": centroids}
+
+
+def fixed_batch(world):
+    d = world["datasets"]["train"]
+    return collate([d[CONVERSATION][0], d[PLAYLIST][0], d[CONVERSATION][1], d[PLAYLIST][1]],
+                   world["tokenizer"].pad_token_id)
+
+
+def config(tmp_path, **kw):
+    base = dict(out=tmp_path / "run", lr=1e-2, warmup_steps=1, max_steps=4, batch_size=2, eval_every=2,
+                eval_examples=2, lora_r=4, lora_alpha=8, bf16=False, export_final=False)
+    return TrainConfig(**{**base, **kw})
+
+
+# ---------------------------------------------------------------------------------------- losses
+
+
+def test_supervised_ce_equals_full_head_ce(world):
+    model = make_model(world["tokenizer"], world["n_old"]).eval()
+    batch = fixed_batch(world)
+    args = (batch["input_ids"], batch["attention_mask"], batch["labels"])
+    with torch.no_grad():
+        reference = model(input_ids=args[0], attention_mask=args[1], labels=args[2]).loss
+        t0 = time.perf_counter()
+        ours = supervised_ce(model, *args)
+        t1 = time.perf_counter()
+        full, _ = token_losses(model, *args, full_head=True)
+        t2 = time.perf_counter()
+    assert torch.allclose(ours, reference, atol=1e-5), (ours, reference)
+    assert torch.allclose(full.mean(), reference, atol=1e-5)
+    n_sup = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+    assert 0 < n_sup < batch["labels"][:, 1:].numel()  # the head really is skipped somewhere
+    print(f"supervised head {t1 - t0:.4f}s vs full head {t2 - t1:.4f}s ({n_sup} of {batch['labels'].numel()} rows)")
+
+
+def test_supervised_ce_without_supervised_tokens_is_zero_with_grad(world):
+    model = make_model(world["tokenizer"], world["n_old"])
+    ids = torch.tensor([[5, 6, 7]])
+    loss = supervised_ce(model, ids, torch.ones_like(ids), torch.full_like(ids, IGNORE_INDEX))
+    assert float(loss.detach()) == 0.0 and loss.requires_grad
+
+
+def test_self_similarity_zero_for_centroids_and_isometries_positive_otherwise():
+    torch.manual_seed(0)
+    cent = {"a": torch.randn(6, 4), "b": torch.randn(5, 3)}
+    weight = torch.zeros(20, 4)
+    ids = {"a": torch.arange(0, 6), "b": torch.arange(10, 15)}
+    weight[0:6] = cent["a"]
+    weight[10:15, :3] = cent["b"]  # different width: zero-padded copy has the same angles
+    assert float(self_similarity_loss(weight, ids, cent)) == pytest.approx(0.0, abs=1e-6)
+    rotation, _ = torch.linalg.qr(torch.randn(4, 4))
+    rotated = weight.clone()
+    rotated[0:6] = 3.0 * cent["a"] @ rotation  # rotation + scaling keeps cosines
+    assert float(self_similarity_loss(rotated, ids, cent)) == pytest.approx(0.0, abs=1e-6)
+    other = torch.randn(20, 4, requires_grad=True)
+    loss = self_similarity_loss(other, ids, cent)
+    assert float(loss.detach()) > 1e-3
+    loss.backward()
+    assert other.grad[0:6].abs().sum() > 0 and other.grad[6:10].abs().sum() == 0  # only listed rows move
+    with pytest.raises(ValueError, match="'b'"):
+        self_similarity_loss(weight, {"b": torch.arange(0, 4)}, cent)
+
+
+def test_self_similarity_targets_skip_reserved_codes(world):
+    ids, targets = self_similarity_targets(world["tokenizer"], world["store"])
+    assert set(ids) == {"playlist", "audio1", "audio2"}
+    tok = world["tokenizer"]
+    assert ids["audio1"].tolist() == [tok.convert_tokens_to_ids(f"<|audio1-{c}|>") for c in range(1, 6)]
+    assert np.allclose(targets["audio2"].numpy(), world["centroids"]["audio2"])
+
+
+# ---------------------------------------------------------------------------------------- data
+
+
+def test_render_continuation_supervises_only_the_continuation(world):
+    tok, store = world["tokenizer"], world["store"]
+    ex = render_continuation(tok, ["t0", "t1"], ["t2", "t3"], store, RenderConfig(), "p")
+    supervised = [i for i, l in zip(ex.input_ids, ex.labels) if l != IGNORE_INDEX]
+    expected = []
+    for t in ("t2", "t3"):
+        expected += tok.convert_tokens_to_ids(["<start_of_music>", *store.tokens_of(t), "<end_of_music>"])
+    assert supervised == expected + [tok.convert_tokens_to_ids("<|im_end|>")]
+    text = tok.decode(ex.input_ids)
+    assert "<|im_start|>user\nContinue this playlist:\n<start_of_music>" in text
+    assert text.count("<start_of_music>") == 4
+    # a tight budget drops the oldest prefix tracks first
+    short = render_continuation(tok, ["t0", "t1"], ["t2"], store, RenderConfig(max_tokens=len(ex.input_ids) - 6))
+    assert tok.decode(short.input_ids).count("<start_of_music>") == 2
+    with pytest.raises(ValueError, match="'q'"):
+        render_continuation(tok, ["t0"], [], store, RenderConfig(), "q")
+
+
+def test_collate_pads_ids_mask_and_labels():
+    a = Example([1, 2, 3], [IGNORE_INDEX, 2, 3], CONVERSATION, "a")
+    b = Example([4, 5], [4, IGNORE_INDEX], PLAYLIST, "b")
+    out = collate([a, b], pad_id=0)
+    assert out["input_ids"].tolist() == [[1, 2, 3], [4, 5, 0]]
+    assert out["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert out["labels"].tolist() == [[IGNORE_INDEX, 2, 3], [4, IGNORE_INDEX, IGNORE_INDEX]]
+    assert out["task"].tolist() == [0, 1]
+
+
+def test_mixed_stream_ratio_and_determinism():
+    conv = [Example([i], [i], CONVERSATION, f"c{i}") for i in range(5)]
+    play = [Example([100 + i], [i], PLAYLIST, f"p{i}") for i in range(3)]
+    s1, s2 = MixedStream(conv, play, 0.25, seed=1), MixedStream(conv, play, 0.25, seed=1)
+    first = [s1[k].source for k in range(40)]
+    assert first == [s2[k].source for k in reversed(range(40))][::-1]  # random access, order-independent
+    assert sum(x.startswith("p") for x in first) == 10
+    convs = [x for x in first if x.startswith("c")]
+    assert sorted(convs[:5]) == [f"c{i}" for i in range(5)]  # each pass is a permutation
+    assert first != [MixedStream(conv, play, 0.25, seed=2)[k].source for k in range(40)]
+    assert all(MixedStream(conv, [], 0.5, 0)[k].task == CONVERSATION for k in range(7))
+
+
+# ---------------------------------------------------------------------------------------- training
+
+
+def test_one_optimizer_step_lowers_the_loss(world, tmp_path):
+    model = make_model(world["tokenizer"], world["n_old"])
+    cfg = config(tmp_path, lora=False, lr=3e-3)
+    model = prepare_model(model, cfg, music_token_ids(world["tokenizer"], VOCAB))
+    opt = make_optimizer(model, cfg)
+    batch = fixed_batch(world)
+    args = (batch["input_ids"], batch["attention_mask"], batch["labels"])
+    before = supervised_ce(model, *args)
+    before.backward()
+    opt.step()
+    with torch.no_grad():
+        after = supervised_ce(model, *args)
+    assert float(after) < float(before)
+
+
+def test_lora_trains_only_adapters_and_music_rows(world, tmp_path):
+    tok = world["tokenizer"]
+    model = make_model(tok, world["n_old"])
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    result = train(config(tmp_path, max_steps=2), model, tok, world["datasets"], world["store"])
+    peft_model = result["model"]
+    base = peft_model.get_base_model()
+    music = torch.tensor(music_token_ids(tok, VOCAB))
+    other = torch.ones(before["model.embed_tokens.weight"].shape[0], dtype=torch.bool)
+    other[music] = False
+    emb = base.get_input_embeddings().weight.detach()
+    assert torch.equal(emb[other], before["model.embed_tokens.weight"][other])
+    assert not torch.equal(emb[music], before["model.embed_tokens.weight"][music])
+    assert base.get_output_embeddings().weight is base.get_input_embeddings().weight  # still tied
+    lora = {n: p for n, p in peft_model.named_parameters() if "lora_" in n}
+    assert lora and any(p.detach().abs().sum() > 0 for n, p in lora.items() if "lora_B" in n)
+    for name, p in base.named_parameters():
+        if "lora_" in name or "embed_tokens" in name:
+            continue
+        original = name.replace("base_layer.", "")
+        assert torch.equal(p.detach(), before[original]), name  # frozen base weights
+
+
+def test_resume_matches_uninterrupted_run_and_logs_csv(world, tmp_path):
+    tok, store, data = world["tokenizer"], world["store"], world["datasets"]
+    straight = train(config(tmp_path / "a", lambda_self_sim=0.5), make_model(tok, world["n_old"]), tok, data, store)
+    first = train(config(tmp_path / "b", lambda_self_sim=0.5, stop_after=2), make_model(tok, world["n_old"]), tok,
+                  data, store)
+    assert first["steps"] == 2
+    resumed = train(config(tmp_path / "b", lambda_self_sim=0.5), make_model(tok, world["n_old"]), tok, data, store)
+    assert resumed["steps"] == 4
+    a = {n: p for n, p in straight["model"].named_parameters() if p.requires_grad}
+    b = dict(resumed["model"].named_parameters())
+    assert a and all(torch.allclose(p, b[n], atol=1e-6) for n, p in a.items())
+    assert (tmp_path / "b" / "run" / "best" / "trainable.safetensors").exists()
+    for run in ("a", "b"):
+        with (tmp_path / run / "run" / "log.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        assert tuple(rows[0].keys()) == LOG_COLUMNS
+        assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+        assert all(r["train_ce_conversation"] and r["train_ce_playlist"] and r["self_sim"] for r in rows)
+        assert rows[1]["valid_loss"] and rows[3]["valid_loss"] and not rows[0]["valid_loss"]
+    assert straight["best_valid_loss"] == pytest.approx(resumed["best_valid_loss"], abs=1e-5)
+
+
+def test_export_final_is_a_loadable_plain_checkpoint(world, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = world["tokenizer"]
+    result = train(config(tmp_path, max_steps=2, export_final=True, bf16=True), make_model(tok, world["n_old"]), tok,
+                   world["datasets"], world["store"])
+    reloaded = AutoModelForCausalLM.from_pretrained(result["final"]).eval()
+    tok2 = AutoTokenizer.from_pretrained(result["final"])
+    assert music_token_ids(tok2, VOCAB) == music_token_ids(tok, VOCAB)
+    batch = fixed_batch(world)
+    with torch.no_grad():
+        ours = result["model"].eval()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        theirs = reloaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert torch.allclose(ours, theirs, atol=1e-4)

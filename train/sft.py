@@ -1,0 +1,479 @@
+"""Supervised fine-tuning of the music-token LLM: L = L_conversation + L_playlist + λ·L_self-sim.
+
+Owns the training loop and its state on disk::
+
+    python -m train.sft --catalog catalog/demo --out runs/demo [--max-steps 300 …]
+
+    <out>/last/    trainable weights + optimizer/scheduler/RNG/step (resumed automatically)
+    <out>/best/    trainable weights of the lowest valid loss so far
+    <out>/final/   a plain transformers checkpoint (LoRA merged) + tokenizer, from best/
+    <out>/log.csv  per step: lr, train CE (pooled, conversation, playlist), self-sim, valid losses
+
+What is trained: with LoRA (default) the adapters on all linear layers of the decoder plus the
+input/output embedding *rows of the music tokens* (the full matrices get gradients, which a hook
+masks to the music rows; weight decay is off for them so other rows never move). Without LoRA,
+everything. Trainable weights stay fp32; the forward runs under bf16 autocast on CPU. The CE uses
+:func:`train.losses.token_losses`, which applies the ~vocabulary-wide LM head only at supervised
+positions (the main CPU cost otherwise). The two tasks are mixed within each batch
+(:class:`train.dataset.MixedStream`) and the CE is the token mean over the batch's supervised tokens,
+so ``playlist_fraction`` sets the balance between L_conversation and L_playlist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from train.dataset import CONVERSATION, PLAYLIST, MixedStream, collate
+from train.losses import causal_lm, self_similarity_loss, self_similarity_targets, token_losses
+
+LOG_COLUMNS = ("step", "lr", "train_ce", "train_ce_conversation", "train_ce_playlist", "self_sim",
+               "valid_loss", "valid_ce_conversation", "valid_ce_playlist", "step_seconds")
+TRAINABLE_FILE = "trainable.safetensors"
+STATE_FILE = "state.pt"
+META_FILE = "state.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run (saved in <out>/last/state.json)."""
+
+    out: Path = Path("runs/sft")  # output directory (checkpoints, log.csv)
+    lr: float = 1e-4  # peak learning rate (AdamW)
+    warmup_steps: int = 20  # linear warmup from 0 to lr
+    max_steps: int = 0  # optimizer steps; 0 = derive from epochs
+    epochs: float = 1.0  # passes over (conversations + playlist examples) when max_steps = 0
+    batch_size: int = 8  # examples per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    weight_decay: float = 0.0  # AdamW decay of LoRA / full weights (never of the embedding rows under LoRA)
+    max_grad_norm: float = 1.0  # gradient clipping (0 = off)
+    lambda_self_sim: float = 0.1  # λ of the self-similarity loss (0 = off)
+    playlist_fraction: float = 0.5  # share of playlist-continuation examples in the training stream
+    lora: bool = True  # LoRA adapters + music-token embedding rows; False = full fine-tuning
+    lora_r: int = 16  # LoRA rank
+    lora_alpha: int = 32  # LoRA scaling numerator (scale = alpha / r)
+    lora_dropout: float = 0.0  # 0 keeps a resumed run identical to an uninterrupted one
+    lora_targets: str = "all-linear"  # peft target_modules ("all-linear" excludes the output layer)
+    bf16: bool = True  # bf16 autocast for the forward (weights stay fp32)
+    supervised_head: bool = True  # LM head only at supervised positions (False: full head, for timing)
+    eval_every: int = 50  # evaluate on valid (and checkpoint) every this many steps; 0 = only at the end
+    eval_examples: int = 64  # valid examples per task used for the valid loss (first ones, fixed order)
+    seed: int = 0  # data order, LoRA init
+    resume: bool = True  # continue from <out>/last when it exists
+    stop_after: int = 0  # stop (as if interrupted) after this step, without the final export; 0 = never
+    export_final: bool = True  # write <out>/final (merged, loadable with transformers) at the end
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+        for name in ("batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)}: must be ≥ 1")
+        if self.max_steps < 0 or self.warmup_steps < 0 or self.eval_every < 0:
+            raise ValueError("TrainConfig.max_steps, warmup_steps and eval_every must be ≥ 0")
+        if not 0.0 <= self.playlist_fraction <= 1.0:
+            raise ValueError(f"TrainConfig.playlist_fraction={self.playlist_fraction}: expected [0, 1]")
+
+
+# ---------------------------------------------------------------------------------------- model setup
+
+
+def prepare_model(model: Any, config: TrainConfig, music_ids: list[int]) -> Any:
+    """Make the intended parameters trainable; returns the model to train (a PeftModel under LoRA).
+
+    Under LoRA the embedding matrices get ``requires_grad`` and a gradient hook that zeroes every row
+    but ``music_ids`` (peft's ``trainable_token_indices`` would do similar, but then the effective
+    embedding is base + delta, which the self-similarity loss would have to reassemble).
+    """
+    model.float()  # fp32 master weights: bf16 cannot represent lr-sized updates of typical weights
+    if not config.lora:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(config.seed)
+    peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                             target_modules=config.lora_targets, task_type="CAUSAL_LM")
+    model = get_peft_model(model, peft_config)
+    base = causal_lm(model)
+    weights = [base.get_input_embeddings().weight]
+    out = base.get_output_embeddings()
+    if out is not None and out.weight is not weights[0]:
+        weights.append(out.weight)
+    for w in weights:
+        mask = torch.zeros(w.shape[0], 1, dtype=w.dtype)
+        mask[torch.tensor(music_ids, dtype=torch.long)] = 1
+        w.requires_grad_(True)
+        w.register_hook(lambda g, m=mask: g * m.to(g.device, g.dtype))
+    return model
+
+
+def _embedding_params(model: Any) -> set[int]:
+    base = causal_lm(model)
+    ids = {id(base.get_input_embeddings().weight)}
+    if base.get_output_embeddings() is not None:
+        ids.add(id(base.get_output_embeddings().weight))
+    return ids
+
+
+def make_optimizer(model: Any, config: TrainConfig) -> torch.optim.Optimizer:
+    emb = _embedding_params(model) if config.lora else set()
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if id(p) not in emb], "weight_decay": config.weight_decay},
+              {"params": [p for p in params if id(p) in emb], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr)
+
+
+def make_scheduler(optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup then cosine decay to 0 at ``total`` steps."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ---------------------------------------------------------------------------------------- state on disk
+
+
+def trainable_state(model: Any) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable(model: Any, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    saved = load_file(str(path))
+    params = dict(model.named_parameters())
+    missing = [n for n in saved if n not in params]
+    if missing:
+        raise KeyError(f"{path}: parameter {missing[0]!r} is not in the model (different LoRA/base setup?)")
+    with torch.no_grad():
+        for n, t in saved.items():
+            params[n].copy_(t)
+
+
+def _write_dir(final: Path, write) -> None:
+    """Write a checkpoint directory via a temporary sibling and rename (never a half-written one)."""
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    old = final.with_name(final.name + ".old")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_last(model, optimizer, scheduler, step: int, best: dict, config: TrainConfig) -> None:
+    from safetensors.torch import save_file
+
+    def write(d: Path) -> None:
+        save_file(trainable_state(model), str(d / TRAINABLE_FILE))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}, d / STATE_FILE)
+        meta = {"step": step, "best": best, "config": {k: str(v) if isinstance(v, Path) else v
+                                                       for k, v in asdict(config).items()}}
+        (d / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+
+    _write_dir(config.out / "last", write)
+
+
+def load_last(model, optimizer, scheduler, out: Path) -> tuple[int, dict]:
+    d = out / "last"
+    load_trainable(model, d / TRAINABLE_FILE)
+    state = torch.load(d / STATE_FILE, weights_only=False)  # our own file: holds Python RNG state
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    random.setstate(state["python_rng"])
+    meta = json.loads((d / META_FILE).read_text())
+    return int(meta["step"]), meta["best"]
+
+
+# ---------------------------------------------------------------------------------------- losses
+
+
+def batch_losses(model, batch: dict, config: TrainConfig) -> tuple[torch.Tensor, dict[str, tuple[float, int]]]:
+    """Pooled mean CE of a collated batch and per-task (sum, count) of token losses for logging."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+        losses, rows = token_losses(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                    full_head=not config.supervised_head)
+    task = batch["task"][rows]
+    stats = {}
+    for name, flag in ((CONVERSATION, 0), (PLAYLIST, 1)):
+        sel = losses.detach()[task == flag]
+        stats[name] = (float(sel.sum()), int(sel.numel()))
+    mean = losses.mean() if losses.numel() else losses.sum()
+    return mean, stats
+
+
+def _merge(into: dict, stats: dict) -> None:
+    for k, (s, n) in stats.items():
+        s0, n0 = into.get(k, (0.0, 0))
+        into[k] = (s0 + s, n0 + n)
+
+
+def _mean(stats: dict, keys=(CONVERSATION, PLAYLIST)) -> float:
+    s = sum(stats.get(k, (0.0, 0))[0] for k in keys)
+    n = sum(stats.get(k, (0.0, 0))[1] for k in keys)
+    return s / n if n else float("nan")
+
+
+@torch.no_grad()
+def evaluate(model, valid: dict, config: TrainConfig, pad_id: int) -> dict[str, float]:
+    """Token-mean CE on the first ``eval_examples`` valid examples of each task (pooled and per task)."""
+    model.eval()
+    stats: dict = {}
+    for task in (CONVERSATION, PLAYLIST):
+        examples = valid.get(task) or []
+        chosen = [examples[i] for i in range(min(len(examples), config.eval_examples))]
+        for i in range(0, len(chosen), config.batch_size):
+            _, s = batch_losses(model, collate(chosen[i:i + config.batch_size], pad_id), config)
+            _merge(stats, s)
+    return {"valid_loss": _mean(stats), "valid_ce_conversation": _mean(stats, (CONVERSATION,)),
+            "valid_ce_playlist": _mean(stats, (PLAYLIST,))}
+
+
+# ---------------------------------------------------------------------------------------- loop
+
+
+def _read_log(path: Path, upto: int) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return [r for r in csv.DictReader(f) if int(r["step"]) <= upto]
+
+
+def _fmt(v) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else (f"{v:.6g}" if isinstance(v, float)
+                                                                          else str(v))
+
+
+def total_steps(config: TrainConfig, n_examples: int) -> int:
+    if config.max_steps:
+        return config.max_steps
+    return max(1, math.ceil(config.epochs * n_examples / (config.batch_size * config.grad_accum)))
+
+
+def train(config: TrainConfig, model: Any, tokenizer: Any, datasets: dict, store: Any) -> dict:
+    """Train ``model`` (already vocabulary-expanded) and return a summary.
+
+    Args:
+        datasets: {"train": {"conversation": examples, "playlist": examples}, "valid": {…}} where
+            examples are sequences of :class:`train.dataset.Example` (e.g. TaskExamples); "valid" may be
+            missing or empty (then the best checkpoint is the last one).
+        store: the TokenStore whose vocabulary was added (music ids, centroids for the self-sim loss).
+    Returns:
+        {"model": the trained model (merged plain model after export, else a PeftModel under LoRA), "steps", "best_step", "best_valid_loss",
+         "last_train_ce", "seconds_per_step", "out", "final"}.
+    """
+    from tqdm.auto import tqdm
+
+    from talkplay.expansion import music_token_ids
+
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    music_ids = music_token_ids(tokenizer, store.vocab)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad_id is None:
+        raise ValueError("tokenizer has neither a pad nor an eos token to pad batches with")
+    model = prepare_model(model, config, music_ids)
+    sim_ids, sim_targets = self_similarity_targets(tokenizer, store) if config.lambda_self_sim else ({}, {})
+    train_sets, valid = datasets["train"], datasets.get("valid") or {}
+    stream = MixedStream(train_sets.get(CONVERSATION) or [], train_sets.get(PLAYLIST) or [],
+                         config.playlist_fraction, config.seed)
+    total = total_steps(config, sum(len(v) for v in train_sets.values()))
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config.warmup_steps, total)
+
+    step, best = 0, {"step": None, "valid_loss": None}
+    if config.resume and (out / "last" / META_FILE).exists():
+        step, best = load_last(model, optimizer, scheduler, out)
+    log_path = out / "log.csv"
+    rows = _read_log(log_path, step)  # drop rows logged after the checkpoint we resume from
+    with log_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+    embed = causal_lm(model).get_input_embeddings()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    last_ce, times = float("nan"), []
+    bar = tqdm(total=total, initial=step, desc="sft", disable=None)
+    while step < total:
+        t0 = time.perf_counter()
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        stats: dict = {}
+        for micro in range(config.grad_accum):
+            start = (step * config.grad_accum + micro) * config.batch_size
+            loss, s = batch_losses(model, collate(stream.batch(start, config.batch_size), pad_id), config)
+            (loss / config.grad_accum).backward()
+            _merge(stats, s)
+        sim = float("nan")
+        if sim_ids:
+            sim_loss = self_similarity_loss(embed.weight, sim_ids, sim_targets)
+            (config.lambda_self_sim * sim_loss).backward()
+            sim = float(sim_loss.detach())
+        if config.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        times.append(time.perf_counter() - t0)
+        last_ce = _mean(stats)
+        row = {"step": step, "lr": lr, "train_ce": last_ce, "train_ce_conversation": _mean(stats, (CONVERSATION,)),
+               "train_ce_playlist": _mean(stats, (PLAYLIST,)), "self_sim": sim, "step_seconds": times[-1]}
+        checkpoint = (config.eval_every and step % config.eval_every == 0) or step == total
+        if checkpoint:
+            if any(len(v) for v in valid.values()):
+                row.update(evaluate(model, valid, config, pad_id))
+                if best["valid_loss"] is None or row["valid_loss"] < best["valid_loss"]:
+                    best = {"step": step, "valid_loss": row["valid_loss"]}
+                    _save_best(model, out)
+            elif step == total:
+                best = {"step": step, "valid_loss": None}
+                _save_best(model, out)
+        with log_path.open("a", newline="") as f:
+            csv.DictWriter(f, fieldnames=LOG_COLUMNS).writerow({k: _fmt(row.get(k)) for k in LOG_COLUMNS})
+        if checkpoint or step == config.stop_after:
+            save_last(model, optimizer, scheduler, step, best, config)
+        bar.update(1)
+        bar.set_postfix(ce=f"{last_ce:.3f}", sim=f"{sim:.3g}")
+        if step == config.stop_after:
+            break
+    bar.close()
+    final = None
+    if config.export_final and step == total:
+        final, model = export_final(model, tokenizer, out)
+    return {"model": model, "steps": step, "best_step": best["step"], "best_valid_loss": best["valid_loss"],
+            "last_train_ce": last_ce, "seconds_per_step": sum(times) / len(times) if times else None,
+            "out": str(out), "final": str(final) if final else None}
+
+
+def _save_best(model, out: Path) -> None:
+    from safetensors.torch import save_file
+
+    _write_dir(out / "best", lambda d: save_file(trainable_state(model), str(d / TRAINABLE_FILE)))
+
+
+def export_final(model, tokenizer, out: Path) -> tuple[Path, Any]:
+    """Load best/ into ``model``, merge LoRA (in place) and save a plain checkpoint + tokenizer to <out>/final.
+
+    Returns (the directory, the merged plain model): after merging, the PeftModel wrapper is spent.
+    """
+    if (out / "best" / TRAINABLE_FILE).exists():
+        load_trainable(model, out / "best" / TRAINABLE_FILE)
+    plain = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+    def write(d: Path) -> None:
+        plain.save_pretrained(d, safe_serialization=True)
+        tokenizer.save_pretrained(d)
+
+    _write_dir(out / "final", write)
+    return out / "final", plain
+
+
+# ---------------------------------------------------------------------------------------- data + CLI
+
+
+def load_datasets(bundle: Path, tokenizer, store, render_config, splits=("train", "valid")) -> dict:
+    """Lazily rendered conversation and playlist examples of ``bundle``/data for each split."""
+    from talkplay.catalog import load_catalog
+    from train.conversation_schema import read_conversations
+    from train.data import conversations_path, sequences_path
+    from train.dataset import continuation_examples, conversation_examples
+    from train.sequences import read_examples
+
+    catalog = load_catalog(bundle)
+    out = {}
+    for split in splits:
+        conv_path, seq_path = conversations_path(bundle, split), sequences_path(bundle, split)
+        if not conv_path.exists() and not seq_path.exists():
+            raise FileNotFoundError(f"{bundle}: no {split} data ({conv_path.name}, {seq_path.name}); "
+                                    f"run python -m train.data --catalog {bundle}")
+        convs = read_conversations(conv_path, catalog) if conv_path.exists() else []
+        seqs = read_examples(seq_path) if seq_path.exists() else []
+        out[split] = {CONVERSATION: conversation_examples(tokenizer, convs, store, catalog, render_config),
+                      PLAYLIST: continuation_examples(tokenizer, seqs, store, render_config)}
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="python -m train.sft", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--catalog", required=True, type=Path, help="catalog bundle with data/ and tokens/")
+    p.add_argument("--out", required=True, type=Path, help="output directory (resumed if it holds last/)")
+    p.add_argument("--variant", default=None, help="token store variant (default: the bundle's default store)")
+    p.add_argument("--base-model", default=None, help="base model (talkplay.model.ModelConfig.base_model)")
+    p.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps (0: use --epochs)")
+    p.add_argument("--epochs", type=float, default=d.epochs, help="passes over all training examples")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="examples per micro-batch")
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per optimizer step")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="linear warmup steps")
+    p.add_argument("--lambda-self-sim", type=float, default=d.lambda_self_sim, help="weight of the self-sim loss")
+    p.add_argument("--playlist-fraction", type=float, default=d.playlist_fraction,
+                   help="share of playlist-continuation examples in the training stream")
+    p.add_argument("--no-lora", action="store_true", help="full fine-tuning instead of LoRA + music rows")
+    p.add_argument("--lora-r", type=int, default=d.lora_r, help="LoRA rank")
+    p.add_argument("--lora-alpha", type=int, default=d.lora_alpha, help="LoRA alpha")
+    p.add_argument("--max-tokens", type=int, default=512, help="token budget per example (oldest turns dropped)")
+    p.add_argument("--eval-every", type=int, default=d.eval_every, help="valid eval + checkpoint interval (steps)")
+    p.add_argument("--eval-examples", type=int, default=d.eval_examples, help="valid examples per task")
+    p.add_argument("--seed", type=int, default=d.seed, help="data order, LoRA and embedding-row init")
+    p.add_argument("--no-bf16", action="store_true", help="run the forward in fp32 instead of bf16 autocast")
+    p.add_argument("--full-head", action="store_true", help="apply the LM head at every position (timing only)")
+    p.add_argument("--no-resume", action="store_true", help="ignore <out>/last and start over")
+    p.add_argument("--stop-after", type=int, default=0, help="stop after this step as if interrupted (0: never)")
+    p.add_argument("--no-export", action="store_true", help="skip writing <out>/final")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from talkplay.expansion import expand_model, expand_tokenizer
+    from talkplay.model import ModelConfig, load_base
+    from talkplay.render import RenderConfig
+    from talkplay.token_store import load_default_store, load_store, store_dir
+
+    store = load_store(store_dir(args.catalog, args.variant)) if args.variant else load_default_store(args.catalog)
+    mconf = ModelConfig(device="cpu", precision="fp32", **({"base_model": args.base_model} if args.base_model else {}))
+    model, tokenizer = load_base(mconf)
+    n_old = len(tokenizer)
+    ids = expand_tokenizer(tokenizer, store.vocab.special_tokens())
+    expand_model(model, n_old, list(ids.values()), seed=args.seed)
+    datasets = load_datasets(args.catalog, tokenizer, store, RenderConfig(max_tokens=args.max_tokens))
+    config = TrainConfig(out=args.out, lr=args.lr, warmup_steps=args.warmup_steps, max_steps=args.max_steps,
+                         epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
+                         lambda_self_sim=args.lambda_self_sim, playlist_fraction=args.playlist_fraction,
+                         lora=not args.no_lora, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+                         bf16=not args.no_bf16, supervised_head=not args.full_head, eval_every=args.eval_every,
+                         eval_examples=args.eval_examples, seed=args.seed, resume=not args.no_resume,
+                         stop_after=args.stop_after, export_final=not args.no_export)
+    result = train(config, model, tokenizer, datasets, store)
+    result.pop("model")
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
