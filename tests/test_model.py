@@ -15,44 +15,23 @@ import time
 import pytest
 import torch
 
-from talkplay import expansion, model as model_mod
+from talkplay import expansion
+from talkplay import model as model_mod
 from talkplay.expansion import expand_model, expand_tokenizer, music_token_ids
 from talkplay.model import ModelConfig, convert_gguf, load_base, offline_gguf_path, resolve_base
 from talkplay.tokens import END_OF_MUSIC, START_OF_MUSIC, ModalitySpec, MusicVocab
+from tests import tiny_lm
 
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 SENTENCES = ["play me some calm jazz please", "I like piano music at night", "recommend a song with loud drums",
              "something upbeat for running", "what is this track called?"]
 
 
 def make_tokenizer():
-    """Byte-level BPE (like SmolLM's) trained on a few sentences, with ChatML specials."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tk.train_from_iterator(SENTENCES * 4, trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                  pad_token="<|endoftext|>", unk_token="<|endoftext|>")
-    tok.chat_template = CHATML
-    return tok
+    return tiny_lm.make_tokenizer(SENTENCES)
 
 
 def make_model(vocab_size: int, tied: bool):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                      tie_word_embeddings=tied)
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_lm.make_llama(vocab_size, hidden=64, tied=tied, max_positions=128).eval()
 
 
 def structure_rows(weight: torch.Tensor, offset: float, seed: int) -> None:

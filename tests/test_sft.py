@@ -16,6 +16,7 @@ from talkplay.expansion import expand_model, expand_tokenizer, music_token_ids
 from talkplay.render import IGNORE_INDEX, RenderConfig
 from talkplay.token_store import TokenStore, load_store, save_store
 from talkplay.tokens import ModalitySpec, MusicVocab
+from tests import tiny_lm
 from train.conversation_schema import Conversation, Message
 from train.dataset import (
     CONVERSATION,
@@ -31,10 +32,6 @@ from train.losses import self_similarity_loss, self_similarity_targets, supervis
 from train.sequences import ContinuationExample
 from train.sft import LOG_COLUMNS, TrainConfig, make_optimizer, prepare_model, train
 
-CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 SENTENCES = ["play me some calm jazz please", "I like piano music at night", "recommend a song with loud drums",
              "something upbeat for running", "here is Song by Band", "Continue this playlist:"]
 # audio reserves code 0 ("no data"): its centroids cover codes 1..5 only
@@ -43,30 +40,12 @@ N_TRACKS = 6
 
 
 def make_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tk.train_from_iterator(SENTENCES * 4, trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                  pad_token="<|endoftext|>", unk_token="<|endoftext|>")
-    tok.chat_template = CHATML
-    return tok
+    return tiny_lm.make_tokenizer(SENTENCES)
 
 
 def make_model(tokenizer, n_old):
     """A tiny tied Llama expanded to the tokenizer's music tokens (deterministic)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=n_old, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      tie_word_embeddings=True)
-    model = LlamaForCausalLM(cfg)
+    model = tiny_lm.make_llama(n_old, hidden=32, tied=True, max_positions=512)
     expand_model(model, n_old, music_token_ids(tokenizer, VOCAB), seed=0)
     return model
 
