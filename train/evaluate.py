@@ -1,0 +1,264 @@
+"""Held-out evaluation of conversational recommenders, turn by turn (the TalkPlay paper's Table 2).
+
+    python -m train.evaluate --catalog catalog/demo --systems random popularity bm25 dense item2vec --out reports/
+
+For each conversation of the split and each turn ``user → music → assistant``, the system sees the
+conversation so far (every earlier message plus this turn's user request; earlier music messages are the
+tracks already played) and ranks the whole catalog; the target is that turn's track.
+
+* Turns whose track is *rejected* are not targets (the listener turned it down, so it is not a relevant
+  item) but stay in the history of later turns, rejection text included.
+* Tracks already played in the conversation are removed from the candidates (they cannot be the
+  target: a conversation never repeats a track).
+* Ties are pessimistic (``train.metrics``); the top-1 recommendation for coverage/diversity is the
+  highest score, ties broken by catalog order.
+
+Reported per system: MRR, Hit@{1,10,100}, nDCG@{1,10,20} macro over turns and over conversations,
+per-turn-index curves, warm vs cold-start targets (cold ids from ``<bundle>/splits.json``), catalog
+coverage of the top-1 and top-10 lists and the normalized entropy of top-1 recommendations. The
+audio-text baseline of the paper (CLAP-style) is reported as not available: no offline audio-text model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from talkplay.catalog import Catalog, atomic_write, load_catalog
+from train.baselines import BASELINES, Ranker, build_baselines, played_ids
+from train.conversation_schema import Conversation, Message
+from train.metrics import (
+    DEFAULT_SPEC,
+    MetricSpec,
+    macro_over_conversations,
+    macro_over_turns,
+    mean_metrics,
+    rank_of,
+)
+
+AUDIO_TEXT_NOTE = "audio-text baseline: not available (no offline audio-text model)"
+TIE_POLICY = "pessimistic: a target tied with other candidates ranks after all of them"
+
+
+@dataclass(frozen=True)
+class EvalTurn:
+    """One evaluated turn: what the system sees and the track it should rank first."""
+
+    conversation_id: str
+    turn: int  # 1-based turn index within the conversation
+    history: tuple[Message, ...]  # messages before this turn's music message
+    target: str  # track id
+    cold: bool  # the target is a cold-start track
+
+
+def eval_turns(conversations: Sequence[Conversation], cold: set[str] = frozenset()) -> tuple[list[EvalTurn], int]:
+    """The turns to evaluate and the number of rejected turns skipped as targets."""
+    out, skipped = [], 0
+    for c in conversations:
+        for t, i in enumerate(range(0, len(c.messages) - 2, 3), 1):
+            music = c.messages[i + 1]
+            if music.rejected:
+                skipped += 1
+                continue
+            out.append(EvalTurn(c.conversation_id, t, c.messages[: i + 1], music.content, music.content in cold))
+    return out, skipped
+
+
+def cold_track_ids(bundle: Path) -> set[str]:
+    path = bundle / "splits.json"
+    if not path.exists():
+        return set()
+    return set(json.loads(path.read_text(encoding="utf-8")).get("cold_start_track_ids", []))
+
+
+def _entropy(counts: Counter, n_items: int) -> float:
+    total = sum(counts.values())
+    if total == 0 or n_items < 2:
+        return 0.0
+    p = np.array(list(counts.values()), np.float64) / total
+    return float(-(p * np.log(p)).sum() / math.log(n_items))
+
+
+def evaluate_ranker(ranker: Ranker, turns: Sequence[EvalTurn], catalog: Catalog, spec: MetricSpec = DEFAULT_SPEC) -> dict:
+    """Metrics of one ranker over the given turns."""
+    t0 = time.perf_counter()
+    ids = [t.track_id for t in catalog.tracks]
+    index = {t: i for i, t in enumerate(ids)}
+    if hasattr(ranker, "prepare"):
+        ranker.prepare([t.history for t in turns], catalog)
+    by_conv: dict[str, list[int]] = {}
+    by_turn: dict[int, list[int]] = {}
+    warm, cold = [], []
+    top1: Counter = Counter()
+    top10: set[str] = set()
+    for turn in turns:
+        if turn.target not in index:
+            raise KeyError(f"conversation {turn.conversation_id!r}, turn {turn.turn}: target track {turn.target!r} "
+                           f"is not in catalog {catalog.root}")
+        scores = np.asarray(ranker.scores(turn.history, catalog), dtype=np.float64)
+        if scores.shape != (len(ids),):
+            raise ValueError(f"ranker {getattr(ranker, 'name', ranker)!r} returned shape {scores.shape}, "
+                             f"expected ({len(ids)},)")
+        mask = np.zeros(len(ids), bool)
+        mask[[index[p] for p in played_ids(turn.history) if p in index]] = True
+        rank = rank_of(scores, index[turn.target], mask)
+        by_conv.setdefault(turn.conversation_id, []).append(rank)
+        by_turn.setdefault(turn.turn, []).append(rank)
+        (cold if turn.cold else warm).append(rank)
+        masked = np.where(mask, -np.inf, scores)
+        top1[ids[int(np.argmax(masked))]] += 1
+        top10.update(ids[j] for j in np.argsort(-masked, kind="stable")[:10])
+    return {
+        "macro_over_turns": macro_over_turns(by_conv, spec),
+        "macro_over_conversations": macro_over_conversations(by_conv, spec),
+        "warm": mean_metrics(warm, spec),
+        "cold": mean_metrics(cold, spec),
+        "by_turn": [{"turn": k, **mean_metrics(v, spec)} for k, v in sorted(by_turn.items())],
+        "coverage": {"top1_distinct": len(top1), "top1_coverage": len(top1) / len(ids),
+                     "top10_coverage": len(top10) / len(ids), "top1_entropy": _entropy(top1, len(ids)),
+                     "top1_most_common": top1.most_common(1)[0][0] if top1 else None,
+                     "top1_most_common_share": top1.most_common(1)[0][1] / len(turns) if top1 else 0.0},
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def evaluate_systems(bundle: str | Path, systems: Mapping[str, Ranker] | Sequence[str], split: str = "test",
+                     max_conversations: int | None = None, spec: MetricSpec = DEFAULT_SPEC,
+                     cache_dir: str | Path | None = None, seed: int = 0,
+                     log: Callable[[str], None] = lambda s: None) -> dict:
+    """Evaluate rankers (or baseline names, built from the bundle's TRAIN data) on a split.
+
+    Returns a JSON-ready dict: settings, counts and, per system, the metrics of ``evaluate_ranker``.
+    """
+    from train.conversation_schema import read_conversations
+    from train.data import conversations_path
+
+    bundle = Path(bundle)
+    catalog = load_catalog(bundle)
+    conversations = read_conversations(conversations_path(bundle, split), catalog)
+    if max_conversations is not None:
+        conversations = conversations[:max_conversations]
+    cold = cold_track_ids(bundle)
+    turns, skipped = eval_turns(conversations, cold)
+    build_seconds = {}
+    if not isinstance(systems, Mapping):
+        from train.playlists import read_playlists
+
+        t0 = time.perf_counter()
+        train_playlists = [p.track_ids for p in read_playlists(bundle) if p.split == "train"]
+        train_convs = read_conversations(conversations_path(bundle, "train"))
+        systems = build_baselines(list(systems), train_playlists, train_convs, seed, cache_dir)
+        build_seconds["build_baselines"] = round(time.perf_counter() - t0, 2)
+    results = {}
+    for name, ranker in systems.items():
+        log(f"evaluating {name} on {len(turns)} turns …")
+        results[name] = evaluate_ranker(ranker, turns, catalog, spec)
+        log(f"  {name}: MRR {results[name]['macro_over_turns']['mrr']:.4f} ({results[name]['seconds']} s)")
+    return {
+        "catalog": catalog.name, "bundle": str(bundle), "split": split, "tracks": len(catalog),
+        "conversations": len(conversations), "turns": len(turns), "cold_turns": sum(t.cold for t in turns),
+        "skipped_rejected_turns": skipped, "metrics": list(spec.names), "tie_policy": TIE_POLICY,
+        "played_tracks": "excluded from the candidates",
+        "synthetic_data": any(c.synthetic for c in conversations),
+        "not_available": {"audio-text": AUDIO_TEXT_NOTE}, "timing": build_seconds, "systems": results,
+    }
+
+
+# ---------------------------------------------------------------- report
+
+
+def _row(name: str, m: dict, names: Sequence[str]) -> str:
+    cells = ["—" if (isinstance(m[k], float) and math.isnan(m[k])) else f"{m[k]:.4f}" for k in names]
+    return f"| {name} | " + " | ".join(cells) + f" | {m['n']} |"
+
+
+def markdown_report(result: dict) -> str:
+    """Tables for a result of ``evaluate_systems``."""
+    names = result["metrics"]
+    head = "| system | " + " | ".join(n.replace("mrr", "MRR").replace("hit", "Hit").replace("ndcg", "nDCG")
+                                     for n in names) + " | n |"
+    rule = "|---|" + "---|" * (len(names) + 1)
+    systems = result["systems"]
+    lines = [f"# Baseline evaluation — `{result['catalog']}` catalog, {result['split']} split", "",
+             f"{result['conversations']} conversations, {result['turns']} evaluated turns "
+             f"({result['cold_turns']} with a cold-start target; {result['skipped_rejected_turns']} rejected turns "
+             f"kept in history but not evaluated), {result['tracks']} candidate tracks.", ""]
+    if result.get("synthetic_data"):
+        lines += ["The conversations are **synthetic** (see the data report); numbers compare systems on this data, "
+                  "not real listeners.", ""]
+    lines += [f"Ties: {result['tie_policy']}. Already-played tracks are {result['played_tracks']}.", "",
+              f"- {result['not_available']['audio-text']}", ""]
+    for title, key in (("Macro over turns (Table 2)", "macro_over_turns"),
+                       ("Macro over conversations", "macro_over_conversations"),
+                       ("Warm targets", "warm"), ("Cold-start targets", "cold")):
+        lines += [f"## {title}", "", head, rule]
+        lines += [_row(s, r[key], names) for s, r in systems.items()]
+        lines += ["", ""]
+    turns = sorted({b["turn"] for r in systems.values() for b in r["by_turn"]})
+    lines += ["## MRR by turn index", "", "| system | " + " | ".join(str(t) for t in turns) + " |",
+              "|---|" + "---|" * len(turns)]
+    for s, r in systems.items():
+        by = {b["turn"]: b["mrr"] for b in r["by_turn"]}
+        lines.append(f"| {s} | " + " | ".join(f"{by[t]:.3f}" if t in by else "—" for t in turns) + " |")
+    lines += ["", "Turns per index: " + ", ".join(
+        f"{b['turn']}: {b['n']}" for b in next(iter(systems.values()))["by_turn"]) if systems else "", "",
+              "## Coverage and diversity of recommendations", "",
+              "| system | distinct top-1 | top-1 coverage | top-10 coverage | top-1 entropy (norm.) | most frequent top-1 (share) | seconds |",
+              "|---|---|---|---|---|---|---|"]
+    for s, r in systems.items():
+        c = r["coverage"]
+        lines.append(f"| {s} | {c['top1_distinct']} | {c['top1_coverage']:.3f} | {c['top10_coverage']:.3f} | "
+                     f"{c['top1_entropy']:.3f} | {c['top1_most_common']} ({c['top1_most_common_share']:.3f}) | "
+                     f"{r['seconds']} |")
+    lines += ["", f"Regenerate: `python -m train.evaluate --catalog {result['bundle']} --systems "
+              f"{' '.join(systems)} --split {result['split']}`.", ""]
+    return "\n".join(lines)
+
+
+def write_report(result: dict, out_dir: Path, suffix: str = "baselines") -> tuple[Path, Path]:
+    """Write ``eval_<catalog>_<suffix>.json`` and ``.md`` under ``out_dir``."""
+    stem = f"eval_{result['catalog']}_{suffix}"
+    js, md = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    text = json.dumps(result, indent=2, allow_nan=True) + "\n"
+    atomic_write(js, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    report = markdown_report(result)
+    atomic_write(md, lambda tmp: tmp.write_text(report, encoding="utf-8"))
+    return js, md
+
+
+def main(argv: list[str] | None = None) -> int:
+    from talkplay.previews import default_cache_dir
+
+    parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--catalog", type=Path, default=Path("catalog/demo"), help="bundle directory")
+    parser.add_argument("--systems", nargs="+", default=list(BASELINES), choices=BASELINES,
+                        help="baselines to evaluate")
+    parser.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    parser.add_argument("--max-conversations", type=int, default=None, help="evaluate only the first N")
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="where the report files go")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="embedding/item2vec cache (default: <talkplay cache>/eval)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random ranker and item2vec")
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    result = evaluate_systems(args.catalog, args.systems, args.split, args.max_conversations,
+                              cache_dir=args.cache or default_cache_dir() / "eval", seed=args.seed,
+                              log=lambda s: print(s, file=sys.stderr))
+    result["timing"]["total"] = round(time.perf_counter() - t0, 2)
+    js, md = write_report(result, args.out)
+    print(f"wrote {js} and {md} ({result['timing']['total']} s)")
+    print(AUDIO_TEXT_NOTE)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
