@@ -1,0 +1,89 @@
+"""Fallback matching for free (unconstrained) generation: a generated code tuple → the best catalog track.
+
+Owns TalkPlay's weighted partial matching: an exact tuple match wins; otherwise every track sharing a
+token scores the sum of the weights of its matching modalities (``PAPER_WEIGHTS``: playlist 25, semantic
+16, metadata 9, lyrics 4, audio 1 — so candidates rank by cumulative importance) and the best one wins,
+lowest store row on ties. For residual modalities (3MToken) a level counts only if all coarser levels of
+that modality matched (``hierarchical=True``); each matched level adds ``weight / levels``, so a fully
+matched modality adds its whole weight. The disambiguation position (``dis``) never counts as evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from talkplay.token_store import TokenStore
+from talkplay.tokens import DISAMBIGUATION
+
+PAPER_WEIGHTS: Mapping[str, float] = {"playlist": 25, "semantic": 16, "metadata": 9, "lyrics": 4, "audio": 1}
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """The matched track (None when nothing matches) and why."""
+
+    track_id: str | None
+    kind: Literal["exact", "partial", "none"]
+    score: float  # sum of matched weights (the full weight sum for an exact match)
+    matched_modalities: tuple[str, ...]  # modalities with at least one counted level, in vocab order
+
+
+def _evidence(store: TokenStore, weights: Mapping[str, float]) -> list[tuple[str, list[int], float]]:
+    """(modality, positions, weight) of every modality that counts; ValueError on a negative weight."""
+    out = []
+    for spec in store.vocab.modalities:
+        w = float(weights.get(spec.name, 0))
+        if w < 0:
+            raise ValueError(f"weight of modality {spec.name!r} is negative ({w})")
+        if spec.name != DISAMBIGUATION and w > 0:
+            out.append((spec.name, store.vocab.positions_of(spec.name), w))
+    return out
+
+
+def match(store: TokenStore, codes: Sequence[int], weights: Mapping[str, float] = PAPER_WEIGHTS,
+          exclude: Iterable[str] = (), hierarchical: bool = True) -> MatchResult:
+    """Best non-excluded track for ``codes`` (one code per position of ``store.vocab``).
+
+    Args:
+        weights: per-modality weights (modalities absent here, or absent from the store, count 0).
+        exclude: track ids never returned (played / rejected); ids the store lacks are ignored.
+        hierarchical: residual level l counts only if levels < l of the same modality matched.
+    """
+    query = np.asarray([int(c) for c in codes], dtype=np.int64)
+    if len(query) != len(store.vocab):
+        raise ValueError(f"expected {len(store.vocab)} codes, got {len(query)}")
+    banned = np.asarray(sorted(store.row(t) for t in set(exclude) if t in store), dtype=np.int64)
+    evidence = _evidence(store, weights)
+
+    exact = np.flatnonzero((store.codes == query).all(axis=1))
+    exact = exact[~np.isin(exact, banned)]
+    if len(exact):
+        return MatchResult(store.track_ids[int(exact[0])], "exact", sum(w for _, _, w in evidence),
+                           tuple(name for name, _, _ in evidence))
+
+    # Candidates: tracks sharing a token that can count (the coarsest level only, when hierarchical).
+    lists = [store.postings(p, query[p]) for _, positions, _ in evidence
+             for p in (positions[:1] if hierarchical else positions)]
+    cands = np.unique(np.concatenate(lists)) if lists else np.empty(0, dtype=np.int64)
+    cands = cands[~np.isin(cands, banned)]
+    if len(cands) == 0:
+        return MatchResult(None, "none", 0.0, ())
+    block = store.codes[cands]
+    score = np.zeros(len(cands), dtype=np.float64)
+    levels_matched = []
+    for _, positions, w in evidence:
+        eq = block[:, positions] == query[positions]
+        if hierarchical:
+            eq = np.cumprod(eq, axis=1, dtype=bool)
+        n_levels = eq.sum(axis=1)
+        levels_matched.append(n_levels)
+        score += w * n_levels / len(positions)
+    best = int(np.argmax(score))  # first maximum = lowest row (cands are ascending)
+    if score[best] <= 0:
+        return MatchResult(None, "none", 0.0, ())
+    matched = tuple(name for (name, _, _), lv in zip(evidence, levels_matched) if lv[best] > 0)
+    return MatchResult(store.track_ids[int(cands[best])], "partial", float(score[best]), matched)
