@@ -41,7 +41,7 @@ from typing import Protocol
 
 import numpy as np
 
-from talkplay.catalog import Catalog, Track, atomic_write
+from talkplay.catalog import Catalog, Track
 from train.conversation_schema import Conversation, Message
 
 TextEmbedderFn = Callable[[Sequence[str]], np.ndarray]
@@ -314,23 +314,11 @@ class Item2VecRanker:
               cache_dir: str | os.PathLike | None = None, **item2vec_args) -> Item2VecRanker:
         """Train item2vec (``train.embeddings.item2vec``, its defaults) on training playlists, cached by
         content under ``cache_dir/item2vec``."""
-        from train.embeddings import content_key, item2vec
+        from train.embeddings import cached_item2vec, content_key
 
         key = content_key(json.dumps([list(p) for p in playlists]) + json.dumps(item2vec_args, sort_keys=True))
         path = Path(cache_dir) / "item2vec" / f"eval-{key[:32]}.npz" if cache_dir else None
-        if path is not None and path.exists():
-            with np.load(path) as data:
-                vectors = dict(zip(data["ids"].tolist(), data["vectors"]))
-        else:
-            vectors = item2vec(playlists, **item2vec_args)
-            if path is not None and vectors:
-                names = sorted(vectors)
-
-                def write(tmp: Path) -> None:
-                    with open(tmp, "wb") as f:
-                        np.savez(f, ids=np.array(names), vectors=np.stack([vectors[n] for n in names]))
-
-                atomic_write(path, write)
+        vectors = cached_item2vec(playlists, path, **item2vec_args)
         return cls(vectors, fallback)
 
     def _table(self, catalog: Catalog) -> tuple[np.ndarray, np.ndarray]:

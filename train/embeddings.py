@@ -139,7 +139,8 @@ class TextEmbedder:
     """A sentence-transformers model; unit-length vectors."""
 
     def __init__(self, name: str = OFFLINE_TEXT_MODEL, device: str = "cpu", batch_size: int = 64):
-        from sentence_transformers import SentenceTransformer, __version__ as st_version
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers import __version__ as st_version
 
         path = name
         if name == OFFLINE_TEXT_MODEL:
@@ -275,6 +276,26 @@ def item2vec(playlists: Sequence[Sequence[str]], dim: int = 128, window: int = 3
     return {t: vectors[i] for t, i in index.items()}
 
 
+def cached_item2vec(playlists: Sequence[Sequence[str]], path: Path | None, **kwargs) -> dict[str, np.ndarray]:
+    """:func:`item2vec` whose result is kept at ``path`` (.npz of ids and vectors, no pickle); None = no cache.
+
+    The caller makes ``path`` depend on the playlists and arguments, so a stale file is never read.
+    """
+    if path is not None and path.exists():
+        with np.load(path) as data:  # string ids are stored as a unicode array
+            return dict(zip(data["ids"].tolist(), data["vectors"]))
+    vectors = item2vec(playlists, **kwargs)
+    if path is not None and vectors:
+        names = sorted(vectors)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, ids=np.array(names), vectors=np.stack([vectors[n] for n in names]))
+
+        atomic_write(path, write)
+    return vectors
+
+
 @dataclass
 class RidgeMap:
     """Linear map from content embeddings to the item2vec space (the cold-start fallback)."""
@@ -385,20 +406,9 @@ def _playlist_embeddings(ids, content, playlists, config, cache, fallback_map):
     if playlists:
         key = content_key(json.dumps([list(p) for p in playlists]) + source)
         path = cache.directory / "item2vec" / f"{key[:32]}.npz" if cache else None
-        if path is not None and path.exists():
-            with np.load(path) as data:  # string ids are stored as a unicode array: no pickle needed
-                vectors = dict(zip(data["ids"].tolist(), data["vectors"]))
-        else:
-            vectors = item2vec(playlists, config.playlist_dim, config.item2vec_window, config.item2vec_negatives,
-                               config.item2vec_epochs, config.item2vec_lr, config.seed)
-            if path is not None and vectors:
-                names = sorted(vectors)
-
-                def write(tmp: Path) -> None:
-                    with open(tmp, "wb") as f:
-                        np.savez(f, ids=np.array(names), vectors=np.stack([vectors[n] for n in names]))
-
-                atomic_write(path, write)
+        vectors = cached_item2vec(playlists, path, dim=config.playlist_dim, window=config.item2vec_window,
+                                  negatives=config.item2vec_negatives, epochs=config.item2vec_epochs,
+                                  lr=config.item2vec_lr, seed=config.seed)
     warm = np.array([i in vectors for i in ids])
     x = fallback_inputs(content)
     full = np.zeros((len(ids), config.playlist_dim), np.float32)
