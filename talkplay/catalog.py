@@ -183,6 +183,17 @@ def _rows(table: pa.Table) -> Iterator[dict]:
         yield from batch.to_pylist()
 
 
+def read_parquet(path: str | os.PathLike) -> pa.Table:
+    """Read a Parquet file; a missing or unreadable file raises CatalogError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CatalogError(path, "file not found")
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise CatalogError(path, f"not a readable Parquet file ({err})") from err
+
+
 def read_tracks(path: str | os.PathLike) -> list[Track]:
     """Read and validate a ``tracks.parquet`` file.
 
@@ -190,12 +201,7 @@ def read_tracks(path: str | os.PathLike) -> list[Track]:
         CatalogError: naming the file, row (1 = first data row) and field of the first problem found.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CatalogError(path, "file not found")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as err:
-        raise CatalogError(path, f"not a readable Parquet file ({err})") from err
+    table = read_parquet(path)
     schema = table.schema
     missing = [name for name, (_, required, _) in _COLUMNS.items() if required and name not in schema.names]
     if missing:

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from talkplay.catalog import Catalog, CatalogError, atomic_write
+from talkplay.catalog import Catalog, CatalogError, atomic_write, read_parquet
 from talkplay.tokens import MusicVocab
 
 TOKENS_DIR = "tokens"
@@ -194,10 +194,7 @@ def load_store(directory: str | os.PathLike, catalog: Catalog | None = None) -> 
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
         raise CatalogError(mpath, f"malformed token store manifest ({err})", field="vocab") from err
     cpath = directory / CODES_FILE
-    try:
-        table = pq.read_table(cpath)
-    except (pa.ArrowException, OSError) as err:
-        raise CatalogError(cpath, f"not a readable Parquet file ({err})") from err
+    table = read_parquet(cpath)
     labels = [p.label for p in vocab.positions]
     missing = [c for c in ["track_id", *labels] if c not in table.schema.names]
     if missing:
@@ -227,10 +224,7 @@ def load_store(directory: str | os.PathLike, catalog: Catalog | None = None) -> 
 
 
 def _read_postings(path: Path, store: TokenStore) -> list[dict[int, np.ndarray]]:
-    try:
-        table = pq.read_table(path).to_pylist()
-    except (pa.ArrowException, OSError) as err:
-        raise CatalogError(path, f"not a readable Parquet file ({err})") from err
+    table = read_parquet(path).to_pylist()
     label_pos = {p.label: i for i, p in enumerate(store.vocab.positions)}
     postings: list[dict[int, np.ndarray]] = [{} for _ in store.vocab.positions]
     for row, r in enumerate(table, 1):

@@ -43,6 +43,7 @@ from talkplay.catalog import (
     atomic_write,
     load_catalog,
     preview_relpath,
+    read_parquet,
     save_catalog,
     slugify,
     validate_track,
@@ -80,10 +81,7 @@ def read_rows(path: Path) -> list[dict]:
             rows.append(obj)
         return rows
     if suffix == ".parquet":
-        try:
-            return pq.read_table(path).to_pylist()
-        except (pa.ArrowException, OSError) as err:
-            raise CatalogError(path, f"not a readable Parquet file ({err})") from err
+        return read_parquet(path).to_pylist()
     raise CatalogError(path, f"unsupported format {suffix!r}: use .csv, .tsv, .jsonl or .parquet")
 
 

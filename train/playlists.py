@@ -51,6 +51,7 @@ from talkplay.catalog import (
     CatalogError,
     atomic_write,
     load_catalog,
+    read_parquet,
 )
 from train.splits import (
     SPLITS,
@@ -117,12 +118,7 @@ def read_playlists(bundle: str | Path, known_track_ids: Collection[str] | None =
         CatalogError: naming the file, row (1 = first data row) and field of the first problem.
     """
     path = Path(bundle) / PLAYLISTS_FILE
-    if not path.is_file():
-        raise CatalogError(path, "file not found")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as err:
-        raise CatalogError(path, f"not a readable Parquet file ({err})") from err
+    table = read_parquet(path)
     names = table.schema.names
     missing = [c for c, (_, required) in _COLUMNS.items() if required and c not in names]
     if missing:
