@@ -2,6 +2,7 @@
 
     python -m talkplay previews [--catalog catalog/demo]   fetch pinned sources and cut missing previews
     python -m talkplay validate [--catalog DIR]            load a bundle through the validating loader
+    python -m talkplay chat [--catalog DIR] [--mode paper]  chat in the terminal with the bundle's model
 """
 
 from __future__ import annotations
@@ -26,7 +27,30 @@ def main(argv: list[str] | None = None) -> int:
                    help="download again sources whose checksum did not match in an earlier run")
     v = sub.add_parser("validate", help="validate a catalog bundle and print a summary")
     v.add_argument("--catalog", type=Path, default=Path("catalog/demo"), help="bundle directory (default: catalog/demo)")
+    c = sub.add_parser("chat", help="chat with the bundle's model in the terminal")
+    c.add_argument("--catalog", type=Path, default=Path("catalog/demo"), help="bundle directory (default: catalog/demo)")
+    c.add_argument("--mode", choices=("constrained", "paper"), default="constrained",
+                   help="constrained decoding (default) or the paper's free generation + partial matching")
+    c.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    c.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | 4bit")
+    c.add_argument("--base-model", default=None, help="base model path or hub id (default: the checkpoint's)")
+    c.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
+    c.add_argument("--seed", type=int, default=None, help="make every turn reproducible")
     args = parser.parse_args(argv)
+    if args.command == "chat":
+        from talkplay.chat import run_chat
+        from talkplay.checkpoint import CheckpointError
+        from talkplay.recommender import GenerationConfig, load_recommender
+
+        try:
+            rec = load_recommender(args.catalog, args.device, args.precision,
+                                   GenerationConfig(mode=args.mode, temperature=args.temperature, seed=args.seed),
+                                   args.base_model)
+        except (CatalogError, CheckpointError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        run_chat(rec)
+        return 0
     try:
         if args.command == "previews":
             report = prepare_previews(args.catalog, args.cache or default_cache_dir(), args.keep_downloads,

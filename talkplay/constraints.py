@@ -6,8 +6,8 @@ Owns the rules that make a generated span name a real, still-recommendable catal
 * :class:`CatalogTrie` — a prefix trie over the store's code tuples, in generation order, answering
   "which codes may come next after this prefix?" while skipping excluded tracks;
 * :class:`ExcludeTracks` — the played and rejected tracks of one conversation;
-* :class:`MusicSpanConstraint` / :class:`NoMusicOutsideSpan` — one ``LogitsProcessor`` per rule, composed
-  in a ``LogitsProcessorList``;
+* :class:`MusicSpanConstraint` / :class:`NoMusicOutsideSpan` / :class:`SpanFormat` / :class:`BanTokens` —
+  one ``LogitsProcessor`` per rule, composed in a ``LogitsProcessorList``;
 * :func:`resolve` — a complete code tuple back to its track id.
 
 The trie is array-based so it scales to 10⁶ tracks: the code matrix is sorted lexicographically once, so
@@ -323,6 +323,49 @@ class NoMusicOutsideSpan(LogitsProcessor):
         block = out[:, music]
         block[outside] = float("-inf")
         out[:, music] = block
+        return out
+
+
+class SpanFormat(LogitsProcessor):
+    """Paper mode: inside a span, any code of the next position (then ``<end_of_music>``) — not only real items.
+
+    TalkPlay samples the music tokens freely and matches afterwards; keeping the position order only makes
+    the span parseable, so what is generated can still be an item the catalog lacks (matched by
+    :func:`talkplay.matching.match`).
+    """
+
+    def __init__(self, ids: TokenIdMap):
+        self.ids = ids
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        opened = _open_span_starts(input_ids, self.ids)
+        if all(s < 0 for s in opened):
+            return scores
+        out = scores.clone()
+        for b, s in enumerate(opened):
+            if s < 0:
+                continue
+            k = input_ids.shape[1] - s - 1  # music ids generated so far in this span
+            keep = (self.ids.position_ids[k] if k < self.ids.n_positions
+                    else np.asarray([self.ids.end_id], dtype=np.int64))
+            keep = torch.as_tensor(keep, device=scores.device)
+            masked = torch.full_like(scores[b], float("-inf"))
+            masked[keep] = scores[b, keep]
+            out[b] = masked
+        return out
+
+
+class BanTokens(LogitsProcessor):
+    """Never emit ``ids`` (e.g. music and boundary tokens, and padding rows past the tokenizer, in a reply)."""
+
+    def __init__(self, ids: Sequence[int]):
+        self._ids = torch.as_tensor(sorted({int(i) for i in ids}), dtype=torch.long)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        ids = self._ids.to(scores.device)
+        ids = ids[ids < scores.shape[1]]
+        out = scores.clone()
+        out[:, ids] = float("-inf")
         return out
 
 

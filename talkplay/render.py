@@ -302,6 +302,28 @@ def render_prompt(tokenizer, history: Sequence[Any], store, catalog,
                          budget, "history").input_ids
 
 
+def grounding_ids(tokenizer, track: Any) -> list[int]:
+    """Ids of the grounding span for ``track`` exactly as :func:`render_conversation` lays it out.
+
+    Inference appends these after the generated ``<end_of_music>`` once the span resolves to a track.
+    """
+    return _encode(tokenizer, make_inert(grounding_text(track), _control_strings(tokenizer)))
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """The special id(s) that end an assistant message in the chat template (e.g. ``<|im_end|>``).
+
+    These are the supervised end-of-turn tokens of training, so generation of a reply stops at them.
+    """
+    glue = _glue(tokenizer, ["system", "user", "assistant"])
+    special = {i for i, a in tokenizer.added_tokens_decoder.items() if a.special}
+    ids = _encode(tokenizer, glue[3])
+    stop = [i for i in ids if i in special][:1]
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in stop:
+        stop.append(tokenizer.eos_token_id)
+    return stop
+
+
 # ---------------------------------------------------------------------------------------- playlist continuation
 
 CONTINUE_PROMPT = "Continue this playlist:\n"  # user text before the prefix tracks' music spans

@@ -7,6 +7,7 @@ Owns the training loop and its state on disk::
     <out>/last/    trainable weights + optimizer/scheduler/RNG/step (resumed automatically)
     <out>/best/    trainable weights of the lowest valid loss so far
     <out>/final/   a plain transformers checkpoint (LoRA merged) + tokenizer, from best/
+    <out>/summary.json  at the end: steps, wall time over all resumed sessions, hardware, best step
     <out>/log.csv  per step: lr, train CE (pooled, conversation, playlist), self-sim, valid losses
 
 What is trained: with LoRA (default) the adapters on all linear layers of the decoder plus the
@@ -44,6 +45,7 @@ LOG_COLUMNS = ("step", "lr", "train_ce", "train_ce_conversation", "train_ce_play
 TRAINABLE_FILE = "trainable.safetensors"
 STATE_FILE = "state.pt"
 META_FILE = "state.json"
+SUMMARY_FILE = "summary.json"  # written when a run completes: wall time (all sessions), hardware, best step
 
 
 @dataclass(frozen=True)
@@ -180,21 +182,22 @@ def _write_dir(final: Path, write) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def save_last(model, optimizer, scheduler, step: int, best: dict, config: TrainConfig) -> None:
+def save_last(model, optimizer, scheduler, step: int, best: dict, config: TrainConfig,
+              wall_seconds: float = 0.0) -> None:
     from safetensors.torch import save_file
 
     def write(d: Path) -> None:
         save_file(trainable_state(model), str(d / TRAINABLE_FILE))
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}, d / STATE_FILE)
-        meta = {"step": step, "best": best, "config": {k: str(v) if isinstance(v, Path) else v
+        meta = {"step": step, "best": best, "wall_seconds": wall_seconds, "config": {k: str(v) if isinstance(v, Path) else v
                                                        for k, v in asdict(config).items()}}
         (d / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
 
     _write_dir(config.out / "last", write)
 
 
-def load_last(model, optimizer, scheduler, out: Path) -> tuple[int, dict]:
+def load_last(model, optimizer, scheduler, out: Path) -> tuple[int, dict, float]:
     d = out / "last"
     load_trainable(model, d / TRAINABLE_FILE)
     state = torch.load(d / STATE_FILE, weights_only=False)  # our own file: holds Python RNG state
@@ -203,7 +206,17 @@ def load_last(model, optimizer, scheduler, out: Path) -> tuple[int, dict]:
     torch.set_rng_state(state["torch_rng"])
     random.setstate(state["python_rng"])
     meta = json.loads((d / META_FILE).read_text())
-    return int(meta["step"]), meta["best"]
+    return int(meta["step"]), meta["best"], float(meta.get("wall_seconds", 0.0))
+
+
+def hardware() -> str:
+    """One line naming where training ran (device, cores, torch threads)."""
+    import platform
+
+    if torch.cuda.is_available():
+        return f"CUDA {torch.cuda.get_device_name(0)}"
+    return (f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} torch threads")
 
 
 # ---------------------------------------------------------------------------------------- losses
@@ -302,9 +315,10 @@ def train(config: TrainConfig, model: Any, tokenizer: Any, datasets: dict, store
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config.warmup_steps, total)
 
-    step, best = 0, {"step": None, "valid_loss": None}
+    step, best, wall_before = 0, {"step": None, "valid_loss": None}, 0.0
     if config.resume and (out / "last" / META_FILE).exists():
-        step, best = load_last(model, optimizer, scheduler, out)
+        step, best, wall_before = load_last(model, optimizer, scheduler, out)
+    started = time.perf_counter()
     log_path = out / "log.csv"
     rows = _read_log(log_path, step)  # drop rows logged after the checkpoint we resume from
     with log_path.open("w", newline="") as f:
@@ -354,12 +368,17 @@ def train(config: TrainConfig, model: Any, tokenizer: Any, datasets: dict, store
         with log_path.open("a", newline="") as f:
             csv.DictWriter(f, fieldnames=LOG_COLUMNS).writerow({k: _fmt(row.get(k)) for k in LOG_COLUMNS})
         if checkpoint or step == config.stop_after:
-            save_last(model, optimizer, scheduler, step, best, config)
+            save_last(model, optimizer, scheduler, step, best, config, wall_before + time.perf_counter() - started)
         bar.update(1)
         bar.set_postfix(ce=f"{last_ce:.3f}", sim=f"{sim:.3g}")
         if step == config.stop_after:
             break
     bar.close()
+    wall = wall_before + time.perf_counter() - started
+    if step == total:
+        summary = {"steps": step, "wall_seconds": round(wall, 1), "hardware": hardware(),
+                   "best_step": best["step"], "best_valid_loss": best["valid_loss"]}
+        (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
     final = None
     if config.export_final and step == total:
         final, model = export_final(model, tokenizer, out)

@@ -1,0 +1,350 @@
+"""The inference engine: one user turn in, a real catalog track and a grounded, streamed reply out.
+
+For each request (TalkPlay §4.4: music first, then words)::
+
+    prompt = render_prompt(history + user text)          # ends with <start_of_music>
+    music span  ← sampled token by token under a span rule (constrained: CatalogTrie minus played and
+                  rejected tracks; paper: any code per position, matched afterwards)
+    track       ← resolve (constrained) | exact → weighted partial match (paper) | constrained retry
+    grounding   ← "[Now playing: “Title” by Artist]" ids appended, exactly as the renderer lays them out
+    reply       ← sampled with music/control tokens banned, streamed as TextDelta events
+
+One KV cache carries the prompt, the span, the grounding span and the reply, so nothing is recomputed.
+:meth:`Recommender.rank` scores every allowed track by the log-likelihood of its music tokens after the
+same prompt (batched, reusing the prompt's cache), or by a constrained beam search over the trie when the
+catalog is large; the evaluation and "show me alternatives" use it.
+
+Generation is a hand-written sampling loop rather than ``model.generate`` because the grounding span is
+inserted mid-generation and events are streamed between steps; the rules themselves are the
+``LogitsProcessor`` classes of :mod:`talkplay.constraints`, so they also work inside ``generate``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from talkplay.catalog import Catalog, load_catalog
+from talkplay.constraints import (
+    BanTokens,
+    CatalogTrie,
+    MusicSpanConstraint,
+    NoAllowedTrack,
+    SpanFormat,
+    TokenIdMap,
+    resolve,
+)
+from talkplay.conversation import ConversationState, Done, Event, TextDelta, TrackChosen, Turn
+from talkplay.matching import PAPER_WEIGHTS, match
+from talkplay.render import RenderConfig, end_of_turn_ids, grounding_ids, render_prompt
+from talkplay.token_store import TokenStore
+from talkplay.tokens import DISAMBIGUATION
+
+log = logging.getLogger(__name__)
+
+
+def _gpu(fn):
+    """``spaces.GPU`` on a Hugging Face ZeroGPU Space (a GPU is attached for the call); a no-op elsewhere."""
+    try:
+        import spaces
+    except ImportError:
+        return fn
+    return spaces.GPU(fn)
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How a turn is generated. Defaults follow the paper: sampling at temperature 1.0, top-p 0.9."""
+
+    mode: Literal["constrained", "paper"] = "constrained"
+    temperature: float = 1.0  # 0 = greedy
+    top_p: float = 0.9
+    max_reply_tokens: int = 96
+    seed: int | None = None  # None: fresh randomness per turn; an int makes every turn reproducible
+    modality_weights: Mapping[str, float] | None = None  # paper mode; None → PAPER_WEIGHTS (25/16/9/4/1)
+    hierarchical: bool = True  # paper mode: 3MToken's level-by-level matching of residual codes
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("constrained", "paper"):
+            raise ValueError(f"GenerationConfig.mode {self.mode!r}: expected 'constrained' or 'paper'")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"GenerationConfig: temperature {self.temperature} must be ≥ 0, top_p {self.top_p} in (0, 1]")
+        if self.max_reply_tokens < 1:
+            raise ValueError("GenerationConfig.max_reply_tokens must be ≥ 1")
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One ranked track: the summed log-probability of its music tokens given the conversation."""
+
+    track_id: str
+    logprob: float
+
+
+class Recommender:
+    """Base model + checkpoint + catalog bundle, ready to answer turns.
+
+    Args:
+        model, tokenizer: a vocabulary-expanded causal LM (e.g. from :func:`talkplay.checkpoint.load_checkpoint`).
+        catalog: the tracks that may be recommended (every store track must be in it).
+        store: the token store the model's music tokens belong to.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, catalog: Catalog, store: TokenStore,
+                 generation: GenerationConfig = GenerationConfig(), render: RenderConfig = RenderConfig(),
+                 exhaustive_limit: int = 4096, rank_batch: int = 32):
+        missing = [t for t in store.track_ids if t not in catalog]
+        if missing:
+            raise ValueError(f"token store {store.variant!r} has {len(missing)} tracks missing from catalog "
+                             f"{catalog.root} (e.g. {missing[0]!r})")
+        self.model, self.tokenizer, self.catalog, self.store = model.eval(), tokenizer, catalog, store
+        self.generation, self.render = generation, render
+        self.exhaustive_limit, self.rank_batch = exhaustive_limit, rank_batch
+        self.ids = TokenIdMap.build(tokenizer, store.vocab)
+        self.trie = CatalogTrie(store)
+        self.stop_ids = set(end_of_turn_ids(tokenizer))
+        rows = model.get_output_embeddings().weight.shape[0]
+        special = set(tokenizer.all_special_ids) | {i for i, a in tokenizer.added_tokens_decoder.items() if a.special}
+        banned = (special | set(self.ids.music_ids().tolist()) | {self.ids.start_id} | set(range(len(tokenizer), rows)))
+        self.reply_rule = BanTokens(banned - self.stop_ids)
+        self.device = next(model.parameters()).device
+        names = [m.name for m in store.vocab.modalities if m.name != DISAMBIGUATION]
+        self.all_modalities = tuple(names)
+
+    @classmethod
+    def load(cls, bundle: str | Path, model_config: Any = None, generation: GenerationConfig = GenerationConfig(),
+             render: RenderConfig = RenderConfig(), **kwargs) -> "Recommender":
+        """Load a bundle's catalog, default token store and packaged checkpoint (``<bundle>/model``)."""
+        from talkplay.checkpoint import load_checkpoint
+        from talkplay.token_store import load_default_store
+
+        catalog = load_catalog(bundle)
+        store = load_default_store(bundle, catalog)
+        model, tokenizer, _ = load_checkpoint(bundle, model_config, store=store)
+        return cls(model, tokenizer, catalog, store, generation, render, **kwargs)
+
+    # ------------------------------------------------------------------------------------ model steps
+
+    @torch.no_grad()
+    def _step(self, ids: list[int], cache: Any) -> torch.Tensor:
+        """Feed ``ids`` after ``cache`` (extended in place); fp32 logits of the next token, shape (V,)."""
+        x = torch.tensor([ids], dtype=torch.long, device=self.device)
+        out = self.model(input_ids=x, past_key_values=cache, use_cache=True)
+        return out.logits[0, -1].float()
+
+    def _prompt(self, state: ConversationState, user_text: str) -> list[int]:
+        return render_prompt(self.tokenizer, state.messages(user_text), self.store, self.catalog, self.render)
+
+    @staticmethod
+    def _sample(scores: torch.Tensor, config: GenerationConfig, gen: torch.Generator) -> int:
+        """Sample from masked fp32 scores (V,) with temperature and nucleus (top-p) filtering."""
+        if config.temperature == 0:
+            return int(torch.argmax(scores))
+        probs = torch.softmax(scores / config.temperature, dim=-1)
+        if config.top_p < 1.0:
+            sorted_p, order = torch.sort(probs, descending=True)
+            keep = torch.cumsum(sorted_p, dim=0) - sorted_p < config.top_p  # the first token is always kept
+            sorted_p = sorted_p * keep
+            choice = torch.multinomial(sorted_p / sorted_p.sum(), 1, generator=gen)
+            return int(order[choice])
+        return int(torch.multinomial(probs, 1, generator=gen))
+
+    def _span(self, ids: list[int], logits: torch.Tensor, cache: Any, rule: Any, config: GenerationConfig,
+              gen: torch.Generator) -> tuple[list[int], float]:
+        """Sample a music span after ``ids`` (ending with START) until END; returns (code ids, raw log-prob).
+
+        The END token is sampled but not fed: the caller feeds it together with the grounding span.
+        """
+        span: list[int] = []
+        logprob = 0.0
+        for _ in range(self.ids.n_positions + 1):
+            scores = rule(torch.tensor([ids + span], device=self.device), logits[None])[0]
+            token = self._sample(scores, config, gen)
+            if token == self.ids.end_id:
+                return span, logprob
+            logprob += float(torch.log_softmax(logits, dim=-1)[token])
+            span.append(token)
+            logits = self._step([token], cache)
+        raise RuntimeError("music span did not end after all positions (span rule misconfigured)")
+
+    # ------------------------------------------------------------------------------------ respond
+
+    def respond(self, state: ConversationState, user_text: str, *, generation: GenerationConfig | None = None,
+                exclude: tuple[str, ...] = ()) -> Iterator[Event]:
+        """Answer ``user_text``: yields TrackChosen, TextDelta…, Done; appends the Turn to ``state`` at the end.
+
+        Args:
+            exclude: extra track ids not to recommend in this turn (beyond played and rejected ones).
+        Raises:
+            NoAllowedTrack: every catalog track has been played or rejected in this conversation.
+        """
+        yield from self._respond(state, user_text, generation or self.generation, tuple(exclude))
+
+    @_gpu
+    def _respond(self, state, user_text, config, extra) -> Iterator[Event]:
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(config.seed if config.seed is not None
+                                            else int(torch.randint(0, 2**31 - 1, (1,))))
+        excluded = state.exclude(extra)
+        if len(self.trie.rows([], excluded)) == 0:
+            raise NoAllowedTrack(f"all {len(self.store)} tracks were played or rejected in this conversation")
+        prompt = self._prompt(state, user_text)
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        logits = self._step(prompt, cache)
+        constrained = MusicSpanConstraint(self.ids, self.trie, excluded)
+        if config.mode == "constrained":
+            span, logprob = self._span(prompt, logits, cache, constrained, config, gen)
+            codes = [c for _, c in self.ids.decode(span)]
+            track_id = resolve(self.store, codes, excluded)
+            kind, score, matched = "constrained", logprob, self.all_modalities
+        else:
+            span, logprob = self._span(prompt, logits, cache, SpanFormat(self.ids), config, gen)
+            codes = [c for _, c in self.ids.decode(span)]
+            result = match(self.store, codes, config.modality_weights or PAPER_WEIGHTS, excluded, config.hierarchical)
+            if result.track_id is not None:
+                track_id, kind, score, matched = result.track_id, result.kind, result.score, result.matched_modalities
+            else:  # nothing shares a token: decode again under the catalog constraint (still a real track)
+                if span:
+                    cache.crop(-len(span))  # transformers 5: a negative count removes that many tokens
+                span, logprob = self._span(prompt, logits, cache, constrained, config, gen)
+                codes = [c for _, c in self.ids.decode(span)]
+                track_id = resolve(self.store, codes, excluded)
+                kind, score, matched = "fallback", logprob, self.all_modalities
+        track = self.catalog[track_id]
+        tokens = tuple(self.tokenizer.convert_ids_to_tokens(span))
+        yield TrackChosen(track, score, matched, kind, tokens, time.perf_counter() - t0)
+
+        ids = prompt + span + [self.ids.end_id] + grounding_ids(self.tokenizer, track)
+        logits = self._step(ids[len(prompt) + len(span):], cache)
+        reply: list[int] = []
+        shown = ""
+        for _ in range(config.max_reply_tokens):
+            scores = self.reply_rule(torch.tensor([ids + reply], device=self.device), logits[None])[0]
+            token = self._sample(scores, config, gen)
+            if token in self.stop_ids:
+                break
+            reply.append(token)
+            text = self.tokenizer.decode(reply, skip_special_tokens=True)
+            if not text.endswith("\ufffd") and len(text) > len(shown):  # wait for complete UTF-8 characters
+                yield TextDelta(text[len(shown):])
+                shown = text
+            logits = self._step([token], cache)
+        text = self.tokenizer.decode(reply, skip_special_tokens=True)
+        if len(text) > len(shown):
+            yield TextDelta(text[len(shown):])
+        turn = Turn(user_text, track_id, text.strip(), kind, score, matched, tokens)
+        state.turns.append(turn)
+        yield Done(turn, len(reply), time.perf_counter() - t0)
+
+    def chat(self, state: ConversationState, user_text: str, **kwargs) -> Turn:
+        """Non-streaming convenience: run :meth:`respond` to the end and return the turn."""
+        for event in self.respond(state, user_text, **kwargs):
+            if isinstance(event, Done):
+                return event.turn
+        raise RuntimeError("respond ended without a Done event")
+
+    # ------------------------------------------------------------------------------------ ranking
+
+    def _code_ids(self, rows: np.ndarray) -> torch.Tensor:
+        """(len(rows), n_positions) token ids of the store rows' music tokens."""
+        codes = self.store.codes[rows]
+        cols = [self.ids.position_ids[p][codes[:, p]] for p in range(self.ids.n_positions)]
+        return torch.as_tensor(np.stack(cols, axis=1), dtype=torch.long)
+
+    @torch.no_grad()
+    def _continuation_logits(self, cache: Any, prefixes: torch.Tensor) -> torch.Tensor:
+        """fp32 log-softmax after each token of ``prefixes`` (B, L) fed after the prompt cache: (B, L, V)."""
+        c = copy.deepcopy(cache)
+        c.batch_repeat_interleave(prefixes.shape[0])
+        out = self.model(input_ids=prefixes.to(self.device), past_key_values=c, use_cache=True)
+        return torch.log_softmax(out.logits.float(), dim=-1)
+
+    @torch.no_grad()
+    def rank(self, state: ConversationState, user_text: str, k: int = 10, method: str = "auto",
+             beam: int | None = None) -> list[Ranked]:
+        """Top-``k`` allowed tracks (not played, not rejected) for ``user_text`` by music-token log-likelihood.
+
+        Args:
+            method: "exhaustive" (every allowed track, batched, prompt cache shared), "beam" (constrained
+                beam search over the trie, width ``beam`` or max(k, 16)), or "auto" (exhaustive up to
+                ``exhaustive_limit`` allowed tracks).
+        """
+        from transformers import DynamicCache
+
+        excluded = state.exclude()
+        rows = self.trie.rows([], excluded)
+        if len(rows) == 0:
+            return []
+        cache = DynamicCache()
+        first = torch.log_softmax(self._step(self._prompt(state, user_text), cache), dim=-1).cpu()
+        if method == "auto":
+            method = "exhaustive" if len(rows) <= self.exhaustive_limit else "beam"
+        if method == "exhaustive":
+            scores = self._exhaustive(cache, first, rows)
+        elif method == "beam":
+            scores = self._beam(cache, first, excluded, beam or max(k, 16))
+            rows = np.asarray([r for r, _ in scores], dtype=np.int64)
+            scores = np.asarray([s for _, s in scores])
+        else:
+            raise ValueError(f"rank method {method!r}: expected 'auto', 'exhaustive' or 'beam'")
+        order = np.lexsort((rows, -scores))[:k]  # best first; ties by store row
+        return [Ranked(self.store.track_ids[int(rows[i])], float(scores[i])) for i in order]
+
+    def _exhaustive(self, cache: Any, first: torch.Tensor, rows: np.ndarray) -> np.ndarray:
+        ids = self._code_ids(rows)
+        out = np.empty(len(rows))
+        for i in range(0, len(rows), self.rank_batch):
+            chunk = ids[i:i + self.rank_batch]
+            total = first[chunk[:, 0]].clone()
+            if chunk.shape[1] > 1:
+                lp = self._continuation_logits(cache, chunk[:, :-1])
+                total += lp.gather(2, chunk[:, 1:, None].to(lp.device))[..., 0].sum(dim=1).cpu()
+            out[i:i + len(chunk)] = total.numpy()
+        return out
+
+    def _beam(self, cache: Any, first: torch.Tensor, excluded, width: int) -> list[tuple[int, float]]:
+        """Constrained beam search: keep the ``width`` best prefixes per depth among trie continuations."""
+        beams: list[tuple[list[int], float]] = [([], 0.0)]
+        for depth in range(self.ids.n_positions):
+            if depth == 0:
+                step = first[None]
+            else:
+                prefixes = torch.as_tensor([[int(self.ids.position_ids[p][c]) for p, c in enumerate(codes)]
+                                            for codes, _ in beams], dtype=torch.long)
+                step = torch.cat([self._continuation_logits(cache, prefixes[i:i + self.rank_batch])[:, -1].cpu()
+                                  for i in range(0, len(beams), self.rank_batch)])
+            cands = []
+            for b, (codes, score) in enumerate(beams):
+                allowed = self.trie.allowed(codes, excluded)
+                lps = step[b, torch.as_tensor(self.ids.position_ids[depth][allowed])].tolist()
+                cands += [(codes + [int(c)], score + lp) for c, lp in zip(allowed, lps)]
+            cands.sort(key=lambda x: -x[1])
+            beams = cands[:width]
+        out = []
+        for codes, score in beams:
+            for track_id in self.store.tracks_with(codes):
+                if track_id not in excluded:
+                    out.append((self.store.row(track_id), score))
+        return out
+
+
+def load_recommender(bundle: str | Path = "catalog/demo", device: str = "auto", precision: str = "auto",
+                     generation: GenerationConfig = GenerationConfig(), base_model: str | None = None) -> Recommender:
+    """One call from a bundle path to a ready :class:`Recommender` (device/precision per ModelConfig)."""
+    from talkplay.checkpoint import read_info
+    from talkplay.model import ModelConfig
+
+    info = read_info(bundle)
+    config = ModelConfig(base_model=base_model or info.base_model, device=device, precision=precision)
+    return Recommender.load(bundle, config, generation)
+

@@ -1,0 +1,54 @@
+"""Training curves report and model card from train.sft run directories (fabricated logs)."""
+
+import csv
+import json
+
+import pytest
+
+from train.package import model_card, run_summary
+from train.sft import LOG_COLUMNS
+from train.training_report import write_report
+
+
+def fake_run(root, lam, steps=30, eval_every=10):
+    (root / "last").mkdir(parents=True)
+    config = {"lambda_self_sim": lam, "max_steps": steps, "eval_every": eval_every, "warmup_steps": 2,
+              "playlist_fraction": 0.5, "lora_r": 16, "lora_alpha": 32, "lr": 1e-4, "batch_size": 8, "grad_accum": 1}
+    (root / "last" / "state.json").write_text(json.dumps({"step": steps, "best": {"step": 20, "valid_loss": 3.0},
+                                                           "config": config}))
+    with (root / "log.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
+        w.writeheader()
+        for s in range(1, steps + 1):
+            row = {"step": s, "lr": 1e-4, "train_ce": 5 - s / 10, "train_ce_conversation": 4 - s / 20,
+                   "train_ce_playlist": 6 - s / 10, "self_sim": 0.3 - lam * s / 100 if lam else "",
+                   "step_seconds": 2.0}
+            if s % eval_every == 0:
+                row.update(valid_loss=4 - s / 30 + (0.5 if s == 30 else 0), valid_ce_conversation=3.5,
+                           valid_ce_playlist=5.0)
+            w.writerow(row)
+    return root
+
+
+def test_report_has_figure_and_csv_for_both_runs(tmp_path):
+    runs = [fake_run(tmp_path / "a", 0.1), fake_run(tmp_path / "b", 0.0)]
+    png, path = write_report(runs, "fix", tmp_path / "reports")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 60 and {r["lambda"] for r in rows} == {"0.1", "0.0"}
+
+
+def test_summary_uses_the_best_step_and_card_says_synthetic(tmp_path):
+    s = run_summary(fake_run(tmp_path / "a", 0.1))
+    assert s["best_step"] == 20 and s["best_valid_loss"] == pytest.approx(4 - 20 / 30)
+    assert s["steps"] == 30 and s["step_seconds_sum"] == 60.0
+    ablation = run_summary(fake_run(tmp_path / "b", 0.0))
+    card = model_card(tmp_path / "demo", s, ablation, "offline:smollm2-135m-instruct", "rkmeans", None)
+    assert "**synthetic**" in card and "| 0.0 |" in card and "| 0.1 |" in card
+    assert "Not yet evaluated" in card
+
+
+def test_missing_run_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="state.json"):
+        run_summary(tmp_path / "nope")

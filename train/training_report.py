@@ -1,0 +1,112 @@
+"""Training curves and the self-similarity ablation as a figure and one CSV.
+
+    python -m train.training_report --run runs/demo-lambda0.1 --run runs/demo-lambda0 --name demo
+    # → reports/training_demo.png + reports/training_demo.csv
+
+Each run is a ``train.sft`` output directory; runs are labelled by their λ (self-similarity weight). The
+figure has three panels: train CE per step (a 10-step moving average over the raw values), valid loss
+(conversation and playlist-continuation CE) at each evaluation, and the self-similarity loss per step
+(computed for every run, whatever its λ, only the λ > 0 runs are pulled towards 0 by it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from talkplay.catalog import atomic_write
+
+REPO = Path(__file__).resolve().parent.parent
+COLUMNS = ("lambda", "step", "train_ce", "train_ce_conversation", "train_ce_playlist", "self_sim", "valid_loss",
+           "valid_ce_conversation", "valid_ce_playlist", "step_seconds")
+
+
+def load_run(run: Path) -> tuple[float, list[dict]]:
+    meta = run / "last" / "state.json"
+    if not meta.exists():
+        raise FileNotFoundError(f"{meta}: missing — not a train.sft run directory")
+    lam = float(json.loads(meta.read_text())["config"]["lambda_self_sim"])
+    with (run / "log.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return lam, rows
+
+
+def _floats(rows, key):
+    xs, ys = [], []
+    for r in rows:
+        if r.get(key):
+            xs.append(int(r["step"]))
+            ys.append(float(r[key]))
+    return xs, ys
+
+
+def _smooth(ys, k=10):
+    out, acc = [], []
+    for y in ys:
+        acc.append(y)
+        acc = acc[-k:]
+        out.append(sum(acc) / len(acc))
+    return out
+
+
+def write_report(runs: list[Path], name: str, out_dir: Path) -> tuple[Path, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    loaded = [load_run(r) for r in runs]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
+    for (lam, rows), color in zip(loaded, colors):
+        label = f"λ = {lam:g}"
+        xs, ys = _floats(rows, "train_ce")
+        axes[0].plot(xs, _smooth(ys), color=color, label=label)
+        for key, style in (("valid_ce_conversation", "-"), ("valid_ce_playlist", "--")):
+            xs, ys = _floats(rows, key)
+            axes[1].plot(xs, ys, style, marker="o", ms=3, color=color,
+                         label=f"{label}, {key.removeprefix('valid_ce_')}")
+        xs, ys = _floats(rows, "self_sim")
+        if ys:
+            axes[2].plot(xs, ys, color=color, label=label)
+    axes[0].set(title="train CE (10-step moving average)", xlabel="step", ylabel="cross-entropy")
+    axes[1].set(title="valid CE at each evaluation", xlabel="step", ylabel="cross-entropy")
+    axes[2].set(title="self-similarity loss", xlabel="step", ylabel="MSE of cosine similarities")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"TalkPlay SFT on catalog '{name}' (synthetic conversations + playlists)")
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png, csv_path = out_dir / f"training_{name}.png", out_dir / f"training_{name}.csv"
+    atomic_write(png, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+    def write_csv(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+            w.writeheader()
+            for lam, rows in loaded:
+                for r in rows:
+                    w.writerow({**r, "lambda": lam})
+
+    atomic_write(csv_path, write_csv)
+    return png, csv_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m train.training_report", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", type=Path, action="append", required=True, help="a train.sft output directory (repeat)")
+    p.add_argument("--name", default="demo", help="catalog name used in the file names")
+    p.add_argument("--out", type=Path, default=REPO / "reports")
+    args = p.parse_args(argv)
+    for path in write_report(args.run, args.name, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
