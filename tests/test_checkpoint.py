@@ -58,7 +58,7 @@ def test_save_then_load_gives_identical_logits(world, trained):  # noqa: F811
 
 
 def test_finished_run_writes_its_summary(trained):
-    summary = json.loads((trained["root"] / "run" / "summary.json").read_text())
+    summary = json.loads((trained["root"] / "run" / "run" / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["wall_seconds"] > 0 and "CPU" in summary["hardware"]
 
 
