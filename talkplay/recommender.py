@@ -25,7 +25,7 @@ import copy
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -188,17 +188,25 @@ class Recommender:
         """
         yield from self._respond(state, user_text, generation or self.generation, tuple(exclude))
 
-    @_gpu
-    def _respond(self, state, user_text, config, extra) -> Iterator[Event]:
-        t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(config.seed if config.seed is not None
-                                            else int(torch.randint(0, 2**31 - 1, (1,))))
+    def choose(self, state: ConversationState, user_text: str, *, generation: GenerationConfig | None = None,
+               exclude: tuple[str, ...] = ()) -> TrackChosen:
+        """Only the music span: the track ``respond`` would play, without the reply; ``state`` is unchanged."""
+        config = generation or self.generation
+        return self._choose(state, user_text, config, tuple(exclude), self._generator(config), time.perf_counter())[0]
+
+    @staticmethod
+    def _generator(config: GenerationConfig) -> torch.Generator:
+        seed = config.seed if config.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)))
+        return torch.Generator().manual_seed(seed)
+
+    def _choose(self, state, user_text, config, extra, gen, t0) -> tuple[TrackChosen, list[int], list[int], Any]:
+        """Prompt → music span → track. Returns (event, prompt ids, span ids, KV cache after the span)."""
+        from transformers import DynamicCache
+
         excluded = state.exclude(extra)
         if len(self.trie.rows([], excluded)) == 0:
             raise NoAllowedTrack(f"all {len(self.store)} tracks were played or rejected in this conversation")
         prompt = self._prompt(state, user_text)
-        from transformers import DynamicCache
-
         cache = DynamicCache()
         logits = self._step(prompt, cache)
         constrained = MusicSpanConstraint(self.ids, self.trie, excluded)
@@ -220,10 +228,17 @@ class Recommender:
                 codes = [c for _, c in self.ids.decode(span)]
                 track_id = resolve(self.store, codes, excluded)
                 kind, score, matched = "fallback", logprob, self.all_modalities
-        track = self.catalog[track_id]
         tokens = tuple(self.tokenizer.convert_ids_to_tokens(span))
-        yield TrackChosen(track, score, matched, kind, tokens, time.perf_counter() - t0)
+        event = TrackChosen(self.catalog[track_id], score, matched, kind, tokens, time.perf_counter() - t0)
+        return event, prompt, span, cache
 
+    @_gpu
+    def _respond(self, state, user_text, config, extra) -> Iterator[Event]:
+        t0 = time.perf_counter()
+        chosen, prompt, span, cache = self._choose(state, user_text, config, extra, self._generator(config), t0)
+        yield chosen
+        gen = self._generator(replace(config, seed=None if config.seed is None else config.seed + 1))
+        track = chosen.track
         ids = prompt + span + [self.ids.end_id] + grounding_ids(self.tokenizer, track)
         logits = self._step(ids[len(prompt) + len(span):], cache)
         reply: list[int] = []
@@ -242,7 +257,8 @@ class Recommender:
         text = self.tokenizer.decode(reply, skip_special_tokens=True)
         if len(text) > len(shown):
             yield TextDelta(text[len(shown):])
-        turn = Turn(user_text, track_id, text.strip(), kind, score, matched, tokens)
+        turn = Turn(user_text, track.track_id, text.strip(), chosen.match, chosen.score, chosen.matched_modalities,
+                    chosen.tokens)
         state.turns.append(turn)
         yield Done(turn, len(reply), time.perf_counter() - t0)
 

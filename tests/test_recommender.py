@@ -147,3 +147,13 @@ def test_store_tracks_must_be_in_the_catalog(world):  # noqa: F811
     small = Catalog(world["catalog"].root, world["catalog"].tracks[:3])
     with pytest.raises(ValueError, match="missing from catalog"):
         Recommender(make_model(world["tokenizer"], world["n_old"]), world["tokenizer"], small, world["store"])
+
+
+def test_choose_matches_respond_and_leaves_state_alone(rec):
+    state = ConversationState()
+    rec.chat(state, "play me some calm jazz please")
+    before = list(state.turns)
+    chosen = rec.choose(state, "something upbeat for running")
+    assert state.turns == before
+    events = list(rec.respond(state, "something upbeat for running"))
+    assert events[0].track == chosen.track and events[0].tokens == chosen.tokens
