@@ -1,8 +1,10 @@
-"""TalkPlay web app (thin UI layer): browse the catalog and play previews.
+"""TalkPlay web app (thin UI layer): chat with the recommender, play previews, rate; browse the catalog.
 
-Run ``python app.py`` (or ``gradio app.py`` for reload mode). The catalog comes from
-$TALKPLAY_CATALOG (default: catalog/demo). All logic lives in ``talkplay``; this file only lays out widgets.
-The chat interface arrives with the inference engine; until then the page is the catalog browser.
+Run ``python app.py`` (or ``gradio app.py`` for reload mode). Configuration comes from the environment
+(README, "Configuration"): TALKPLAY_CATALOG, TALKPLAY_BASE_MODEL, TALKPLAY_DEVICE, TALKPLAY_PRECISION,
+TALKPLAY_FEEDBACK_DB, TALKPLAY_FEEDBACK_REPO + HF_TOKEN, TALKPLAY_HOST/PORT. All logic lives in
+``talkplay`` (chat: :mod:`talkplay.chat_session`, catalog page: :mod:`talkplay.browse`); this file only lays
+out widgets and binds them. The model loads once, in the background, on first need.
 """
 
 from __future__ import annotations
@@ -15,37 +17,107 @@ import gradio as gr
 
 from talkplay.browse import ALL_SOURCES, TABLE_COLUMNS, CatalogBrowser
 from talkplay.catalog import load_catalog
+from talkplay.chat_session import (
+    EXAMPLES,
+    ChatController,
+    LazyRecommender,
+    feedback_store_from_env,
+    version_of,
+)
 
 ROOT = Path(__file__).resolve().parent
+SYNTHETIC_NOTE = ("The model was trained on **synthetic** conversations and playlists generated from the catalog "
+                  "(no real listening data). Recordings are real, freely licensed, credited on each card.")
 
 
-def build_demo(browser: CatalogBrowser) -> gr.Blocks:
-    """Build the Gradio page around one ``CatalogBrowser``."""
-    with gr.Blocks(title="TalkPlay — music catalog") as demo:
-        gr.Markdown("# 🎧 TalkPlay\nConversational music recommendation — catalog of real, freely licensed recordings.")
+def _chat_tab(ctrl: ChatController) -> None:
+    session = gr.State(None)
+    with gr.Row():
+        with gr.Column(scale=3):
+            chatbot = gr.Chatbot(label="TalkPlay", height=500, elem_id="chat",
+                                 placeholder="Describe what you want to hear — a mood, a scene, a style.")
+            request = gr.Textbox(label="Your request", placeholder="e.g. upbeat chiptune for a road trip",
+                                 elem_id="request", max_lines=4)
+            with gr.Row():
+                send = gr.Button("Send", variant="primary", elem_id="send")
+                new = gr.Button("New conversation", elem_id="new-conversation")
+            gr.Examples(list(EXAMPLES), inputs=request, label="Try")
+        with gr.Column(scale=2):
+            audio = gr.Audio(label="Now playing (30-s preview)", type="filepath", interactive=False, autoplay=False,
+                             elem_id="now-playing")
+            autoplay = gr.Checkbox(False, label="Autoplay previews")
+            card = gr.Markdown(ctrl.card(None)[0], elem_id="track-card")
+            with gr.Row():
+                like = gr.Button("👍 Like track", elem_id="like-track", size="sm")
+                dislike = gr.Button("👎 Dislike track", elem_id="dislike-track", size="sm")
+                skip = gr.Button("⏭ Skip — another one", elem_id="skip", size="sm")
+            stars = gr.Radio(["1", "2", "3", "4", "5"], label="Rate this recommendation (1–5)", elem_id="stars")
+            comment = gr.Textbox(label="Comment (optional)", max_lines=3, elem_id="comment")
+            comment_send = gr.Button("Send comment", size="sm")
+            status = gr.Markdown("", elem_id="feedback-status")
+            gr.Markdown("**Played in this conversation**")
+            played = gr.Markdown("*Nothing played yet.*", elem_id="played")
+            with gr.Accordion("Sampling settings", open=False):
+                temperature = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Temperature (0 = greedy)")
+                top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p")
+                mode = gr.Radio(["constrained", "paper"], value="constrained", label="Decoding",
+                                info="constrained: only real catalog tracks; paper: free tokens + partial matching")
+    turn_out = [chatbot, card, audio, played, session]
+    settings = [temperature, top_p, mode]
+    for trigger in (send.click, request.submit):
+        trigger(ctrl.send, [request, session, *settings], turn_out).then(lambda: "", None, request)
+    skip.click(ctrl.skip, [session, *settings], turn_out)
+    new.click(ctrl.new_session, None, turn_out)
+    like.click(lambda s: ctrl.like_track(s, True), session, status)
+    dislike.click(lambda s: ctrl.like_track(s, False), session, status)
+    stars.change(ctrl.rate, [session, stars], status)
+    comment_send.click(ctrl.comment, [session, comment], status).then(lambda: "", None, comment)
+
+    def on_like(s, data: gr.LikeData):
+        return ctrl.like_reply(s, data.index, bool(data.liked))
+
+    chatbot.like(on_like, session, status)
+    autoplay.change(lambda on: gr.Audio(autoplay=bool(on)), autoplay, audio)
+
+
+def _browse_tab(browser: CatalogBrowser) -> None:
+    gr.Markdown(browser.summary())
+    with gr.Row():
+        query = gr.Textbox(label="Search", placeholder="title, artist, tag… e.g. 'orchestral battle'", scale=3)
+        source = gr.Dropdown(browser.sources(), value=ALL_SOURCES, label="Source", scale=1)
+    with gr.Row():
+        with gr.Column(scale=3):
+            table = gr.Dataframe(value=browser.rows(), headers=TABLE_COLUMNS, interactive=False,
+                                 wrap=True, max_height=560, label="Tracks (click a row)")
+        with gr.Column(scale=2):
+            card = gr.Markdown(browser.card(None).markdown)
+            audio = gr.Audio(label="Preview", type="filepath", interactive=False, autoplay=False)
+
+    def on_select(evt: gr.SelectData):
+        row = evt.row_value or []
+        c = browser.card(row[TABLE_COLUMNS.index("track_id")] if row else None)
+        return c.markdown, c.audio
+
+    query.change(browser.rows, [query, source], table)
+    source.change(browser.rows, [query, source], table)
+    table.select(on_select, None, [card, audio])
+
+
+def build_demo(recommender, feedback_store, browser: CatalogBrowser, model_version: str = "unknown",
+               catalog_version: str = "unknown") -> gr.Blocks:
+    """The page: a chat bound to ``recommender`` (or a LazyRecommender), feedback into ``feedback_store``
+    (None: not stored), the catalog browser and its credits."""
+    ctrl = ChatController(recommender, browser, feedback_store, model_version, catalog_version)
+    with gr.Blocks(title="TalkPlay — conversational music recommendation") as demo:
+        gr.Markdown("# 🎧 TalkPlay\nTell it what you want to hear; it answers with a real track from the catalog "
+                    "and a few words about it.\n\n" + SYNTHETIC_NOTE)
+        with gr.Tab("Chat"):
+            _chat_tab(ctrl)
         with gr.Tab("Browse catalog"):
-            gr.Markdown(browser.summary())
-            with gr.Row():
-                query = gr.Textbox(label="Search", placeholder="title, artist, tag… e.g. 'orchestral battle'", scale=3)
-                source = gr.Dropdown(browser.sources(), value=ALL_SOURCES, label="Source", scale=1)
-            with gr.Row():
-                with gr.Column(scale=3):
-                    table = gr.Dataframe(value=browser.rows(), headers=TABLE_COLUMNS, interactive=False,
-                                         wrap=True, max_height=560, label="Tracks (click a row)")
-                with gr.Column(scale=2):
-                    card = gr.Markdown(browser.card(None).markdown)
-                    audio = gr.Audio(label="Preview", type="filepath", interactive=False, autoplay=False)
+            _browse_tab(browser)
         with gr.Tab("Credits"):
             gr.Markdown(browser.credits_markdown())
-
-        def on_select(evt: gr.SelectData):
-            row = evt.row_value or []
-            c = browser.card(row[TABLE_COLUMNS.index("track_id")] if row else None)
-            return c.markdown, c.audio
-
-        query.change(browser.rows, [query, source], table)
-        source.change(browser.rows, [query, source], table)
-        table.select(on_select, None, [card, audio])
+    demo.controller = ctrl  # for tests and scripts
     return demo
 
 
@@ -77,15 +149,28 @@ def _prepare_previews_in_background(catalog: Path) -> None:
     threading.Thread(target=work, name="prepare-previews", daemon=True).start()
 
 
+def load_from_env(bundle: Path):
+    """The recommender the environment configures (device/precision/base model), loaded on first use."""
+    from talkplay.recommender import load_recommender
+
+    return LazyRecommender(lambda: load_recommender(bundle, os.environ.get("TALKPLAY_DEVICE", "auto"),
+                                                    os.environ.get("TALKPLAY_PRECISION", "auto"),
+                                                    base_model=os.environ.get("TALKPLAY_BASE_MODEL") or None))
+
+
 def create_demo() -> gr.Blocks:
-    return build_demo(CatalogBrowser(load_catalog(catalog_dir())))
+    bundle = catalog_dir()
+    return build_demo(load_from_env(bundle), feedback_store_from_env(), CatalogBrowser(load_catalog(bundle)),
+                      version_of(bundle / "model" / "checkpoint.json"), version_of(bundle / "tracks.parquet"))
 
 
-# Module-level `demo` lets `gradio app.py` reload the page; loading a catalog is fast (no model here).
+# Module-level `demo` lets `gradio app.py` reload the page; the model itself loads lazily.
 demo = create_demo() if os.environ.get("TALKPLAY_NO_AUTOLOAD") != "1" else None
 
 if __name__ == "__main__":
     demo = demo or create_demo()
+    demo.controller._rec.start_background()  # load the model while the page comes up
     if os.environ.get("SPACE_ID"):
         _prepare_previews_in_background(catalog_dir())
-    demo.queue(default_concurrency_limit=8).launch(**launch_kwargs(catalog_dir()))
+    demo.queue(default_concurrency_limit=int(os.environ.get("TALKPLAY_CONCURRENCY", "4"))).launch(
+        **launch_kwargs(catalog_dir()))

@@ -1,17 +1,23 @@
-"""The app: builds from a fixture catalog, serves the page and previews, and nothing outside them."""
+"""The app served on a loopback port with the tiny fixture engine: page and previews served, nothing else;
+and a real browser (Debian's Chromium driven by Playwright) chatting, hearing a preview and liking it."""
 
 import os
+import shutil
 import socket
 import urllib.error
 import urllib.request
 
 import pytest
 
-os.environ["TALKPLAY_NO_AUTOLOAD"] = "1"  # importing app must not load the demo catalog
+os.environ["TALKPLAY_NO_AUTOLOAD"] = "1"  # importing app must not load the demo catalog or model
 
 import app  # noqa: E402
 from talkplay.browse import CatalogBrowser  # noqa: E402
-from talkplay.catalog import Track, save_catalog  # noqa: E402
+from talkplay.feedback import FeedbackStore  # noqa: E402
+from tests.test_chat_session import app_world  # noqa: E402,F401  (fixture)
+from tests.test_sft import world  # noqa: E402,F401  (fixture)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def free_port() -> int:
@@ -29,30 +35,72 @@ def get(url: str) -> tuple[int, bytes]:
 
 
 @pytest.fixture
-def served(tmp_path, monkeypatch):
-    bundle = tmp_path / "bundle"
-    (bundle / "previews").mkdir(parents=True)
-    (bundle / "previews" / "a.mp3").write_bytes(b"ID3fake")
+def served(app_world, tmp_path, monkeypatch):  # noqa: F811
+    bundle = app_world["bundle"]
     (tmp_path / "secret.txt").write_text("do not serve")
-    save_catalog(bundle, [Track(track_id="a", title="Alpha", artist="Ann", license="CC0-1.0", attribution="c",
-                                source="user", preview_path="previews/a.mp3")])
-    from talkplay.catalog import load_catalog
-
-    demo = app.build_demo(CatalogBrowser(load_catalog(bundle)))
+    store = FeedbackStore(tmp_path / "feedback.sqlite3")
+    demo = app.build_demo(app_world["rec"], store, CatalogBrowser(app_world["catalog"]), "m1", "c1")
     port = free_port()
     monkeypatch.setenv("TALKPLAY_PORT", str(port))
-    demo.launch(**app.launch_kwargs(bundle), prevent_thread_lock=True, quiet=True)  # the app's own settings
-    yield f"http://127.0.0.1:{port}", bundle, tmp_path
+    demo.queue(default_concurrency_limit=4).launch(**app.launch_kwargs(bundle), prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}", bundle, tmp_path, store
     demo.close()
+    store.close()
 
 
 def test_page_and_file_access(served):
-    base, bundle, tmp_path = served
+    base, bundle, tmp_path, _ = served
     status, body = get(base + "/")
     assert status == 200 and b"TalkPlay" in body
-    status, body = get(f"{base}/gradio_api/file={bundle / 'previews' / 'a.mp3'}")
-    assert status == 200 and body == b"ID3fake"
+    wav = (bundle / "previews" / "t0.wav").read_bytes()
+    status, body = get(f"{base}/gradio_api/file={bundle / 'previews' / 't0.wav'}")
+    assert status == 200 and body == wav
     status, _ = get(f"{base}/gradio_api/file={tmp_path / 'secret.txt'}")
     assert status in (403, 404)
     status, _ = get(f"{base}/gradio_api/file=/etc/passwd")
     assert status in (403, 404)
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.fail("Debian's chromium is not installed: `bash setup.sh test` installs it (apt-get install chromium)")
+    return path
+
+
+def test_browser_chat_preview_and_like(served):
+    from playwright.sync_api import expect, sync_playwright
+
+    base, _, tmp_path, store = served
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        responses = []
+        page.on("response", lambda r: responses.append((r.url, r.status)))
+        page.goto(base + "/")
+        page.locator("#request textarea").fill("play me some calm jazz please")
+        page.locator("#send").click()
+        bot = page.locator("#chat .message.bot, #chat [data-testid='bot']").last
+        expect(bot).to_contain_text("♪ Song", timeout=60_000)
+        expect(page.locator("#track-card")).to_contain_text("Why this track", timeout=30_000)
+        # Gradio's waveform player fetches the file and plays it from a blob in an <audio> inside a
+        # shadow root: find that element and require that its source loaded (metadata, duration).
+        loaded = ("() => { const found = []; const walk = (root) => root.querySelectorAll('*').forEach(el => {"
+                  " if (el.tagName === 'AUDIO' && el.readyState >= 1 && el.duration > 0.5) found.push(el.duration);"
+                  " if (el.shadowRoot) walk(el.shadowRoot); }); walk(document.querySelector('#now-playing'));"
+                  " return found.length ? found[0] : null; }")
+        page.wait_for_function(loaded, timeout=30_000)
+        assert abs(page.evaluate(loaded) - 1.0) < 0.05  # the 1-s fixture preview
+        assert any("/gradio_api/file=" in u and u.endswith(".wav") for u, status in responses if status == 200)
+        page.locator("#like-track").click()
+        expect(page.locator("#feedback-status")).to_contain_text("feedback saved", timeout=30_000)
+        page.locator("#stars label").filter(has_text="5").click()
+        expect(page.locator("#feedback-status")).to_contain_text("feedback saved", timeout=30_000)
+        if not os.environ.get("CI"):
+            page.screenshot(path=str(tmp_path / "app_test.png"), full_page=True)
+        browser.close()
+    store.flush()
+    rows = store.rows()
+    kinds = [(r["kind"], r["value"]) for r in rows]
+    assert ("like_track", "1") in kinds and ("rating", "5") in kinds
+    assert all(r["user_message"] == "play me some calm jazz please" and r["track_id"].startswith("t") for r in rows)

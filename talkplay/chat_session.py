@@ -1,0 +1,231 @@
+"""What the chat page does, without Gradio: sessions, streamed turns, skips and feedback.
+
+``app.py`` only lays out widgets and binds them to :class:`ChatController` methods, each of which takes
+and returns plain values (chat messages as role/content dicts, Markdown, a file path, the per-browser
+:class:`ChatSession`). Everything shown is escaped here (user text, replies and catalog fields are all
+untrusted), and errors become one short line in the chat — never a stack trace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from talkplay.browse import CatalogBrowser, escape
+from talkplay.constraints import NoAllowedTrack
+from talkplay.conversation import ConversationState, Done, TextDelta, TrackChosen
+from talkplay.feedback import FeedbackRecord, FeedbackStore
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_CHARS = 1000  # longer requests are cut (the model's context is small anyway)
+SKIP_REQUEST = "Skip — another one, please."
+EXAMPLES = ("something epic and orchestral for a boss fight", "upbeat chiptune for a road trip",
+            "I want something calm and ambient to study to", "dark electronic music for a night drive")
+
+
+class LazyRecommender:
+    """Loads the recommender once, on first use or in a background thread started early."""
+
+    def __init__(self, loader: Callable[[], Any]):
+        self._loader, self._value, self._error = loader, None, None
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._value is None:
+                self._value = self._loader()
+            return self._value
+
+    def start_background(self) -> None:
+        def work():
+            try:
+                self.get()
+            except Exception:  # reported again (briefly) on the first request
+                log.exception("loading the recommender failed")
+
+        threading.Thread(target=work, name="load-recommender", daemon=True).start()
+
+
+@dataclass
+class ChatSession:
+    """One browser's conversation (kept in a ``gr.State``)."""
+
+    session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    conversation: ConversationState = field(default_factory=ConversationState)
+    messages: list[dict] = field(default_factory=list)  # chat messages shown (role, content)
+    turn_of_message: dict[int, int] = field(default_factory=dict)  # assistant message index → turn index (1-based)
+
+
+def version_of(path: Path) -> str:
+    """Short content hash of a file (model/catalog versions in feedback rows); 'unknown' if unreadable."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    except OSError:
+        return "unknown"
+
+
+class ChatController:
+    """Chat logic bound to one recommender (possibly lazy), one catalog browser and a feedback store."""
+
+    def __init__(self, recommender: Any, browser: CatalogBrowser, feedback: FeedbackStore | None,
+                 model_version: str = "unknown", catalog_version: str = "unknown"):
+        self._rec = recommender
+        self.browser, self.feedback = browser, feedback
+        self.model_version, self.catalog_version = model_version, catalog_version
+
+    def recommender(self):
+        return self._rec.get() if isinstance(self._rec, LazyRecommender) else self._rec
+
+    # ------------------------------------------------------------------ views
+
+    def card(self, event: TrackChosen | None) -> tuple[str, str | None]:
+        """Track card Markdown (with "why this track") and the preview path (None: unavailable)."""
+        if event is None:
+            return "*Ask for something — the track and its card appear here.*", None
+        c = self.browser.card(event.track.track_id)
+        why = ", ".join(event.matched_modalities) or "—"
+        how = {"constrained": "its music tokens, decoded against the catalog",
+               "exact": "an exact match of freely generated tokens",
+               "partial": "a partial match of freely generated tokens",
+               "fallback": "constrained decoding after free generation matched nothing"}[event.match]
+        return c.markdown + f"\n\n**Why this track:** chosen by {how}; shares the {escape(why)} tokens.", c.audio
+
+    def played_markdown(self, session: ChatSession) -> str:
+        if not session.conversation.turns:
+            return "*Nothing played yet.*"
+        lines = []
+        for i, t in enumerate(session.conversation.turns, 1):
+            track = self.browser.catalog[t.track_id]
+            mark = " — *skipped*" if t.track_id in session.conversation.rejected else ""
+            lines.append(f"{i}. {escape(track.title)} — {escape(track.artist)}{mark}")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ turns
+
+    def send(self, text: str, session: ChatSession | None, temperature: float = 1.0, top_p: float = 0.9,
+             mode: str = "constrained") -> Iterator[tuple[list[dict], str, str | None, str, ChatSession]]:
+        """Stream one turn: yields (messages, card, audio path, played list, session) as it progresses."""
+        from talkplay.recommender import GenerationConfig
+
+        session = session or ChatSession()
+        text = (text or "").strip()
+        card, audio = self.card(None)
+        if not text:
+            yield session.messages, card, audio, self.played_markdown(session), session
+            return
+        if len(text) > MAX_MESSAGE_CHARS:
+            text = text[:MAX_MESSAGE_CHARS]
+        session.messages.append({"role": "user", "content": escape(text)})
+        yield session.messages, card, audio, self.played_markdown(session), session
+        try:
+            rec = self.recommender()
+            config = GenerationConfig(mode=mode, temperature=float(temperature), top_p=float(top_p),
+                                      max_reply_tokens=rec.generation.max_reply_tokens)
+            header, raw = "", ""
+            for event in rec.respond(session.conversation, text, generation=config):
+                if isinstance(event, TrackChosen):
+                    card, audio = self.card(event)
+                    header = f"**♪ {escape(event.track.title)}** — {escape(event.track.artist)}\n\n"
+                    session.messages.append({"role": "assistant", "content": header})
+                    session.turn_of_message[len(session.messages) - 1] = len(session.conversation.turns) + 1
+                elif isinstance(event, TextDelta):
+                    raw += event.text  # escaped as a whole: escaping pieces would lose their spaces
+                    session.messages[-1]["content"] = header + escape(raw)
+                elif isinstance(event, Done):
+                    session.messages[-1]["content"] = header + escape(event.turn.reply)
+                yield session.messages, card, audio, self.played_markdown(session), session
+        except NoAllowedTrack:
+            session.messages.append({"role": "assistant", "content": "You have heard every track of this catalog in "
+                                     "this conversation — press *New conversation* to start over."})
+            yield session.messages, card, audio, self.played_markdown(session), session
+        except Exception:
+            error_id = uuid.uuid4().hex[:8]
+            log.exception("turn failed (error %s)", error_id)
+            if session.messages and session.messages[-1]["role"] == "assistant" and \
+                    len(session.messages) - 1 in session.turn_of_message and \
+                    len(session.conversation.turns) < session.turn_of_message[len(session.messages) - 1]:
+                session.turn_of_message.pop(len(session.messages) - 1)
+                session.messages.pop()  # a half-streamed reply of a failed turn
+            session.messages.append({"role": "assistant", "content": f"Sorry — something went wrong with this "
+                                     f"request (error {error_id}). Please try again."})
+            yield session.messages, card, audio, self.played_markdown(session), session
+
+    def skip(self, session: ChatSession | None, temperature: float = 1.0, top_p: float = 0.9,
+             mode: str = "constrained") -> Iterator[tuple[list[dict], str, str | None, str, ChatSession]]:
+        """"Skip — another one": the last track counts as rejected (never again here), then a new turn."""
+        session = session or ChatSession()
+        if session.conversation.turns:
+            track_id = session.conversation.reject()
+            self._record(session, "skip", "", len(session.conversation.turns))
+            log.info("session %s skipped %s", session.session_id, track_id)
+        yield from self.send(SKIP_REQUEST, session, temperature, top_p, mode)
+
+    def new_session(self) -> tuple[list[dict], str, str | None, str, ChatSession]:
+        session = ChatSession()
+        card, audio = self.card(None)
+        return session.messages, card, audio, self.played_markdown(session), session
+
+    # ------------------------------------------------------------------ feedback
+
+    def _record(self, session: ChatSession | None, kind: str, value: str, turn_index: int | None = None) -> str:
+        turns = session.conversation.turns if session else []
+        if not turns:
+            return "Nothing to rate yet."
+        turn_index = turn_index or len(turns)
+        if not 1 <= turn_index <= len(turns):
+            return "That message has no recommendation to rate."
+        turn = turns[turn_index - 1]
+        if self.feedback is None:
+            return "Feedback is not being stored on this server."
+        try:
+            self.feedback.record(FeedbackRecord(
+                session_id=session.session_id, turn_index=turn_index, user_message=turn.user, track_id=turn.track_id,
+                track_tokens=" ".join(turn.tokens), reply=turn.reply, kind=kind, value=value,
+                model_version=self.model_version, catalog_version=self.catalog_version))
+        except (ValueError, RuntimeError) as err:
+            return f"Feedback not saved: {err}"
+        return "Thanks — feedback saved."
+
+    def like_track(self, session: ChatSession, liked: bool) -> str:
+        return self._record(session, "like_track" if liked else "dislike_track", "1" if liked else "0")
+
+    def like_reply(self, session: ChatSession, message_index: int | None, liked: bool) -> str:
+        """Like/dislike of a reply in the chat (``message_index`` as Gradio's LikeData.index)."""
+        if isinstance(message_index, (list, tuple)):  # some Gradio versions give (message, part)
+            message_index = message_index[0] if message_index else None
+        turn = session.turn_of_message.get(int(message_index)) if session and message_index is not None else None
+        if turn is None:
+            return "Only the assistant's replies can be rated."
+        return self._record(session, "like_reply" if liked else "dislike_reply", "1" if liked else "0", turn)
+
+    def rate(self, session: ChatSession, stars: int | str | None) -> str:
+        if stars in (None, ""):
+            return "Pick 1–5 stars first."
+        return self._record(session, "rating", str(int(stars)))
+
+    def comment(self, session: ChatSession, text: str) -> str:
+        text = (text or "").strip()
+        if not text:
+            return "Write a comment first."
+        return self._record(session, "comment", text)
+
+
+def feedback_store_from_env() -> FeedbackStore | None:
+    """The feedback store the environment configures (README: TALKPLAY_FEEDBACK*, HF_TOKEN); None when off."""
+    from talkplay.feedback import default_db_path, start_hub_sync
+
+    if os.environ.get("TALKPLAY_FEEDBACK", "1") == "0":
+        return None
+    store = FeedbackStore(default_db_path())
+    repo = os.environ.get("TALKPLAY_FEEDBACK_REPO")
+    if repo and os.environ.get("HF_TOKEN"):
+        start_hub_sync(store, repo, os.environ["HF_TOKEN"], float(os.environ.get("TALKPLAY_FEEDBACK_PUSH_MINUTES", "10")))
+    return store

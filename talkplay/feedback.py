@@ -1,0 +1,273 @@
+"""Listener feedback, kept: an SQLite (WAL) table written by one background thread, exportable.
+
+Every like/dislike, rating, comment and skip becomes one :class:`FeedbackRecord` row. The UI calls
+:meth:`FeedbackStore.record`, which only puts the record on a queue and returns — a request thread never
+waits for the disk. One writer thread drains the queue in batches, each batch one transaction; if the
+database stays locked or fails, the batch is appended to ``<db>.pending.jsonl`` (fsynced) and imported
+again on the next start, so a record is never dropped. :meth:`flush` waits until everything queued so
+far is durable (tests, shutdown, export).
+
+    python -m talkplay feedback export --db data/feedback.sqlite3 --out feedback.parquet   # or .csv
+
+Optionally (``HF_TOKEN`` + a dataset repo id), :func:`start_hub_sync` pushes a Parquet export to a
+Hugging Face dataset every few minutes with ``huggingface_hub.CommitScheduler``; off by default.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+KINDS = ("like_track", "dislike_track", "like_reply", "dislike_reply", "rating", "comment", "skip")
+TABLE = "feedback"
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    record_uid TEXT UNIQUE NOT NULL,
+    session_id TEXT NOT NULL,
+    turn_index INTEGER NOT NULL,
+    created_utc TEXT NOT NULL,
+    user_message TEXT NOT NULL,
+    track_id TEXT NOT NULL,
+    track_tokens TEXT NOT NULL,
+    reply TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    catalog_version TEXT NOT NULL
+)"""
+COLUMNS = ("id", "record_uid", "session_id", "turn_index", "created_utc", "user_message", "track_id",
+           "track_tokens", "reply", "kind", "value", "model_version", "catalog_version")
+MAX_TEXT = 4000  # user messages, replies and comments are cut to this many characters
+
+
+def default_db_path() -> Path:
+    """$TALKPLAY_FEEDBACK_DB, else ``data/feedback.sqlite3`` in the working directory (git-ignored)."""
+    return Path(os.environ.get("TALKPLAY_FEEDBACK_DB") or Path("data") / "feedback.sqlite3")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class FeedbackRecord:
+    """One piece of feedback on one turn."""
+
+    session_id: str
+    turn_index: int  # 1-based turn of the conversation
+    user_message: str
+    track_id: str
+    track_tokens: str  # the generated music tokens, space-separated
+    reply: str
+    kind: str  # one of KINDS
+    value: str  # "1"/"0" for likes, "1".."5" for ratings, the text of a comment, "" for skip
+    model_version: str
+    catalog_version: str
+    created_utc: str = field(default_factory=_now)
+    record_uid: str = field(default_factory=lambda: os.urandom(12).hex())  # makes re-imports idempotent
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"feedback kind {self.kind!r}: expected one of {KINDS}")
+        if self.kind == "rating" and self.value not in {"1", "2", "3", "4", "5"}:
+            raise ValueError(f"rating value {self.value!r}: expected 1–5")
+        for name in ("user_message", "reply", "value"):
+            text = getattr(self, name)
+            if len(text) > MAX_TEXT:
+                object.__setattr__(self, name, text[:MAX_TEXT])
+
+
+_STOP = object()
+
+
+class FeedbackStore:
+    """SQLite-backed feedback table with a non-blocking ``record`` and one writer thread."""
+
+    def __init__(self, path: str | os.PathLike | None = None, batch: int = 64, retries: int = 20):
+        self.path = Path(path) if path else default_db_path()
+        self.pending_path = self.path.with_name(self.path.name + ".pending.jsonl")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as con:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.execute(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise OSError(f"feedback database {self.path}: cannot open ({exc})") from exc
+        self.batch, self.retries = batch, retries
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._writer = threading.Thread(target=self._run, name="feedback-writer", daemon=True)
+        self._closed = False
+        self._import_pending()
+        self._writer.start()
+        atexit.register(self.close)
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+        con.execute("PRAGMA busy_timeout=5000")
+        con.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at each checkpoint, never corrupt
+        return con
+
+    # ------------------------------------------------------------------ writing
+
+    def record(self, rec: FeedbackRecord) -> None:
+        """Queue ``rec`` for writing and return at once."""
+        if self._closed:
+            raise RuntimeError(f"feedback store {self.path} is closed")
+        self._queue.put(rec)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every record queued before this call is written (or saved to the pending file)."""
+        done = threading.Event()
+        self._queue.put(done)
+        if not done.wait(timeout):
+            raise TimeoutError(f"feedback store {self.path}: records not written within {timeout} s")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._writer.join(timeout=30)
+
+    def _run(self) -> None:
+        con = None
+        while True:
+            item = self._queue.get()
+            items = [item]
+            while len(items) < self.batch:  # gather what is already waiting into one transaction
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            records = [i for i in items if isinstance(i, FeedbackRecord)]
+            if records:
+                con = self._write(con, records)
+            for i in items:
+                if isinstance(i, threading.Event):
+                    i.set()
+            if any(i is _STOP for i in items):
+                if con is not None:
+                    con.close()
+                return
+
+    def _write(self, con, records: list[FeedbackRecord]):
+        for attempt in range(self.retries):
+            try:
+                con = con or self._connect()
+                _insert(con, records)
+                return con
+            except sqlite3.Error as exc:
+                log.warning("feedback write to %s failed (%s), attempt %d", self.path, exc, attempt + 1)
+                if con is not None:
+                    con.close()
+                con = None
+                time.sleep(min(0.05 * 2 ** attempt, 2.0))
+        self._save_pending(records)
+        return None
+
+    def _save_pending(self, records: list[FeedbackRecord]) -> None:
+        """Last resort: append to the pending file (imported at the next start)."""
+        with self._lock, open(self.pending_path, "a", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        log.error("feedback database %s unavailable: %d records kept in %s", self.path, len(records),
+                  self.pending_path)
+
+    def _import_pending(self) -> None:
+        if not self.pending_path.exists():
+            return
+        names = {f.name for f in fields(FeedbackRecord)}
+        records, bad = [], 0
+        for line in self.pending_path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(FeedbackRecord(**{k: v for k, v in json.loads(line).items() if k in names}))
+            except (ValueError, TypeError):
+                bad += 1  # a torn last line from a crash mid-append
+        with self._connect() as con:
+            _insert(con, records)
+        done = self.pending_path.with_name(self.pending_path.name + f".imported-{int(time.time())}")
+        os.replace(self.pending_path, done)
+        log.info("imported %d pending feedback records (%d unreadable lines) from %s", len(records), bad, done)
+
+    # ------------------------------------------------------------------ reading
+
+    def rows(self) -> list[dict]:
+        """Every row as a dict (oldest first)."""
+        with self._connect() as con:
+            con.row_factory = sqlite3.Row
+            return [dict(r) for r in con.execute(f"SELECT {', '.join(COLUMNS)} FROM {TABLE} ORDER BY id")]
+
+    def count(self) -> int:
+        with self._connect() as con:
+            return int(con.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()[0])
+
+    def export(self, out: str | os.PathLike) -> Path:
+        """Write the whole table to ``out`` (.parquet or .csv), atomically; returns the path."""
+        import pyarrow as pa
+
+        from talkplay.catalog import atomic_write
+
+        out = Path(out)
+        rows = self.rows()
+        table = pa.table({c: [r[c] for r in rows] for c in COLUMNS}) if rows else pa.table(
+            {c: pa.array([], pa.int64() if c in ("id", "turn_index") else pa.string()) for c in COLUMNS})
+        if out.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            atomic_write(out, lambda tmp: pq.write_table(table, tmp))
+        elif out.suffix == ".csv":
+            import pyarrow.csv as pcsv
+
+            atomic_write(out, lambda tmp: pcsv.write_csv(table, tmp))
+        else:
+            raise ValueError(f"{out}: export format must be .parquet or .csv")
+        return out
+
+
+def _insert(con: sqlite3.Connection, records: list[FeedbackRecord]) -> None:
+    cols = [c for c in COLUMNS if c != "id"]
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        con.executemany(f"INSERT OR IGNORE INTO {TABLE} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                        [tuple(getattr(r, c) for c in cols) for r in records])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def start_hub_sync(store: FeedbackStore, repo_id: str, token: str | None = None, every_minutes: float = 10.0,
+                   folder: str | os.PathLike | None = None):
+    """Push a Parquet export of ``store`` to the Hugging Face dataset ``repo_id`` every ``every_minutes``.
+
+    Uses ``huggingface_hub.CommitScheduler`` on a folder holding ``feedback.parquet``, re-exported just
+    before each push. Returns the scheduler (``.stop()`` ends it).
+    """
+    from huggingface_hub import CommitScheduler
+
+    folder = Path(folder or store.path.with_name("hub-export"))
+    folder.mkdir(parents=True, exist_ok=True)
+
+    class _ExportingScheduler(CommitScheduler):
+        def push_to_hub(self):
+            store.flush()
+            store.export(folder / "feedback.parquet")
+            return super().push_to_hub()
+
+    return _ExportingScheduler(repo_id=repo_id, repo_type="dataset", folder_path=folder, every=every_minutes,
+                               token=token, path_in_repo="data")

@@ -1,0 +1,137 @@
+"""Chat page logic without a browser: a streamed turn with card and preview, skip = rejection, every
+feedback kind stored with its turn, friendly errors, escaping of untrusted text."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from talkplay.browse import CatalogBrowser
+from talkplay.catalog import Track, load_catalog, save_catalog
+from talkplay.chat_session import SKIP_REQUEST, ChatController, ChatSession
+from talkplay.feedback import FeedbackStore
+from talkplay.recommender import GenerationConfig, Recommender
+from talkplay.render import RenderConfig
+from tests.test_sft import N_TRACKS, make_model, world  # noqa: F401  (fixture)
+
+
+@pytest.fixture(scope="module")
+def app_world(world, tmp_path_factory):  # noqa: F811
+    """The fixture store's tracks as a catalog with real (1-s WAV) previews, and a tiny engine over it."""
+    root = tmp_path_factory.mktemp("app")
+    bundle = root / "bundle"
+    (bundle / "previews").mkdir(parents=True)
+    tracks = []
+    for i in range(N_TRACKS):
+        t = np.arange(8000) / 8000
+        sf.write(bundle / "previews" / f"t{i}.wav", 0.2 * np.sin(2 * np.pi * (220 + 40 * i) * t), 8000)
+        tracks.append(Track(f"t{i}", f"Song {i}", f"Band {i}", "CC-BY-4.0", f"“Song {i}” by Band {i}",
+                            f"https://example.org/{i}.ogg", tags=["calm", "piano"] if i % 2 else ["upbeat"],
+                            caption=f"A *fixture* track number {i}.", preview_path=f"previews/t{i}.wav"))
+    save_catalog(bundle, tracks)
+    catalog = load_catalog(bundle)
+    rec = Recommender(make_model(world["tokenizer"], world["n_old"]).eval(), world["tokenizer"], catalog,
+                      world["store"], GenerationConfig(max_reply_tokens=6), RenderConfig(max_tokens=512))
+    return {"bundle": bundle, "catalog": catalog, "rec": rec, "root": root}
+
+
+@pytest.fixture
+def ctrl(app_world, tmp_path):
+    store = FeedbackStore(tmp_path / "fb.sqlite3")
+    yield ChatController(app_world["rec"], CatalogBrowser(app_world["catalog"]), store, "m1", "c1")
+    store.close()
+
+
+def last(gen):
+    out = None
+    for out in gen:
+        pass
+    return out
+
+
+def test_send_streams_a_turn_with_card_and_preview(ctrl):
+    updates = list(ctrl.send("play me some calm jazz please", None, 1.0, 0.9, "constrained"))
+    messages, card, audio, played, session = updates[-1]
+    assert messages[0] == {"role": "user", "content": "play me some calm jazz please"}
+    assert messages[1]["role"] == "assistant" and messages[1]["content"].startswith("**♪ Song ")
+    assert "**Why this track:**" in card and "**License:**" in card and audio.endswith(".wav")
+    assert played.startswith("1. Song ") and len(session.conversation.turns) == 1
+    assert len(updates) >= 3  # user message, track, then the reply as it streams
+
+
+def test_skip_rejects_and_never_returns_the_track(ctrl):
+    session = last(ctrl.send("something upbeat for running", None))[-1]
+    first = session.conversation.turns[0].track_id
+    for _ in range(3):
+        session = last(ctrl.skip(session))[-1]
+    played = session.conversation.played
+    assert len(set(played)) == 4 and first in session.conversation.rejected
+    assert all(t.user == SKIP_REQUEST for t in session.conversation.turns[1:])
+    assert "*skipped*" in ctrl.played_markdown(session)
+    ctrl.feedback.flush()
+    assert [r["kind"] for r in ctrl.feedback.rows()] == ["skip"] * 3
+
+
+def test_every_feedback_kind_is_stored_with_its_turn(ctrl):
+    session = last(ctrl.send("I like piano music at night", None))[-1]
+    session = last(ctrl.send("something upbeat for running", session))[-1]
+    assert ctrl.like_track(session, True) == "Thanks — feedback saved."
+    ctrl.like_track(session, False)
+    reply_index = max(session.turn_of_message)  # the second reply
+    ctrl.like_reply(session, 1, True)  # the first reply
+    ctrl.like_reply(session, reply_index, False)
+    assert ctrl.like_reply(session, 0, True) == "Only the assistant's replies can be rated."
+    ctrl.rate(session, "4")
+    ctrl.comment(session, "nice *pick*")
+    assert ctrl.comment(session, "  ") == "Write a comment first."
+    ctrl.feedback.flush()
+    rows = ctrl.feedback.rows()
+    kinds = [(r["kind"], r["value"], r["turn_index"]) for r in rows]
+    assert kinds == [("like_track", "1", 2), ("dislike_track", "0", 2), ("like_reply", "1", 1),
+                     ("dislike_reply", "0", 2), ("rating", "4", 2), ("comment", "nice *pick*", 2)]
+    turn1 = session.conversation.turns[0]
+    assert rows[2]["track_id"] == turn1.track_id and rows[2]["reply"] == turn1.reply
+    assert rows[0]["track_tokens"].count("<|") == len(turn1.tokens)
+    assert {r["session_id"] for r in rows} == {session.session_id}
+
+
+def test_feedback_before_any_turn(ctrl):
+    assert ctrl.like_track(None, True) == "Nothing to rate yet."
+    assert ctrl.rate(ChatSession(), None) == "Pick 1–5 stars first."
+
+
+class Broken:
+    generation = GenerationConfig()
+
+    def respond(self, *a, **k):
+        raise RuntimeError("CUDA out of memory: secret internals")
+        yield
+
+
+def test_engine_error_is_a_short_message(app_world):
+    ctrl = ChatController(Broken(), CatalogBrowser(app_world["catalog"]), None)
+    messages = last(ctrl.send("hello", None))[0]
+    assert messages[-1]["role"] == "assistant" and "went wrong" in messages[-1]["content"]
+    assert "CUDA" not in messages[-1]["content"] and "Traceback" not in messages[-1]["content"]
+    assert ctrl.like_track(ChatSession(), True) == "Nothing to rate yet."
+
+
+def test_everything_heard_is_explained(app_world, ctrl):
+    session = ChatSession()
+    session.conversation.rejected.update(app_world["catalog"]._by_id)
+    messages = last(ctrl.send("more", session))[0]
+    assert "heard every track" in messages[-1]["content"]
+
+
+def test_untrusted_text_is_escaped_and_missing_preview_is_said(ctrl, app_world):
+    messages = last(ctrl.send("<img src=x onerror=alert(1)> [link](http://evil)", None))[0]
+    assert "<img" not in messages[0]["content"] and "\\[link\\]" in messages[0]["content"]
+    preview = app_world["bundle"] / "previews" / "t0.wav"
+    data = preview.read_bytes()
+    preview.unlink()
+    try:
+        from talkplay.conversation import TrackChosen
+
+        card, audio = ctrl.card(TrackChosen(app_world["catalog"]["t0"], 0.0, ("playlist",)))
+        assert audio is None and "Preview unavailable" in card
+    finally:
+        preview.write_bytes(data)
