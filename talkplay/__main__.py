@@ -3,6 +3,7 @@
     python -m talkplay previews [--catalog catalog/demo]   fetch pinned sources and cut missing previews
     python -m talkplay validate [--catalog DIR]            load a bundle through the validating loader
     python -m talkplay chat [--catalog DIR] [--mode paper]  chat in the terminal with the bundle's model
+    python -m talkplay feedback export --out FILE          export the feedback table (.parquet or .csv)
 """
 
 from __future__ import annotations
@@ -36,7 +37,29 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--base-model", default=None, help="base model path or hub id (default: the checkpoint's)")
     c.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
     c.add_argument("--seed", type=int, default=None, help="make every turn reproducible")
+    f = sub.add_parser("feedback", help="feedback database tools")
+    fsub = f.add_subparsers(dest="action", required=True)
+    fe = fsub.add_parser("export", help="export the feedback table to Parquet or CSV")
+    fe.add_argument("--db", type=Path, default=None, help="SQLite file (default: $TALKPLAY_FEEDBACK_DB or data/feedback.sqlite3)")
+    fe.add_argument("--out", type=Path, required=True, help="output file, .parquet or .csv")
     args = parser.parse_args(argv)
+    if args.command == "feedback":
+        from talkplay.feedback import FeedbackStore, default_db_path
+
+        db = args.db or default_db_path()
+        if not db.exists():
+            print(f"error: no feedback database at {db}", file=sys.stderr)
+            return 2
+        store = FeedbackStore(db)
+        try:
+            out = store.export(args.out)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        finally:
+            store.close()
+        print(f"{out}: {store.count()} feedback rows")
+        return 0
     if args.command == "chat":
         from talkplay.chat import run_chat
         from talkplay.checkpoint import CheckpointError

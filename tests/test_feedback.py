@@ -99,3 +99,15 @@ def test_unwritable_location_is_named(tmp_path):
     blocker.write_text("x")
     with pytest.raises(OSError, match="feedback database"):
         FeedbackStore(blocker / "sub" / "fb.sqlite3")
+
+
+def test_export_command(tmp_path):
+    from talkplay.__main__ import main
+
+    store = FeedbackStore(tmp_path / "fb.sqlite3")
+    store.record(rec(1, "like_reply", "0"))
+    store.close()
+    assert main(["feedback", "export", "--db", str(tmp_path / "fb.sqlite3"), "--out", str(tmp_path / "x.csv")]) == 0
+    assert pcsv.read_csv(tmp_path / "x.csv").num_rows == 1
+    assert main(["feedback", "export", "--db", str(tmp_path / "none.sqlite3"), "--out", str(tmp_path / "y.csv")]) == 2
+    assert main(["feedback", "export", "--db", str(tmp_path / "fb.sqlite3"), "--out", str(tmp_path / "y.txt")]) == 2
