@@ -52,7 +52,11 @@ def make_model(tokenizer, n_old):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sft")
+    return build_world(tmp_path_factory.mktemp("sft"))
+
+
+def build_world(root):
+    """Tokenizer, 6-track catalog + token store and rendered datasets under ``root`` (deterministic)."""
     tokenizer = make_tokenizer()
     n_old = len(tokenizer)
     expand_tokenizer(tokenizer, VOCAB.special_tokens())
@@ -277,3 +281,28 @@ def test_export_final_is_a_loadable_plain_checkpoint(world, tmp_path):
         ours = result["model"].eval()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         theirs = reloaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     assert torch.allclose(ours, theirs, atol=1e-4)
+
+
+def test_two_process_data_parallel_keeps_ranks_identical(tmp_path):
+    """`accelerate launch`/`torchrun` layout on CPU (gloo): two processes, averaged gradients, same weights."""
+    import socket
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    worker = __import__("pathlib").Path(__file__).with_name("ddp_worker.py")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                           "127.0.0.1", "--master_port", str(port), str(worker), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with (tmp_path / "run" / "log.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]  # one log, written by rank 0
+    summary = __import__("json").loads((tmp_path / "run" / "summary.json").read_text())
+    assert "2 processes" in summary["hardware"]

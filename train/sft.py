@@ -13,7 +13,9 @@ Owns the training loop and its state on disk::
 What is trained: with LoRA (default) the adapters on all linear layers of the decoder plus the
 input/output embedding *rows of the music tokens* (the full matrices get gradients, which a hook
 masks to the music rows; weight decay is off for them so other rows never move). Without LoRA,
-everything. Trainable weights stay fp32; the forward runs under bf16 autocast on CPU. The CE uses
+everything. Trainable weights stay fp32; the forward runs under bf16 autocast (on CUDA when there is a
+GPU, else CPU). Several GPUs: ``accelerate launch --multi_gpu --num_processes N -m train.sft …`` (or
+``torchrun``) — see :class:`Processes`. The CE uses
 :func:`train.losses.token_losses`, which applies the ~vocabulary-wide LM head only at supervised
 positions (the main CPU cost otherwise). The two tasks are mixed within each batch
 (:class:`train.dataset.MixedStream`) and the CE is the token mean over the batch's supervised tokens,
@@ -219,15 +221,64 @@ def hardware() -> str:
             f"{torch.get_num_threads()} torch threads")
 
 
+# ---------------------------------------------------------------------------------------- processes
+
+
+@dataclass(frozen=True)
+class Processes:
+    """Data-parallel layout from the launcher's environment (``accelerate launch``/``torchrun`` set
+    WORLD_SIZE, RANK, LOCAL_RANK); a plain ``python -m train.sft`` is one process.
+
+    Each process trains on its own slice of every optimizer step's examples and the gradients of the
+    trainable weights are averaged across processes before the update (LoRA keeps them small), so every
+    process holds identical weights; only rank 0 evaluates, logs and writes checkpoints.
+    """
+
+    world: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> "Processes":
+        return cls(int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0)),
+                   int(os.environ.get("LOCAL_RANK", 0)))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def device(self) -> torch.device:
+        return torch.device(f"cuda:{self.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+
+    def init(self) -> None:
+        if self.world > 1 and not torch.distributed.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            torch.distributed.init_process_group(backend, rank=self.rank, world_size=self.world)
+
+    def average_gradients(self, params: list[torch.Tensor]) -> None:
+        if self.world == 1:
+            return
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            torch.distributed.all_reduce(p.grad)
+            p.grad /= self.world
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
 # ---------------------------------------------------------------------------------------- losses
 
 
 def batch_losses(model, batch: dict, config: TrainConfig) -> tuple[torch.Tensor, dict[str, tuple[float, int]]]:
     """Pooled mean CE of a collated batch and per-task (sum, count) of token losses for logging."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-        losses, rows = token_losses(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
-                                    full_head=not config.supervised_head)
-    task = batch["task"][rows]
+    device = next(causal_lm(model).parameters()).device
+    ids, mask, labels = (batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+        losses, rows = token_losses(model, ids, mask, labels, full_head=not config.supervised_head)
+    task = batch["task"].to(device)[rows]
     stats = {}
     for name, flag in ((CONVERSATION, 0), (PLAYLIST, 1)):
         sel = losses.detach()[task == flag]
@@ -300,13 +351,17 @@ def train(config: TrainConfig, model: Any, tokenizer: Any, datasets: dict, store
 
     from talkplay.expansion import music_token_ids
 
+    procs = Processes.from_env()
+    procs.init()
     out = config.out
-    out.mkdir(parents=True, exist_ok=True)
+    if procs.main:
+        out.mkdir(parents=True, exist_ok=True)
+    procs.barrier()
     music_ids = music_token_ids(tokenizer, store.vocab)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         raise ValueError("tokenizer has neither a pad nor an eos token to pad batches with")
-    model = prepare_model(model, config, music_ids)
+    model = prepare_model(model, config, music_ids).to(procs.device())
     sim_ids, sim_targets = self_similarity_targets(tokenizer, store) if config.lambda_self_sim else ({}, {})
     train_sets, valid = datasets["train"], datasets.get("valid") or {}
     stream = MixedStream(train_sets.get(CONVERSATION) or [], train_sets.get(PLAYLIST) or [],
@@ -320,23 +375,25 @@ def train(config: TrainConfig, model: Any, tokenizer: Any, datasets: dict, store
         step, best, wall_before = load_last(model, optimizer, scheduler, out)
     started = time.perf_counter()
     log_path = out / "log.csv"
-    rows = _read_log(log_path, step)  # drop rows logged after the checkpoint we resume from
-    with log_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    if procs.main:
+        rows = _read_log(log_path, step)  # drop rows logged after the checkpoint we resume from
+        with log_path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
 
     embed = causal_lm(model).get_input_embeddings()
     trainable = [p for p in model.parameters() if p.requires_grad]
     last_ce, times = float("nan"), []
-    bar = tqdm(total=total, initial=step, desc="sft", disable=None)
+    bar = tqdm(total=total, initial=step, desc="sft", disable=None if procs.main else True)
     while step < total:
         t0 = time.perf_counter()
         model.train()
         optimizer.zero_grad(set_to_none=True)
         stats: dict = {}
         for micro in range(config.grad_accum):
-            start = (step * config.grad_accum + micro) * config.batch_size
+            # this process's slice of the step's examples (the whole step when there is one process)
+            start = ((step * config.grad_accum + micro) * procs.world + procs.rank) * config.batch_size
             loss, s = batch_losses(model, collate(stream.batch(start, config.batch_size), pad_id), config)
             (loss / config.grad_accum).backward()
             _merge(stats, s)
@@ -345,6 +402,7 @@ def train(config: TrainConfig, model: Any, tokenizer: Any, datasets: dict, store
             sim_loss = self_similarity_loss(embed.weight, sim_ids, sim_targets)
             (config.lambda_self_sim * sim_loss).backward()
             sim = float(sim_loss.detach())
+        procs.average_gradients(trainable)
         if config.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
         lr = scheduler.get_last_lr()[0]
@@ -356,6 +414,12 @@ def train(config: TrainConfig, model: Any, tokenizer: Any, datasets: dict, store
         row = {"step": step, "lr": lr, "train_ce": last_ce, "train_ce_conversation": _mean(stats, (CONVERSATION,)),
                "train_ce_playlist": _mean(stats, (PLAYLIST,)), "self_sim": sim, "step_seconds": times[-1]}
         checkpoint = (config.eval_every and step % config.eval_every == 0) or step == total
+        if not procs.main:  # rank 0 evaluates, logs and writes; the others wait for it at checkpoints
+            if checkpoint:
+                procs.barrier()
+            if step == config.stop_after:
+                break
+            continue
         if checkpoint:
             if any(len(v) for v in valid.values()):
                 row.update(evaluate(model, valid, config, pad_id))
@@ -369,14 +433,20 @@ def train(config: TrainConfig, model: Any, tokenizer: Any, datasets: dict, store
             csv.DictWriter(f, fieldnames=LOG_COLUMNS).writerow({k: _fmt(row.get(k)) for k in LOG_COLUMNS})
         if checkpoint or step == config.stop_after:
             save_last(model, optimizer, scheduler, step, best, config, wall_before + time.perf_counter() - started)
+        if checkpoint:
+            procs.barrier()
         bar.update(1)
         bar.set_postfix(ce=f"{last_ce:.3f}", sim=f"{sim:.3g}")
         if step == config.stop_after:
             break
     bar.close()
     wall = wall_before + time.perf_counter() - started
+    if not procs.main:
+        return {"model": model, "steps": step, "best_step": None, "best_valid_loss": None, "last_train_ce": last_ce,
+                "seconds_per_step": sum(times) / len(times) if times else None, "out": str(out), "final": None}
     if step == total:
-        summary = {"steps": step, "wall_seconds": round(wall, 1), "hardware": hardware(),
+        summary = {"steps": step, "wall_seconds": round(wall, 1),
+                   "hardware": hardware() + (f" × {procs.world} processes" if procs.world > 1 else ""),
                    "best_step": best["step"], "best_valid_loss": best["valid_loss"]}
         (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
     final = None
