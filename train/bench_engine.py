@@ -52,7 +52,7 @@ def benchmark_requests(bundle: Path, n_conversations: int, turns_per: int) -> li
 
 def validity(rec: Recommender, conversations: list[list[str]], seed: int = 0, reject_after: int = 2,
              max_reply_tokens: int = 48) -> dict:
-    invalid = repeats = rejected_returned = turns = 0
+    invalid = repeats = rejected_returned = turns = names_track = 0
     ttft, reply_tps, chosen = [], [], []
     for c, requests in enumerate(conversations):
         state = ConversationState()
@@ -71,11 +71,12 @@ def validity(rec: Recommender, conversations: list[list[str]], seed: int = 0, re
             if done.reply_tokens:
                 reply_tps.append(done.reply_tokens / max(done.seconds - first.seconds, 1e-9))
             chosen.append(track_id)
+            names_track += rec.catalog[track_id].title.lower() in done.turn.reply.lower()
             if t + 1 == reject_after:
                 state.reject()
     return {"turns": turns, "conversations": len(conversations), "valid": turns - invalid,
             "invalid": invalid, "repeats": repeats, "rejected_returned": rejected_returned,
-            "distinct_tracks": len(set(chosen)), "ttft_s_median": statistics.median(ttft),
+            "distinct_tracks": len(set(chosen)), "replies_naming_the_track": names_track, "ttft_s_median": statistics.median(ttft),
             "reply_tokens_per_s_median": statistics.median(reply_tps) if reply_tps else None}
 
 
@@ -124,9 +125,11 @@ def markdown(result: dict) -> str:
         lines += ["## Validity (constrained decoding, sampling T=1.0, top-p 0.9)", "",
                   f"{v['conversations']} conversations × {v['turns'] // v['conversations']} turns of synthetic test requests; "
                   "the listener rejects the track after turn 2.", "",
-                  "| turns | valid catalog tracks | repeats in a conversation | rejected returned | distinct tracks |",
-                  "|---|---|---|---|---|",
-                  f"| {v['turns']} | {v['valid']} | {v['repeats']} | {v['rejected_returned']} | {v['distinct_tracks']} |",
+                  "| turns | valid catalog tracks | repeats in a conversation | rejected returned | distinct tracks "
+                  "| replies naming the played track |",
+                  "|---|---|---|---|---|---|",
+                  f"| {v['turns']} | {v['valid']} | {v['repeats']} | {v['rejected_returned']} | {v['distinct_tracks']} "
+                  f"| {v['replies_naming_the_track']} |",
                   "", f"Median time to first track {v['ttft_s_median']:.2f} s, reply {v['reply_tokens_per_s_median']:.1f} tokens/s "
                   f"(precision {v['precision']}).", ""]
     if result.get("speed"):
