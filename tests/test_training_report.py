@@ -52,3 +52,12 @@ def test_summary_uses_the_best_step_and_card_says_synthetic(tmp_path):
 def test_missing_run_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="state.json"):
         run_summary(tmp_path / "nope")
+
+
+def test_card_reports_evaluation_when_present(tmp_path):
+    s = run_summary(fake_run(tmp_path / "a", 0.1))
+    m = {"mrr": 0.2, "hit@1": 0.1, "hit@10": 0.5, "ndcg@10": 0.3}
+    evaluation = {"turns": 100, "conversations": 20, "systems": {"bm25": m, "talkplay": m},
+                  "paper_mode": {"exact": 40, "partial": 50, "none": 10, "turns": 100}}
+    card = model_card(tmp_path / "demo", s, None, "offline:smollm2-135m-instruct", "rkmeans", evaluation)
+    assert "| talkplay | 0.2000 |" in card and "40 exact, 50 partial, 10 no match" in card

@@ -60,6 +60,15 @@ def run_summary(run: Path) -> dict:
     return out
 
 
+def read_evaluation(path: Path) -> dict | None:
+    """Macro-over-turns metrics per system and paper-mode statistics from train.model_eval's JSON, if any."""
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return {"turns": data["turns"], "conversations": data["conversations"], "paper_mode": data.get("paper_mode"),
+            "systems": {k: v["macro_over_turns"] for k, v in data["systems"].items()}}
+
+
 def _fmt(v, digits=3) -> str:
     return "–" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
 
@@ -86,11 +95,14 @@ def model_card(bundle: Path, summary: dict, ablation: dict | None, info_base: st
         "(`python -m train.data`). No real listening data or human-written dialogues were used.",
     ]
     if counts:
-        lines += ["", "Counts: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if not isinstance(v, dict))]
+        lines += ["", "Examples per split: " + "; ".join(
+            f"{split} {c.get('conversations', 0)} conversations + {c.get('sequences', 0)} playlist-continuation examples"
+            for split, c in counts.items() if isinstance(c, dict)) + "."]
     lines += [
         "", "## Training", "",
         f"- Command: `python -m train.sft --catalog {bundle.as_posix()} --out <run> --max-steps {cfg['max_steps']} "
-        f"--eval-every {cfg['eval_every']} --warmup-steps {cfg['warmup_steps']} --lambda-self-sim {cfg['lambda_self_sim']}`,",
+        f"--batch-size {cfg['batch_size']} --grad-accum {cfg['grad_accum']} --eval-every {cfg['eval_every']} "
+        f"--warmup-steps {cfg['warmup_steps']} --lambda-self-sim {cfg['lambda_self_sim']}`,",
         f"  then `python -m train.package --run <run> --catalog {bundle.as_posix()}`.",
         f"- Loss: L_conversation + L_playlist + {cfg['lambda_self_sim']} · L_self-sim (playlist share "
         f"{cfg['playlist_fraction']} of examples); LoRA r={cfg['lora_r']}, alpha={cfg['lora_alpha']} on all decoder "
@@ -118,11 +130,18 @@ def model_card(bundle: Path, summary: dict, ablation: dict | None, info_base: st
                          f"{_fmt(s['final_self_sim_last20'], 4)} |")
     lines += ["", "## Evaluation", ""]
     if evaluation:
-        lines += [f"From `reports/eval_{bundle.name}.md` (test split):", ""]
-        lines += [f"- {k}: {v}" for k, v in evaluation.items()]
+        lines += [f"From `reports/eval_{bundle.name}_model.md` ({evaluation['turns']} test turns of "
+                  f"{evaluation['conversations']} synthetic conversations; full-catalog ranking, pessimistic ties):", "",
+                  "| system | MRR | Hit@1 | Hit@10 | nDCG@10 |", "|---|---|---|---|---|"]
+        for name, m in evaluation["systems"].items():
+            lines.append(f"| {name} | {m['mrr']:.4f} | {m['hit@1']:.4f} | {m['hit@10']:.4f} | {m['ndcg@10']:.4f} |")
+        paper = evaluation.get("paper_mode")
+        if paper:
+            lines += ["", f"Paper-mode decoding (free tokens, then matching): {paper['exact']} exact, {paper['partial']} "
+                      f"partial, {paper['none']} no match of {paper['turns']} sampled spans."]
     else:
-        lines += ["Not yet evaluated against the baselines; `python -m train.evaluate` writes the numbers "
-                  f"to reports/eval_{bundle.name}.md."]
+        lines += ["Not yet evaluated against the baselines; `python -m train.model_eval` writes the numbers "
+                  f"to reports/eval_{bundle.name}_model.md."]
     lines += ["", "## Use and limits", "",
               "- A demo-scale model (135M parameters, a few hundred CPU steps): expect rough replies. Decoding is",
               "  constrained to the catalog, so every recommendation is a real track of this bundle.",
@@ -159,10 +178,7 @@ def package(run: Path, bundle: Path, ablation: Path | None = None, base_model: s
     model = prepare_model(model, train_cfg, music_token_ids(tokenizer, store.vocab))
     load_trainable(model, best)
     ablation_summary = run_summary(ablation) if ablation else None
-    eval_path = REPO / "reports" / f"eval_{bundle.name}.json"
-    evaluation = None
-    if eval_path.exists():
-        evaluation = json.loads(eval_path.read_text()).get("model_summary")
+    evaluation = read_evaluation(REPO / "reports" / f"eval_{bundle.name}_model.json")
     card = model_card(bundle, summary, ablation_summary, base_model, store.variant, evaluation)
     training = {k: summary[k] for k in ("steps", "best_step", "best_valid_loss", "step_seconds_mean")}
     training["lambda_self_sim"] = cfg["lambda_self_sim"]
