@@ -96,8 +96,8 @@ def test_browser_chat_preview_and_like(served):
         expect(page.locator("#feedback-status")).to_contain_text("feedback saved", timeout=30_000)
         page.locator("#stars label").filter(has_text="5").click()
         expect(page.locator("#feedback-status")).to_contain_text("feedback saved", timeout=30_000)
-        if not os.environ.get("CI"):
-            page.screenshot(path=str(tmp_path / "app_test.png"), full_page=True)
+        if not os.environ.get("CI"):  # for a human look; git-ignored
+            page.screenshot(path=os.path.join(REPO, "reports", "app_test.png"), full_page=True)
         browser.close()
     store.flush()
     rows = store.rows()
