@@ -34,7 +34,7 @@ def _chat_tab(ctrl: ChatController) -> None:
     session = gr.State(None)
     with gr.Row():
         with gr.Column(scale=3):
-            chatbot = gr.Chatbot(label="TalkPlay", height=500, elem_id="chat",
+            chatbot = gr.Chatbot(label="TalkPlay", height=500, elem_id="chat", buttons=["copy", "copy_all"],
                                  placeholder="Describe what you want to hear — a mood, a scene, a style.")
             request = gr.Textbox(label="Your request", placeholder="e.g. upbeat chiptune for a road trip",
                                  elem_id="request", max_lines=4)
@@ -68,6 +68,7 @@ def _chat_tab(ctrl: ChatController) -> None:
         trigger(ctrl.send, [request, session, *settings], turn_out).then(lambda: "", None, request)
     skip.click(ctrl.skip, [session, *settings], turn_out)
     new.click(ctrl.new_session, None, turn_out)
+    chatbot.clear(ctrl.new_session, None, turn_out)  # the chat's own trash button starts over too
     like.click(lambda s: ctrl.like_track(s, True), session, status)
     dislike.click(lambda s: ctrl.like_track(s, False), session, status)
     stars.change(ctrl.rate, [session, stars], status)

@@ -192,7 +192,10 @@ class ChatController:
                 model_version=self.model_version, catalog_version=self.catalog_version))
         except (ValueError, RuntimeError) as err:
             return f"Feedback not saved: {err}"
-        return "Thanks — feedback saved."
+        what = {"like_track": "your like of this track", "dislike_track": "your dislike of this track",
+                "like_reply": f"your like of reply {turn_index}", "dislike_reply": f"your dislike of reply {turn_index}",
+                "rating": f"your rating {value}/5", "comment": "your comment", "skip": "the skip"}[kind]
+        return f"Thanks — {what} is saved (feedback saved)."
 
     def like_track(self, session: ChatSession, liked: bool) -> str:
         return self._record(session, "like_track" if liked else "dislike_track", "1" if liked else "0")

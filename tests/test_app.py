@@ -95,12 +95,14 @@ def test_browser_chat_preview_and_like(served):
         page.locator("#like-track").click()
         expect(page.locator("#feedback-status")).to_contain_text("feedback saved", timeout=30_000)
         page.locator("#stars label").filter(has_text="5").click()
-        expect(page.locator("#feedback-status")).to_contain_text("feedback saved", timeout=30_000)
+        expect(page.locator("#feedback-status")).to_contain_text("rating 5/5", timeout=30_000)
+        page.locator("#chat button[aria-label='Like']").last.click()  # the reply's own thumbs-up
+        expect(page.locator("#feedback-status")).to_contain_text("like of reply 1", timeout=30_000)
         if not os.environ.get("CI"):  # for a human look; git-ignored
             page.screenshot(path=os.path.join(REPO, "reports", "app_test.png"), full_page=True)
         browser.close()
     store.flush()
     rows = store.rows()
     kinds = [(r["kind"], r["value"]) for r in rows]
-    assert ("like_track", "1") in kinds and ("rating", "5") in kinds
+    assert ("like_track", "1") in kinds and ("rating", "5") in kinds and ("like_reply", "1") in kinds
     assert all(r["user_message"] == "play me some calm jazz please" and r["track_id"].startswith("t") for r in rows)

@@ -74,7 +74,7 @@ def test_skip_rejects_and_never_returns_the_track(ctrl):
 def test_every_feedback_kind_is_stored_with_its_turn(ctrl):
     session = last(ctrl.send("I like piano music at night", None))[-1]
     session = last(ctrl.send("something upbeat for running", session))[-1]
-    assert ctrl.like_track(session, True) == "Thanks — feedback saved."
+    assert ctrl.like_track(session, True) == "Thanks — your like of this track is saved (feedback saved)."
     ctrl.like_track(session, False)
     reply_index = max(session.turn_of_message)  # the second reply
     ctrl.like_reply(session, 1, True)  # the first reply

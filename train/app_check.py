@@ -67,7 +67,7 @@ def drive(base: str, screenshot: Path) -> list[dict]:
                 page.locator("#like-track").click()
                 expect(page.locator("#feedback-status")).to_contain_text("feedback saved", timeout=30_000)
                 page.locator("#stars label").filter(has_text="5").click()
-                expect(page.locator("#feedback-status")).to_contain_text("feedback saved", timeout=30_000)
+                expect(page.locator("#feedback-status")).to_contain_text("rating 5/5", timeout=30_000)
         page.screenshot(path=str(screenshot), full_page=True)
         browser.close()
     return seen
