@@ -81,23 +81,23 @@ def test_browser_chat_preview_and_like(served):
         page.locator("#request textarea").fill("play me some calm jazz please")
         page.locator("#send").click()
         bot = page.locator("#chat .message.bot, #chat [data-testid='bot']").last
-        expect(bot).to_contain_text("♪ Song", timeout=60_000)
-        expect(page.locator("#track-card")).to_contain_text("Why this track", timeout=30_000)
+        expect(bot).to_contain_text("♪ Song", timeout=120_000)
+        expect(page.locator("#track-card")).to_contain_text("Why this track", timeout=90_000)
         # Gradio's waveform player fetches the file and plays it from a blob in an <audio> inside a
         # shadow root: find that element and require that its source loaded (metadata, duration).
         loaded = ("() => { const found = []; const walk = (root) => root.querySelectorAll('*').forEach(el => {"
                   " if (el.tagName === 'AUDIO' && el.readyState >= 1 && el.duration > 0.5) found.push(el.duration);"
                   " if (el.shadowRoot) walk(el.shadowRoot); }); walk(document.querySelector('#now-playing'));"
                   " return found.length ? found[0] : null; }")
-        page.wait_for_function(loaded, timeout=30_000)
+        page.wait_for_function(loaded, timeout=90_000)
         assert abs(page.evaluate(loaded) - 1.0) < 0.05  # the 1-s fixture preview
         assert any("/gradio_api/file=" in u and u.endswith(".wav") for u, status in responses if status == 200)
         page.locator("#like-track").click()
-        expect(page.locator("#feedback-status")).to_contain_text("feedback saved", timeout=30_000)
+        expect(page.locator("#feedback-status")).to_contain_text("feedback saved", timeout=90_000)
         page.locator("#stars label").filter(has_text="5").click()
-        expect(page.locator("#feedback-status")).to_contain_text("rating 5/5", timeout=30_000)
+        expect(page.locator("#feedback-status")).to_contain_text("rating 5/5", timeout=90_000)
         page.locator("#chat button[aria-label='Like']").last.click()  # the reply's own thumbs-up
-        expect(page.locator("#feedback-status")).to_contain_text("like of reply 1", timeout=30_000)
+        expect(page.locator("#feedback-status")).to_contain_text("like of reply 1", timeout=90_000)
         if not os.environ.get("CI"):  # for a human look; git-ignored
             page.screenshot(path=os.path.join(REPO, "reports", "app_test.png"), full_page=True)
         browser.close()
