@@ -106,6 +106,9 @@ class Recommender:
             raise ValueError(f"token store {store.variant!r} has {len(missing)} tracks missing from catalog "
                              f"{catalog.root} (e.g. {missing[0]!r})")
         self.model, self.tokenizer, self.catalog, self.store = model.eval(), tokenizer, catalog, store
+        context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        if isinstance(context, int) and render.max_tokens > context:  # the budget never exceeds the model's context
+            render = replace(render, max_tokens=context, reply_reserve=min(render.reply_reserve, context // 2))
         self.generation, self.render = generation, render
         self.exhaustive_limit, self.rank_batch = exhaustive_limit, rank_batch
         self.ids = TokenIdMap.build(tokenizer, store.vocab)

@@ -157,3 +157,13 @@ def test_choose_matches_respond_and_leaves_state_alone(rec):
     assert state.turns == before
     events = list(rec.respond(state, "something upbeat for running"))
     assert events[0].track == chosen.track and events[0].tokens == chosen.tokens
+
+
+def test_context_budget_follows_the_model(world):  # noqa: F811
+    model = make_model(world["tokenizer"], world["n_old"])  # 512 positions
+    r = Recommender(model, world["tokenizer"], world["catalog"], world["store"], GEN, RenderConfig(max_tokens=4096))
+    assert r.render.max_tokens == 512
+    state = ConversationState()
+    for _ in range(6):  # a long conversation still fits: oldest turns are dropped
+        r.chat(state, "something upbeat for running " * 3)
+    assert len(r._prompt(state, "one more")) <= 512 - r.render.reply_reserve
