@@ -127,6 +127,13 @@ class ChatController:
         yield session.messages, card, audio, self.played_markdown(session), session
         try:
             rec = self.recommender()
+        except (OSError, ValueError) as err:  # e.g. CheckpointError naming a missing/damaged file
+            log.error("recommender unavailable: %s", err)
+            session.messages.append({"role": "assistant", "content": "The recommender is not available on this "
+                                     f"server right now: {escape(str(err).splitlines()[0][:300])}"})
+            yield session.messages, card, audio, self.played_markdown(session), session
+            return
+        try:
             config = GenerationConfig(mode=mode, temperature=float(temperature), top_p=float(top_p),
                                       max_reply_tokens=rec.generation.max_reply_tokens)
             header, raw = "", ""

@@ -135,3 +135,15 @@ def test_untrusted_text_is_escaped_and_missing_preview_is_said(ctrl, app_world):
         assert audio is None and "Preview unavailable" in card
     finally:
         preview.write_bytes(data)
+
+
+def test_unloadable_model_is_reported_in_one_line(app_world):
+    from talkplay.chat_session import LazyRecommender
+    from talkplay.checkpoint import CheckpointError
+
+    def fail():
+        raise CheckpointError("catalog/x: no checkpoint.json")
+
+    ctrl = ChatController(LazyRecommender(fail), CatalogBrowser(app_world["catalog"]), None)
+    messages = last(ctrl.send("hello", None))[0]
+    assert "not available" in messages[-1]["content"] and "checkpoint.json" in messages[-1]["content"]
