@@ -26,6 +26,7 @@ from talkplay.feedback import FeedbackRecord, FeedbackStore
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 1000  # longer requests are cut (the model's context is small anyway)
+MAX_TURNS = 40  # then the conversation asks to start over (old turns no longer fit the context anyway)
 SKIP_REQUEST = "Skip — another one, please."
 EXAMPLES = ("something epic and orchestral for a boss fight", "upbeat chiptune for a road trip",
             "I want something calm and ambient to study to", "dark electronic music for a night drive")
@@ -121,10 +122,16 @@ class ChatController:
         if not text:
             yield session.messages, card, audio, self.played_markdown(session), session
             return
+        notice = ""
         if len(text) > MAX_MESSAGE_CHARS:
-            text = text[:MAX_MESSAGE_CHARS]
-        session.messages.append({"role": "user", "content": escape(text)})
+            text, notice = text[:MAX_MESSAGE_CHARS], f" *(cut to {MAX_MESSAGE_CHARS} characters)*"
+        session.messages.append({"role": "user", "content": escape(text) + notice})
         yield session.messages, card, audio, self.played_markdown(session), session
+        if len(session.conversation.turns) >= MAX_TURNS:
+            session.messages.append({"role": "assistant", "content": f"This conversation has reached {MAX_TURNS} "
+                                     "tracks — press *New conversation* to keep listening."})
+            yield session.messages, card, audio, self.played_markdown(session), session
+            return
         try:
             rec = self.recommender()
         except (OSError, ValueError) as err:  # e.g. CheckpointError naming a missing/damaged file

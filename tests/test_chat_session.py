@@ -147,3 +147,14 @@ def test_unloadable_model_is_reported_in_one_line(app_world):
     ctrl = ChatController(LazyRecommender(fail), CatalogBrowser(app_world["catalog"]), None)
     messages = last(ctrl.send("hello", None))[0]
     assert "not available" in messages[-1]["content"] and "checkpoint.json" in messages[-1]["content"]
+
+
+def test_long_messages_are_cut_and_long_conversations_offer_a_reset(ctrl, monkeypatch):
+    import talkplay.chat_session as cs
+
+    messages, _, _, _, session = last(ctrl.send("calm piano " * 500, None))
+    assert "cut to 1000 characters" in messages[0]["content"]
+    assert len(session.conversation.turns[0].user) == cs.MAX_MESSAGE_CHARS
+    monkeypatch.setattr(cs, "MAX_TURNS", 1)
+    messages = last(ctrl.send("more", session))[0]
+    assert "New conversation" in messages[-1]["content"] and len(session.conversation.turns) == 1
