@@ -143,6 +143,19 @@ class Recommender:
         out = self.model(input_ids=x, past_key_values=cache, use_cache=True)
         return out.logits[0, -1].float()
 
+    def fit_request(self, user_text: str) -> str:
+        """``user_text``, shortened (from the end) until the system prompt plus it fit the context budget."""
+        from talkplay.render import BudgetExceeded
+
+        for _ in range(32):
+            try:
+                render_prompt(self.tokenizer, ConversationState().messages(user_text), self.store, self.catalog,
+                              self.render)
+                return user_text
+            except BudgetExceeded:
+                user_text = user_text[: len(user_text) * 3 // 4]
+        raise ValueError("the system prompt alone exceeds the model's context budget")
+
     def _prompt(self, state: ConversationState, user_text: str) -> list[int]:
         return render_prompt(self.tokenizer, state.messages(user_text), self.store, self.catalog, self.render)
 
@@ -184,18 +197,20 @@ class Recommender:
                 exclude: tuple[str, ...] = ()) -> Iterator[Event]:
         """Answer ``user_text``: yields TrackChosen, TextDelta…, Done; appends the Turn to ``state`` at the end.
 
+        A request too long for the context budget is shortened first (the Turn records what the model read).
+
         Args:
             exclude: extra track ids not to recommend in this turn (beyond played and rejected ones).
         Raises:
             NoAllowedTrack: every catalog track has been played or rejected in this conversation.
         """
-        yield from self._respond(state, user_text, generation or self.generation, tuple(exclude))
+        yield from self._respond(state, self.fit_request(user_text), generation or self.generation, tuple(exclude))
 
     def choose(self, state: ConversationState, user_text: str, *, generation: GenerationConfig | None = None,
                exclude: tuple[str, ...] = ()) -> TrackChosen:
         """Only the music span: the track ``respond`` would play, without the reply; ``state`` is unchanged."""
         config = generation or self.generation
-        return self._choose(state, user_text, config, tuple(exclude), self._generator(config), time.perf_counter())[0]
+        return self._choose(state, self.fit_request(user_text), config, tuple(exclude), self._generator(config), time.perf_counter())[0]
 
     @staticmethod
     def _generator(config: GenerationConfig) -> torch.Generator:
@@ -209,7 +224,7 @@ class Recommender:
         excluded = state.exclude(extra)
         if len(self.trie.rows([], excluded)) == 0:
             raise NoAllowedTrack(f"all {len(self.store)} tracks were played or rejected in this conversation")
-        prompt = self._prompt(state, user_text)
+        prompt = self._prompt(state, user_text)  # user_text already fits (respond() shortened it)
         cache = DynamicCache()
         logits = self._step(prompt, cache)
         constrained = MusicSpanConstraint(self.ids, self.trie, excluded)
@@ -305,7 +320,7 @@ class Recommender:
         if len(rows) == 0:
             return []
         cache = DynamicCache()
-        first = torch.log_softmax(self._step(self._prompt(state, user_text), cache), dim=-1).cpu()
+        first = torch.log_softmax(self._step(self._prompt(state, self.fit_request(user_text)), cache), dim=-1).cpu()
         if method == "auto":
             method = "exhaustive" if len(rows) <= self.exhaustive_limit else "beam"
         if method == "exhaustive":

@@ -249,6 +249,10 @@ def _render(tokenizer, turns, store, catalog, config: RenderConfig, dropped: int
                     "reply", "end")), tuple(rejected), dropped)
 
 
+class BudgetExceeded(ValueError):
+    """The system prompt plus the last turn alone do not fit the token budget."""
+
+
 def fit_to_budget(render, n_turns: int, budget: int, where: str = "conversation") -> Rendered:
     """Render the newest turns that fit ``budget`` tokens, dropping the oldest whole turns first.
 
@@ -256,13 +260,13 @@ def fit_to_budget(render, n_turns: int, budget: int, where: str = "conversation"
         render: ``render(first_turn) -> Rendered`` for turns ``first_turn..``; the system prompt and the
             last turn are always kept.
     Raises:
-        ValueError: if the system prompt plus the last turn alone exceed the budget.
+        BudgetExceeded: if the system prompt plus the last turn alone exceed the budget.
     """
     for first in range(n_turns):
         out = render(first)
         if len(out.input_ids) <= budget:
             return out
-    raise ValueError(f"{where}: the system prompt and the last turn take {len(out.input_ids)} tokens, "
+    raise BudgetExceeded(f"{where}: the system prompt and the last turn take {len(out.input_ids)} tokens, "
                      f"more than the budget of {budget}")
 
 

@@ -154,7 +154,7 @@ def test_long_messages_are_cut_and_long_conversations_offer_a_reset(ctrl, monkey
 
     messages, _, _, _, session = last(ctrl.send("calm piano " * 500, None))
     assert "cut to 1000 characters" in messages[0]["content"]
-    assert len(session.conversation.turns[0].user) == cs.MAX_MESSAGE_CHARS
+    assert 0 < len(session.conversation.turns[0].user) <= cs.MAX_MESSAGE_CHARS  # and shortened to the budget
     monkeypatch.setattr(cs, "MAX_TURNS", 1)
     messages = last(ctrl.send("more", session))[0]
     assert "New conversation" in messages[-1]["content"] and len(session.conversation.turns) == 1

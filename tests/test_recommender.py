@@ -167,3 +167,10 @@ def test_context_budget_follows_the_model(world):  # noqa: F811
     for _ in range(6):  # a long conversation still fits: oldest turns are dropped
         r.chat(state, "something upbeat for running " * 3)
     assert len(r._prompt(state, "one more")) <= 512 - r.render.reply_reserve
+
+
+def test_request_longer_than_the_context_is_shortened(rec):
+    text = "play me some calm jazz please " * 200  # far beyond the fixture's 512-token budget
+    turn = rec.chat(ConversationState(), text)
+    assert turn.track_id in rec.catalog and 0 < len(turn.user) < len(text) and text.startswith(turn.user)
+    assert rec.rank(ConversationState(), text, k=2)
