@@ -87,3 +87,22 @@ def match(store: TokenStore, codes: Sequence[int], weights: Mapping[str, float] 
         return MatchResult(None, "none", 0.0, ())
     matched = tuple(name for (name, _, _), lv in zip(evidence, levels_matched) if lv[best] > 0)
     return MatchResult(store.track_ids[int(cands[best])], "partial", float(score[best]), matched)
+
+
+def match_scores(store: TokenStore, codes: Sequence[int], weights: Mapping[str, float] = PAPER_WEIGHTS,
+                 hierarchical: bool = True) -> np.ndarray:
+    """The partial-match score of every store row for ``codes`` (same weights and levels as :func:`match`).
+
+    Used to rank the whole catalog from one freely generated span (paper-mode evaluation); an exact tuple
+    match scores the full weight sum, like every other track matching all counted modalities.
+    """
+    query = np.asarray([int(c) for c in codes], dtype=np.int64)
+    if len(query) != len(store.vocab):
+        raise ValueError(f"expected {len(store.vocab)} codes, got {len(query)}")
+    score = np.zeros(len(store), dtype=np.float64)
+    for _, positions, w in _evidence(store, weights):
+        eq = store.codes[:, positions] == query[positions]
+        if hierarchical:
+            eq = np.cumprod(eq, axis=1, dtype=bool)
+        score += w * eq.sum(axis=1) / len(positions)
+    return score

@@ -342,3 +342,18 @@ def test_hierarchical_matching_on_residual_codes():
     r = match(s, [3, 3, 3, 3, 3], weights)  # r2 shares semantic1 and audio1 → half of each weight
     assert (r.track_id, r.score) == ("r2", 8.5)
     assert match(s, [0, 1, 3, 0, 0], weights).score == 8 + 1  # r0: semantic1 + full audio
+
+
+def test_match_scores_rank_like_match(flat):
+    from talkplay.matching import match, match_scores
+
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        codes = [int(rng.integers(0, flat.vocab.size(p))) for p in range(len(flat.vocab))]
+        scores = match_scores(flat, codes)
+        best = match(flat, codes)
+        if best.track_id is None:
+            assert scores.max() == 0
+        else:
+            assert scores[flat.row(best.track_id)] == pytest.approx(scores.max())
+            assert scores.max() == pytest.approx(best.score)

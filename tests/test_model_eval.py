@@ -8,7 +8,7 @@ from tests.test_recommender import rec  # noqa: F401  (fixture)
 from tests.test_sft import world  # noqa: F401  (fixture)
 from train.conversation_schema import Message
 from train.evaluate import EvalTurn
-from train.model_eval import ModelRanker, paper_match_stats, state_from_history
+from train.model_eval import ModelRanker, PaperModeRanker, state_from_history
 
 HISTORY = (Message("user", "play me some calm jazz please"), Message("music", "t1", rejected=True),
            Message("assistant", "here is Song 1 by Band 1"), Message("user", "not that, something upbeat"))
@@ -29,9 +29,15 @@ def test_model_ranker_scores_match_rank(rec, world):  # noqa: F811
     assert ids[int(np.argmax(scores))] == top.track_id
 
 
-def test_paper_stats_add_up(rec):  # noqa: F811
-    turns = [EvalTurn("c", 2, HISTORY, "t2", False), EvalTurn("c", 1, HISTORY[:1], "t1", False)]
-    stats = paper_match_stats(rec, turns)
-    assert stats["exact"] + stats["partial"] + stats["none"] == 2
-    assert 0 <= stats["sampled_hit_rate_paper"] <= 1 and stats["turns"] == 2
+def test_paper_mode_ranker_scores_and_counts(rec, world):  # noqa: F811
+    from talkplay.matching import PAPER_WEIGHTS
+
+    ranker = PaperModeRanker(rec, seed=3)
+    for turn in [EvalTurn("c", 2, HISTORY, "t2", False), EvalTurn("c", 1, HISTORY[:1], "t1", False)] * 3:
+        scores = ranker.scores(turn.history, world["catalog"])
+        assert scores.shape == (len(world["catalog"]),) and scores.max() > 0
+        assert scores.max() <= sum(PAPER_WEIGHTS[m.name] for m in rec.store.vocab.modalities
+                                   if m.name in PAPER_WEIGHTS) + 1e-9
+    stats = ranker.stats()
+    assert stats["exact"] + stats["partial"] + stats["none"] == stats["turns"] == 6
     assert ConversationState().played == []

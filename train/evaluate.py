@@ -1,6 +1,11 @@
 """Held-out evaluation of conversational recommenders, turn by turn (the TalkPlay paper's Table 2).
 
-    python -m train.evaluate --catalog catalog/demo --systems random popularity bm25 dense item2vec --out reports/
+    python -m train.evaluate --catalog catalog/demo        # every system → reports/eval_demo.{json,md}, _turns.png
+    python -m train.evaluate --catalog catalog/demo --systems random popularity bm25 dense item2vec --name baselines
+
+Systems: the retrieval baselines of :mod:`train.baselines` (built from the TRAIN split) and the bundle's own
+model (:mod:`train.model_eval`): ``talkplay`` (constrained, log-likelihood ranking) and ``talkplay-paper``
+(free generation + weighted partial matching, with its exact/partial/no-match counts).
 
 For each conversation of the split and each turn ``user → music → assistant``, the system sees the
 conversation so far (every earlier message plus this turn's user request; earlier music messages are the
@@ -46,6 +51,7 @@ from train.metrics import (
 )
 
 AUDIO_TEXT_NOTE = "audio-text baseline: not available (no offline audio-text model)"
+MODEL_SYSTEMS = ("talkplay", "talkplay-paper")  # the bundle's own model (train.model_eval)
 TIE_POLICY = "pessimistic: a target tied with other candidates ranks after all of them"
 
 
@@ -188,7 +194,7 @@ def markdown_report(result: dict) -> str:
                                      for n in names) + " | n |"
     rule = "|---|" + "---|" * (len(names) + 1)
     systems = result["systems"]
-    lines = [f"# Baseline evaluation — `{result['catalog']}` catalog, {result['split']} split", "",
+    lines = [f"# Evaluation — `{result['catalog']}` catalog, {result['split']} split", "",
              f"{result['conversations']} conversations, {result['turns']} evaluated turns "
              f"({result['cold_turns']} with a cold-start target; {result['skipped_rejected_turns']} rejected turns "
              f"kept in history but not evaluated), {result['tracks']} candidate tracks.", ""]
@@ -219,20 +225,89 @@ def markdown_report(result: dict) -> str:
         lines.append(f"| {s} | {c['top1_distinct']} | {c['top1_coverage']:.3f} | {c['top10_coverage']:.3f} | "
                      f"{c['top1_entropy']:.3f} | {c['top1_most_common']} ({c['top1_most_common_share']:.3f}) | "
                      f"{r['seconds']} |")
-    lines += ["", f"Regenerate: `python -m train.evaluate --catalog {result['bundle']} --systems "
-              f"{' '.join(systems)} --split {result['split']}`.", ""]
+    lines += ["", f"Regenerate: `{result.get('command') or 'python -m train.evaluate --catalog ' + result['bundle']}`.", ""]
     return "\n".join(lines)
 
 
-def write_report(result: dict, out_dir: Path, suffix: str = "baselines") -> tuple[Path, Path]:
-    """Write ``eval_<catalog>_<suffix>.json`` and ``.md`` under ``out_dir``."""
-    stem = f"eval_{result['catalog']}_{suffix}"
+def write_report(result: dict, out_dir: Path, suffix: str = "") -> tuple[Path, Path]:
+    """Write ``eval_<catalog>[_<suffix>].json``, ``.md`` and ``_turns.png`` (MRR per turn index) under ``out_dir``."""
+    stem = f"eval_{result['catalog']}" + (f"_{suffix}" if suffix else "")
     js, md = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    out_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2, allow_nan=True) + "\n"
     atomic_write(js, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     report = markdown_report(result)
+    if result.get("paper_mode"):
+        from train.model_eval import paper_markdown
+
+        report += "\n" + paper_markdown(result["paper_mode"])
     atomic_write(md, lambda tmp: tmp.write_text(report, encoding="utf-8"))
+    turns_plot(result, out_dir / f"{stem}_turns.png")
     return js, md
+
+
+def turns_plot(result: dict, path: Path) -> Path:
+    """MRR by turn index, one line per system (the paper's Figure 3 for our data)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, r in result["systems"].items():
+        xs = [b["turn"] for b in r["by_turn"]]
+        ax.plot(xs, [b["mrr"] for b in r["by_turn"]], marker="o", ms=3, label=name)
+    ax.set(xlabel="turn index", ylabel="MRR", title=f"MRR per turn — {result['catalog']} {result['split']} split "
+           f"({result['turns']} turns; synthetic conversations)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return path
+
+
+def build_systems(bundle: Path, names: Sequence[str], seed: int, cache_dir, precision: str = "bf16") -> dict:
+    """Rankers by name: baselines from the TRAIN split, model systems from the bundle's checkpoint (CPU)."""
+    from train.conversation_schema import read_conversations
+    from train.data import conversations_path
+    from train.playlists import read_playlists
+
+    bundle = Path(bundle)
+    base_names = [n for n in names if n in BASELINES]
+    systems: dict = {}
+    if base_names:
+        train_playlists = [p.track_ids for p in read_playlists(bundle) if p.split == "train"]
+        train_convs = read_conversations(conversations_path(bundle, "train"))
+        systems.update(build_baselines(base_names, train_playlists, train_convs, seed, cache_dir))
+    model_names = [n for n in names if n in MODEL_SYSTEMS]
+    if model_names:
+        from talkplay.recommender import load_recommender
+        from train.model_eval import ModelRanker, PaperModeRanker
+
+        rec = load_recommender(bundle, "cpu", precision)
+        for n in model_names:
+            systems[n] = ModelRanker(rec) if n == "talkplay" else PaperModeRanker(rec, seed)
+    return {n: systems[n] for n in names}
+
+
+def versions(bundle: Path) -> dict:
+    """Versions that decide the numbers: code commit, checkpoint and catalog content, key libraries."""
+    import subprocess
+
+    import torch
+    import transformers
+
+    from talkplay.chat_session import version_of
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parent).stdout.strip()
+    except OSError:
+        commit = ""
+    return {"commit": commit, "checkpoint": version_of(Path(bundle) / "model" / "checkpoint.json"),
+            "catalog": version_of(Path(bundle) / "tracks.parquet"), "torch": torch.__version__,
+            "transformers": transformers.__version__}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,8 +315,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--catalog", type=Path, default=Path("catalog/demo"), help="bundle directory")
-    parser.add_argument("--systems", nargs="+", default=list(BASELINES), choices=BASELINES,
-                        help="baselines to evaluate")
+    parser.add_argument("--systems", nargs="+", default=[*BASELINES, *MODEL_SYSTEMS],
+                        choices=[*BASELINES, *MODEL_SYSTEMS], help="systems to evaluate")
+    parser.add_argument("--name", default="", help="report name suffix: reports/eval_<catalog>[_<name>].*")
+    parser.add_argument("--precision", default="bf16", help="model precision on CPU (bf16 or fp32)")
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"))
     parser.add_argument("--max-conversations", type=int, default=None, help="evaluate only the first N")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="where the report files go")
@@ -250,11 +327,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random ranker and item2vec")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
-    result = evaluate_systems(args.catalog, args.systems, args.split, args.max_conversations,
-                              cache_dir=args.cache or default_cache_dir() / "eval", seed=args.seed,
+    systems = build_systems(args.catalog, args.systems, args.seed, args.cache or default_cache_dir() / "eval",
+                            args.precision)
+    result = evaluate_systems(args.catalog, systems, args.split, args.max_conversations,
                               log=lambda s: print(s, file=sys.stderr))
+    paper = systems.get("talkplay-paper")
+    if paper is not None:
+        result["paper_mode"] = paper.stats()
     result["timing"]["total"] = round(time.perf_counter() - t0, 2)
-    js, md = write_report(result, args.out)
+    result["command"] = "python -m train.evaluate " + " ".join(argv if argv is not None else sys.argv[1:])
+    result["seed"] = args.seed
+    result["versions"] = versions(args.catalog)
+    js, md = write_report(result, args.out, args.name)
     print(f"wrote {js} and {md} ({result['timing']['total']} s)")
     print(AUDIO_TEXT_NOTE)
     return 0

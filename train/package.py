@@ -130,7 +130,7 @@ def model_card(bundle: Path, summary: dict, ablation: dict | None, info_base: st
                          f"{_fmt(s['final_self_sim_last20'], 4)} |")
     lines += ["", "## Evaluation", ""]
     if evaluation:
-        lines += [f"From `reports/eval_{bundle.name}_model.md` ({evaluation['turns']} test turns of "
+        lines += [f"From `reports/eval_{bundle.name}.md` ({evaluation['turns']} test turns of "
                   f"{evaluation['conversations']} synthetic conversations; full-catalog ranking, pessimistic ties):", "",
                   "| system | MRR | Hit@1 | Hit@10 | nDCG@10 |", "|---|---|---|---|---|"]
         for name, m in evaluation["systems"].items():
@@ -140,8 +140,8 @@ def model_card(bundle: Path, summary: dict, ablation: dict | None, info_base: st
             lines += ["", f"Paper-mode decoding (free tokens, then matching): {paper['exact']} exact, {paper['partial']} "
                       f"partial, {paper['none']} no match of {paper['turns']} sampled spans."]
     else:
-        lines += ["Not yet evaluated against the baselines; `python -m train.model_eval` writes the numbers "
-                  f"to reports/eval_{bundle.name}_model.md."]
+        lines += ["Not yet evaluated against the baselines; `python -m train.evaluate` writes the numbers "
+                  f"to reports/eval_{bundle.name}.md."]
     lines += ["", "## Use and limits", "",
               "- A demo-scale model (135M parameters, a few hundred CPU steps): expect rough replies. Decoding is",
               "  constrained to the catalog, so every recommendation is a real track of this bundle.",
@@ -178,7 +178,7 @@ def package(run: Path, bundle: Path, ablation: Path | None = None, base_model: s
     model = prepare_model(model, train_cfg, music_token_ids(tokenizer, store.vocab))
     load_trainable(model, best)
     ablation_summary = run_summary(ablation) if ablation else None
-    evaluation = read_evaluation(REPO / "reports" / f"eval_{bundle.name}_model.json")
+    evaluation = read_evaluation(REPO / "reports" / f"eval_{bundle.name}.json")
     card = model_card(bundle, summary, ablation_summary, base_model, store.variant, evaluation)
     training = {k: summary[k] for k in ("steps", "best_step", "best_valid_loss", "step_seconds_mean")}
     training["lambda_self_sim"] = cfg["lambda_self_sim"]
