@@ -334,16 +334,34 @@ class Recommender:
         order = np.lexsort((rows, -scores))[:k]  # best first; ties by store row
         return [Ranked(self.store.track_ids[int(rows[i])], float(scores[i])) for i in order]
 
+    @torch.no_grad()
     def _exhaustive(self, cache: Any, first: torch.Tensor, rows: np.ndarray) -> np.ndarray:
+        """Summed log-probabilities of every row's music tokens after the cached prompt.
+
+        Items are packed side by side into one sequence per chunk with a block-causal mask (each item's
+        tokens see the prompt and that item's earlier tokens) and per-item position ids, so the prompt's
+        KV cache is shared as is — never copied per item — and cropped back afterwards.
+        """
         ids = self._code_ids(rows)
-        out = np.empty(len(rows))
-        for i in range(0, len(rows), self.rank_batch):
+        n_items, length = ids.shape
+        out = first[ids[:, 0]].double().numpy()
+        if length == 1:
+            return out
+        past = cache.get_seq_length()
+        width = length - 1
+        for i in range(0, n_items, self.rank_batch):
             chunk = ids[i:i + self.rank_batch]
-            total = first[chunk[:, 0]].clone()
-            if chunk.shape[1] > 1:
-                lp = self._continuation_logits(cache, chunk[:, :-1])
-                total += lp.gather(2, chunk[:, 1:, None].to(lp.device))[..., 0].sum(dim=1).cpu()
-            out[i:i + len(chunk)] = total.numpy()
+            n = chunk.shape[0]
+            item = torch.arange(n).repeat_interleave(width)
+            step = torch.arange(width).repeat(n)
+            own = (item[:, None] == item[None, :]) & (step[None, :] <= step[:, None])
+            mask = torch.cat([torch.ones(n * width, past, dtype=torch.bool), own], dim=1)[None, None]
+            logits = self.model(input_ids=chunk[:, :-1].reshape(1, -1).to(self.device),
+                                attention_mask=mask.to(self.device), position_ids=(past + step)[None].to(self.device),
+                                past_key_values=cache, use_cache=True).logits
+            cache.crop(-n * width)
+            lp = torch.log_softmax(logits[0].float(), dim=-1).view(n, width, -1)
+            out[i:i + n] += lp.gather(2, chunk[:, 1:, None].to(lp.device))[..., 0].sum(dim=1).double().cpu().numpy()
         return out
 
     def _beam(self, cache: Any, first: torch.Tensor, excluded, width: int) -> list[tuple[int, float]]:
