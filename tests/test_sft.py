@@ -306,3 +306,11 @@ def test_two_process_data_parallel_keeps_ranks_identical(tmp_path):
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]  # one log, written by rank 0
     summary = __import__("json").loads((tmp_path / "run" / "summary.json").read_text())
     assert "2 processes" in summary["hardware"]
+
+
+def test_collate_rounds_width_up_to_the_multiple(world):
+    d = world["datasets"]["train"]
+    batch = collate([d[CONVERSATION][0], d[PLAYLIST][0]], world["tokenizer"].pad_token_id, pad_multiple=32)
+    longest = max(len(d[CONVERSATION][0].input_ids), len(d[PLAYLIST][0].input_ids))
+    assert batch["input_ids"].shape[1] % 32 == 0 and longest <= batch["input_ids"].shape[1] < longest + 32
+    assert int(batch["attention_mask"].sum()) == len(d[CONVERSATION][0].input_ids) + len(d[PLAYLIST][0].input_ids)

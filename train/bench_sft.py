@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         times, tokens, supervised = [], [], []
         model.train()
         for step in range(args.steps + 1):
-            batch = collate(stream.batch(step * args.batch_size, args.batch_size), pad)
+            batch = collate(stream.batch(step * args.batch_size, args.batch_size), pad, config.pad_multiple)
             t0 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             loss, _ = batch_losses(model, batch, config)

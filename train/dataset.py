@@ -136,14 +136,16 @@ class MixedStream:
 # ---------------------------------------------------------------------------------------- batching
 
 
-def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest example: input_ids with ``pad_id``, labels with IGNORE_INDEX, mask 0.
+def collate(examples: Sequence[Example], pad_id: int, pad_multiple: int = 1) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest example (rounded up to ``pad_multiple``): input_ids with ``pad_id``, labels
+    with IGNORE_INDEX, mask 0.
 
     Also returns ``task`` (1 for playlist examples, 0 for conversations) for per-task loss logging.
     """
     if not examples:
         raise ValueError("collate: empty batch")
     width = max(len(e.input_ids) for e in examples)
+    width = -(-width // pad_multiple) * pad_multiple
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
