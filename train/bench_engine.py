@@ -131,7 +131,7 @@ def markdown(result: dict) -> str:
                   f"| {v['turns']} | {v['valid']} | {v['repeats']} | {v['rejected_returned']} | {v['distinct_tracks']} "
                   f"| {v['replies_naming_the_track']} |",
                   "", f"Median time to first track {v['ttft_s_median']:.2f} s, reply {v['reply_tokens_per_s_median']:.1f} tokens/s "
-                  f"(precision {v['precision']}).", ""]
+                  f"(precision {v['precision']}, {v.get('threads', '?')} torch threads).", ""]
     if result.get("speed"):
         lines += ["## Speed on one request (greedy)", "", f"Request: “{SPEED_REQUEST}”.", "",
                   "| precision | prompt tokens | time to first track | reply tokens/s | engine turn (tokens/s) "
@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         rec = recs["bf16"] = load_recommender(args.catalog, args.device, "bf16")
         t0 = time.perf_counter()
         result["validity"] = validity(rec, benchmark_requests(args.catalog, args.conversations, args.turns_per))
-        result["validity"].update(precision="bf16", seconds=round(time.perf_counter() - t0, 1))
+        result["validity"].update(precision="bf16", threads=torch.get_num_threads(),
+                                  seconds=round(time.perf_counter() - t0, 1))
         print(json.dumps(result["validity"]))
     if not args.skip_speed:
         result["speed"] = {}
