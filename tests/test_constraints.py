@@ -357,3 +357,16 @@ def test_match_scores_rank_like_match(flat):
         else:
             assert scores[flat.row(best.track_id)] == pytest.approx(scores.max())
             assert scores.max() == pytest.approx(best.score)
+
+
+def test_no_data_codes_are_not_evidence():
+    from talkplay.matching import match, match_scores
+
+    vocab = MusicVocab([ModalitySpec("playlist", 1, 4), ModalitySpec("lyrics", 1, 3, reserved=1)])
+    codes = np.array([[1, 0], [2, 0], [3, 2]])  # t0, t1 without lyrics; t2 with
+    store = TokenStore(vocab, ["t0", "t1", "t2"], codes)
+    r = match(store, [3, 0])  # no lyrics in the query: only playlist can match
+    assert (r.track_id, r.kind, r.matched_modalities, r.score) == ("t2", "partial", ("playlist",), 25)
+    assert match(store, [0, 0]).kind == "none"  # sharing "no lyrics" is not a match
+    assert match_scores(store, [1, 0]).tolist() == [25, 0, 0]
+    assert match_scores(store, [0, 2]).tolist() == [0, 0, 4]  # real lyrics codes still count
