@@ -269,7 +269,7 @@ def merged_dir(path: str | os.PathLike, config: Any = None) -> Path:
     Keyed by the checkpoint's content and the base model's location, written to a temporary sibling
     and renamed, so concurrent or interrupted builds never leave a half-written model behind.
     """
-    from talkplay.model import ModelConfig, load_base, resolve_base
+    from talkplay.model import ModelConfig, load_base, publish_model_dir, resolve_base
 
     d = checkpoint_dir(path)
     info = read_info(d)
@@ -280,22 +280,7 @@ def merged_dir(path: str | os.PathLike, config: Any = None) -> Path:
         return out
     model, tokenizer = load_base(dataclasses.replace(config, device="cpu", precision="fp32"))
     apply_checkpoint(model, tokenizer, d)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / _MERGED_MARKER).write_text(json.dumps({"checkpoint": str(d), "base": source}, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            if not (out / _MERGED_MARKER).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return publish_model_dir(model, tokenizer, out, _MERGED_MARKER, {"checkpoint": str(d), "base": source})
 
 
 def load_checkpoint(path: str | os.PathLike, config: Any = None, store: Any = None) -> tuple[Any, Any, CheckpointInfo]:

@@ -260,6 +260,13 @@ def _open_span_starts(input_ids: torch.Tensor, ids: TokenIdMap) -> list[int]:
     return torch.where(inside, last_start, torch.full_like(last_start, -1)).tolist()
 
 
+def _keep_only(scores: torch.Tensor, row: int, keep: torch.Tensor) -> None:
+    """Set every score of ``row`` to -inf except those of the ids ``keep`` (in place)."""
+    masked = torch.full_like(scores[row], float("-inf"))
+    masked[keep] = scores[row, keep]
+    scores[row] = masked
+
+
 class MusicSpanConstraint(LogitsProcessor):
     """Inside a span, only the next position's still-allowed codes (then ``<end_of_music>``) may follow.
 
@@ -300,9 +307,7 @@ class MusicSpanConstraint(LogitsProcessor):
             if s < 0:
                 continue
             keep = torch.as_tensor(self.allowed_ids(rows[b][s + 1:]), device=scores.device)
-            masked = torch.full_like(scores[b], float("-inf"))
-            masked[keep] = scores[b, keep]
-            out[b] = masked
+            _keep_only(out, b, keep)
         return out
 
 
@@ -349,9 +354,7 @@ class SpanFormat(LogitsProcessor):
             keep = (self.ids.position_ids[k] if k < self.ids.n_positions
                     else np.asarray([self.ids.end_id], dtype=np.int64))
             keep = torch.as_tensor(keep, device=scores.device)
-            masked = torch.full_like(scores[b], float("-inf"))
-            masked[keep] = scores[b, keep]
-            out[b] = masked
+            _keep_only(out, b, keep)
         return out
 
 

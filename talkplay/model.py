@@ -87,33 +87,39 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    log.info("converting %s → %s (one time)", gguf_path, out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
+    # The weights are already dequantized; these attributes only make save_pretrained refuse.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    marker = {"source": str(gguf_path), "source_bytes": gguf_path.stat().st_size, "dtype": "float32"}
+    return publish_model_dir(model, tokenizer, out_dir, _MARKER, marker)
+
+
+def publish_model_dir(model: Any, tokenizer: Any, out_dir: str | Path, marker_name: str, marker: dict) -> Path:
+    """Save ``model`` + ``tokenizer`` to ``out_dir`` with a completion marker file written last.
+
+    Written into a temporary sibling and renamed into place, so an interrupted run never leaves a
+    half-written directory that looks complete; if another process finished first, its complete copy wins.
+    """
+    out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        log.info("converting %s → %s (one time)", gguf_path, out_dir)
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
-        )
-        # The weights are already dequantized; these attributes only make save_pretrained refuse.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
         tokenizer.save_pretrained(tmp)
         model.save_pretrained(tmp, safe_serialization=True)
-        marker = {"source": str(gguf_path), "source_bytes": gguf_path.stat().st_size, "dtype": "float32"}
-        (tmp / _MARKER).write_text(json.dumps(marker, indent=1))
+        (tmp / marker_name).write_text(json.dumps(marker, indent=1))
         if out_dir.exists():  # an incomplete earlier attempt (no marker): replace it
             shutil.rmtree(out_dir)
         try:
             os.replace(tmp, out_dir)
         except OSError:
-            # Another process finished first; keep its copy if complete.
-            if not (out_dir / _MARKER).is_file():
+            if not (out_dir / marker_name).is_file():
                 raise
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

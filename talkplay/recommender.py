@@ -143,21 +143,21 @@ class Recommender:
         out = self.model(input_ids=x, past_key_values=cache, use_cache=True)
         return out.logits[0, -1].float()
 
-    def fit_request(self, user_text: str) -> str:
-        """``user_text``, shortened (from the end) until the system prompt plus it fit the context budget."""
+    def _fit_prompt(self, state: ConversationState, user_text: str) -> tuple[list[int], str]:
+        """Prompt ids and the request they hold: a request too long for the context budget even without
+        history is shortened from the end until it fits (oldest turns are dropped first, by the renderer)."""
         from talkplay.render import BudgetExceeded
 
         for _ in range(32):
             try:
-                render_prompt(self.tokenizer, ConversationState().messages(user_text), self.store, self.catalog,
-                              self.render)
-                return user_text
+                return render_prompt(self.tokenizer, state.messages(user_text), self.store, self.catalog,
+                                     self.render), user_text
             except BudgetExceeded:
                 user_text = user_text[: len(user_text) * 3 // 4]
         raise ValueError("the system prompt alone exceeds the model's context budget")
 
     def _prompt(self, state: ConversationState, user_text: str) -> list[int]:
-        return render_prompt(self.tokenizer, state.messages(user_text), self.store, self.catalog, self.render)
+        return self._fit_prompt(state, user_text)[0]
 
     @staticmethod
     def _sample(scores: torch.Tensor, config: GenerationConfig, gen: torch.Generator) -> int:
@@ -204,27 +204,28 @@ class Recommender:
         Raises:
             NoAllowedTrack: every catalog track has been played or rejected in this conversation.
         """
-        yield from self._respond(state, self.fit_request(user_text), generation or self.generation, tuple(exclude))
+        yield from self._respond(state, user_text, generation or self.generation, tuple(exclude))
 
     def choose(self, state: ConversationState, user_text: str, *, generation: GenerationConfig | None = None,
                exclude: tuple[str, ...] = ()) -> TrackChosen:
         """Only the music span: the track ``respond`` would play, without the reply; ``state`` is unchanged."""
         config = generation or self.generation
-        return self._choose(state, self.fit_request(user_text), config, tuple(exclude), self._generator(config), time.perf_counter())[0]
+        return self._choose(state, user_text, config, tuple(exclude), self._generator(config), time.perf_counter())[0]
 
     @staticmethod
     def _generator(config: GenerationConfig) -> torch.Generator:
         seed = config.seed if config.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)))
         return torch.Generator().manual_seed(seed)
 
-    def _choose(self, state, user_text, config, extra, gen, t0) -> tuple[TrackChosen, list[int], list[int], Any]:
-        """Prompt → music span → track. Returns (event, prompt ids, span ids, KV cache after the span)."""
+    def _choose(self, state, user_text, config, extra, gen, t0) -> tuple[TrackChosen, list[int], list[int], Any, str]:
+        """Prompt → music span → track. Returns (event, prompt ids, span ids, KV cache after the span, the
+        request as the model read it)."""
         from transformers import DynamicCache
 
         excluded = state.exclude(extra)
         if len(self.trie.rows([], excluded)) == 0:
             raise NoAllowedTrack(f"all {len(self.store)} tracks were played or rejected in this conversation")
-        prompt = self._prompt(state, user_text)  # user_text already fits (respond() shortened it)
+        prompt, user_text = self._fit_prompt(state, user_text)
         cache = DynamicCache()
         logits = self._step(prompt, cache)
         constrained = MusicSpanConstraint(self.ids, self.trie, excluded)
@@ -248,12 +249,13 @@ class Recommender:
                 kind, score, matched = "fallback", logprob, self.all_modalities
         tokens = tuple(self.tokenizer.convert_ids_to_tokens(span))
         event = TrackChosen(self.catalog[track_id], score, matched, kind, tokens, time.perf_counter() - t0)
-        return event, prompt, span, cache
+        return event, prompt, span, cache, user_text
 
     @_gpu
     def _respond(self, state, user_text, config, extra) -> Iterator[Event]:
         t0 = time.perf_counter()
-        chosen, prompt, span, cache = self._choose(state, user_text, config, extra, self._generator(config), t0)
+        chosen, prompt, span, cache, user_text = self._choose(state, user_text, config, extra,
+                                                              self._generator(config), t0)
         yield chosen
         gen = self._generator(replace(config, seed=None if config.seed is None else config.seed + 1))
         track = chosen.track
@@ -320,7 +322,7 @@ class Recommender:
         if len(rows) == 0:
             return []
         cache = DynamicCache()
-        first = torch.log_softmax(self._step(self._prompt(state, self.fit_request(user_text)), cache), dim=-1).cpu()
+        first = torch.log_softmax(self._step(self._prompt(state, user_text), cache), dim=-1).cpu()
         if method == "auto":
             method = "exhaustive" if len(rows) <= self.exhaustive_limit else "beam"
         if method == "exhaustive":
