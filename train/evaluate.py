@@ -27,6 +27,7 @@ audio-text baseline of the paper (CLAP-style) is reported as not available: no o
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -94,8 +95,46 @@ def _entropy(counts: Counter, n_items: int) -> float:
     return float(-(p * np.log(p)).sum() / math.log(n_items))
 
 
-def evaluate_ranker(ranker: Ranker, turns: Sequence[EvalTurn], catalog: Catalog, spec: MetricSpec = DEFAULT_SPEC) -> dict:
-    """Metrics of one ranker over the given turns."""
+class ScoreCache:
+    """Per-turn scores of one system, appended as JSON lines so a long evaluation resumes where it stopped.
+
+    The file name carries a key (system, catalog and checkpoint versions, split, seed, precision); a line is
+    ``{"conversation_id", "turn", "scores", "info"}`` where ``info`` is what the ranker needs to restore its
+    own counters (``ranker.turn_info()`` / ``ranker.restore(info)``, e.g. paper-mode match counts). A torn
+    last line (process killed mid-write) is ignored and recomputed.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.rows: dict[tuple[str, int], dict] = {}
+        if self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                self.rows[(row["conversation_id"], row["turn"])] = row
+
+    def get(self, turn: EvalTurn) -> dict | None:
+        return self.rows.get((turn.conversation_id, turn.turn))
+
+    def put(self, turn: EvalTurn, scores: np.ndarray, info: dict | None) -> None:
+        row = {"conversation_id": turn.conversation_id, "turn": turn.turn,
+               "scores": [None if not math.isfinite(x) else round(float(x), 6) for x in scores], "info": info}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+        self.rows[(turn.conversation_id, turn.turn)] = row
+
+    @staticmethod
+    def decode(row: dict) -> np.ndarray:
+        return np.asarray([-np.inf if x is None else x for x in row["scores"]], dtype=np.float64)
+
+
+def evaluate_ranker(ranker: Ranker, turns: Sequence[EvalTurn], catalog: Catalog, spec: MetricSpec = DEFAULT_SPEC,
+                    cache: ScoreCache | None = None, log: Callable[[str], None] = lambda s: None) -> dict:
+    """Metrics of one ranker over the given turns (scores read from / appended to ``cache`` when given)."""
     t0 = time.perf_counter()
     ids = [t.track_id for t in catalog.tracks]
     index = {t: i for i, t in enumerate(ids)}
@@ -106,11 +145,23 @@ def evaluate_ranker(ranker: Ranker, turns: Sequence[EvalTurn], catalog: Catalog,
     warm, cold = [], []
     top1: Counter = Counter()
     top10: set[str] = set()
-    for turn in turns:
+    hits = 0
+    for n, turn in enumerate(turns, 1):
         if turn.target not in index:
             raise KeyError(f"conversation {turn.conversation_id!r}, turn {turn.turn}: target track {turn.target!r} "
                            f"is not in catalog {catalog.root}")
-        scores = np.asarray(ranker.scores(turn.history, catalog), dtype=np.float64)
+        row = cache.get(turn) if cache is not None else None
+        if row is not None and len(row["scores"]) == len(ids):
+            scores, hits = ScoreCache.decode(row), hits + 1
+            if hasattr(ranker, "restore"):
+                ranker.restore(row.get("info"))
+        else:
+            scores = np.asarray(ranker.scores(turn.history, catalog), dtype=np.float64)
+            if cache is not None:
+                cache.put(turn, scores, ranker.turn_info() if hasattr(ranker, "turn_info") else None)
+        if cache is not None and n % 50 == 0:
+            log(f"  {getattr(ranker, 'name', '?')}: {n}/{len(turns)} turns ({hits} from cache, "
+                f"{time.perf_counter() - t0:.0f} s)")
         if scores.shape != (len(ids),):
             raise ValueError(f"ranker {getattr(ranker, 'name', ranker)!r} returned shape {scores.shape}, "
                              f"expected ({len(ids)},)")
@@ -134,15 +185,17 @@ def evaluate_ranker(ranker: Ranker, turns: Sequence[EvalTurn], catalog: Catalog,
                      "top1_most_common": top1.most_common(1)[0][0] if top1 else None,
                      "top1_most_common_share": top1.most_common(1)[0][1] / len(turns) if top1 else 0.0},
         "seconds": round(time.perf_counter() - t0, 2),
+        "turns_from_cache": hits,
     }
 
 
 def evaluate_systems(bundle: str | Path, systems: Mapping[str, Ranker] | Sequence[str], split: str = "test",
                      max_conversations: int | None = None, spec: MetricSpec = DEFAULT_SPEC,
                      cache_dir: str | Path | None = None, seed: int = 0,
-                     log: Callable[[str], None] = lambda s: None) -> dict:
+                     log: Callable[[str], None] = lambda s: None, score_cache: Callable[[str], ScoreCache | None] | None = None) -> dict:
     """Evaluate rankers (or baseline names, built from the bundle's TRAIN data) on a split.
 
+    ``score_cache(name)`` gives the resumable per-turn cache of a system (or None: computed every time).
     Returns a JSON-ready dict: settings, counts and, per system, the metrics of ``evaluate_ranker``.
     """
     from train.conversation_schema import read_conversations
@@ -167,7 +220,8 @@ def evaluate_systems(bundle: str | Path, systems: Mapping[str, Ranker] | Sequenc
     results = {}
     for name, ranker in systems.items():
         log(f"evaluating {name} on {len(turns)} turns …")
-        results[name] = evaluate_ranker(ranker, turns, catalog, spec)
+        results[name] = evaluate_ranker(ranker, turns, catalog, spec,
+                                        score_cache(name) if score_cache is not None else None, log)
         log(f"  {name}: MRR {results[name]['macro_over_turns']['mrr']:.4f} ({results[name]['seconds']} s)")
     return {
         "catalog": catalog.name, "bundle": str(bundle), "split": split, "tracks": len(catalog),
@@ -325,19 +379,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=None,
                         help="embedding/item2vec cache (default: <talkplay cache>/eval)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random ranker and item2vec")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="recompute the model systems' per-turn scores instead of reusing the score cache")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
-    systems = build_systems(args.catalog, args.systems, args.seed, args.cache or default_cache_dir() / "eval",
-                            args.precision)
+    cache_dir = args.cache or default_cache_dir() / "eval"
+    systems = build_systems(args.catalog, args.systems, args.seed, cache_dir, args.precision)
+    vers = versions(args.catalog)
+
+    def score_cache(name: str) -> ScoreCache | None:
+        # only the model systems are slow enough to be worth resuming (seconds per turn on a CPU)
+        if name not in MODEL_SYSTEMS:
+            return None
+        key = hashlib.sha256(json.dumps([name, vers["checkpoint"], vers["catalog"], args.split, args.seed,
+                                         args.precision]).encode()).hexdigest()[:12]
+        path = cache_dir / "scores" / f"{args.catalog.name}-{args.split}-{name}-{key}.jsonl"
+        if args.no_resume and path.exists():
+            path.unlink()
+        return ScoreCache(path)
+
     result = evaluate_systems(args.catalog, systems, args.split, args.max_conversations,
-                              log=lambda s: print(s, file=sys.stderr))
+                              log=lambda s: print(s, file=sys.stderr, flush=True), score_cache=score_cache)
     paper = systems.get("talkplay-paper")
     if paper is not None:
         result["paper_mode"] = paper.stats()
     result["timing"]["total"] = round(time.perf_counter() - t0, 2)
     result["command"] = "python -m train.evaluate " + " ".join(argv if argv is not None else sys.argv[1:])
     result["seed"] = args.seed
-    result["versions"] = versions(args.catalog)
+    result["versions"] = vers
     js, md = write_report(result, args.out, args.name)
     print(f"wrote {js} and {md} ({result['timing']['total']} s)")
     print(AUDIO_TEXT_NOTE)

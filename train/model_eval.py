@@ -63,6 +63,18 @@ class PaperModeRanker:
         self.kinds: Counter = Counter()
         self.modalities: Counter = Counter()
         self._n = 0
+        self._last: dict | None = None
+
+    def turn_info(self) -> dict | None:
+        """What the last ``scores`` call added to the counters (kept in the evaluation's score cache)."""
+        return self._last
+
+    def restore(self, info: dict | None) -> None:
+        """Count a turn whose scores came from the cache as if it had just been sampled (same seeds after it)."""
+        self._n += 1
+        if info:
+            self.kinds[info["kind"]] += 1
+            self.modalities.update(info.get("modalities", []))
 
     def scores(self, history: Sequence[Message], catalog: Catalog) -> np.ndarray:
         from talkplay.matching import PAPER_WEIGHTS, match_scores
@@ -71,9 +83,11 @@ class PaperModeRanker:
         self._n += 1
         chosen = self.rec.choose(state, text, generation=GenerationConfig(mode="paper", seed=self.seed + self._n,
                                                                           modality_weights=self.weights))
-        self.kinds[{"fallback": "none"}.get(chosen.match, chosen.match)] += 1
-        if chosen.match == "partial":
-            self.modalities.update(chosen.matched_modalities)
+        kind = {"fallback": "none"}.get(chosen.match, chosen.match)
+        mods = list(chosen.matched_modalities) if chosen.match == "partial" else []
+        self.kinds[kind] += 1
+        self.modalities.update(mods)
+        self._last = {"kind": kind, "modalities": mods}
         if chosen.match == "fallback":  # the free span matched nothing: no ranking evidence but the fallback
             out = np.zeros(len(catalog))
             out[[t.track_id for t in catalog.tracks].index(chosen.track.track_id)] = 1.0
