@@ -10,13 +10,14 @@ out widgets and binds them. The model loads once, in the background, on first ne
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from pathlib import Path
 
 import gradio as gr
 
 from talkplay.browse import ALL_SOURCES, TABLE_COLUMNS, CatalogBrowser
-from talkplay.catalog import load_catalog
+from talkplay.preflight import StartupError, check_bundle
 from talkplay.chat_session import (
     EXAMPLES,
     ChatController,
@@ -64,21 +65,26 @@ def _chat_tab(ctrl: ChatController) -> None:
                                 info="constrained: only real catalog tracks; paper: free tokens + partial matching")
     turn_out = [chatbot, card, audio, played, session]
     settings = [temperature, top_p, mode]
-    for trigger in (send.click, request.submit):
-        trigger(ctrl.send, [request, session, *settings], turn_out).then(lambda: "", None, request)
-    skip.click(ctrl.skip, [session, *settings], turn_out)
-    new.click(ctrl.new_session, None, turn_out)
-    chatbot.clear(ctrl.new_session, None, turn_out)  # the chat's own trash button starts over too
-    like.click(lambda s: ctrl.like_track(s, True), session, status)
-    dislike.click(lambda s: ctrl.like_track(s, False), session, status)
-    stars.change(ctrl.rate, [session, stars], status)
-    comment_send.click(ctrl.comment, [session, comment], status).then(lambda: "", None, comment)
+    # Named API endpoints (gradio_client, the load test); every other event stays out of the API.
+    hidden = dict(api_visibility="private")
+    send.click(ctrl.send, [request, session, *settings], turn_out, api_name="send").then(
+        lambda: "", None, request, **hidden)
+    request.submit(ctrl.send, [request, session, *settings], turn_out, **hidden).then(lambda: "", None, request,
+                                                                                       **hidden)
+    skip.click(ctrl.skip, [session, *settings], turn_out, api_name="skip")
+    new.click(ctrl.new_session, None, turn_out, api_name="new_conversation")
+    chatbot.clear(ctrl.new_session, None, turn_out, **hidden)  # the chat's own trash button starts over too
+    like.click(lambda s: ctrl.like_track(s, True), session, status, api_name="like_track")
+    dislike.click(lambda s: ctrl.like_track(s, False), session, status, api_name="dislike_track")
+    stars.change(ctrl.rate, [session, stars], status, api_name="rate")
+    comment_send.click(ctrl.comment, [session, comment], status, api_name="comment").then(
+        lambda: "", None, comment, **hidden)
 
     def on_like(s, data: gr.LikeData):
         return ctrl.like_reply(s, data.index, bool(data.liked))
 
-    chatbot.like(on_like, session, status)
-    autoplay.change(lambda on: gr.Audio(autoplay=bool(on)), autoplay, audio)
+    chatbot.like(on_like, session, status, api_visibility="private")
+    autoplay.change(lambda on: gr.Audio(autoplay=bool(on)), autoplay, audio, api_visibility="private")
 
 
 def _browse_tab(browser: CatalogBrowser) -> None:
@@ -112,6 +118,8 @@ def build_demo(recommender, feedback_store, browser: CatalogBrowser, model_versi
     with gr.Blocks(title="TalkPlay — conversational music recommendation") as demo:
         gr.Markdown("# 🎧 TalkPlay\nTell it what you want to hear; it answers with a real track from the catalog "
                     "and a few words about it.\n\n" + SYNTHETIC_NOTE)
+        if ctrl.feedback_warning():  # the database was not writable at start (each click says so too)
+            gr.Markdown(ctrl.feedback_warning(), elem_id="feedback-warning")
         with gr.Tab("Chat"):
             _chat_tab(ctrl)
         with gr.Tab("Browse catalog"):
@@ -160,18 +168,36 @@ def load_from_env(bundle: Path):
 
 
 def create_demo() -> gr.Blocks:
+    """The app for ``TALKPLAY_CATALOG``; raises CatalogError/CheckpointError naming a missing or damaged
+    file before anything is served (the model itself loads lazily, so it is checked here first)."""
     bundle = catalog_dir()
-    return build_demo(load_from_env(bundle), feedback_store_from_env(), CatalogBrowser(load_catalog(bundle)),
+    catalog = check_bundle(bundle)
+    return build_demo(load_from_env(bundle), feedback_store_from_env(), CatalogBrowser(catalog),
                       version_of(bundle / "model" / "checkpoint.json"), version_of(bundle / "tracks.parquet"))
 
 
+def queue_kwargs() -> dict:
+    """Queue limits: requests run at once (model turns share the CPU/GPU) and requests waiting."""
+    return dict(default_concurrency_limit=int(os.environ.get("TALKPLAY_CONCURRENCY", "4")),
+                max_size=int(os.environ.get("TALKPLAY_QUEUE_MAX", "64")))
+
+
+def _create_or_exit() -> gr.Blocks:
+    try:
+        return create_demo()
+    except StartupError as err:
+        if __name__ != "__main__":
+            raise
+        print(f"TalkPlay cannot start: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
 # Module-level `demo` lets `gradio app.py` reload the page; the model itself loads lazily.
-demo = create_demo() if os.environ.get("TALKPLAY_NO_AUTOLOAD") != "1" else None
+demo = _create_or_exit() if os.environ.get("TALKPLAY_NO_AUTOLOAD") != "1" else None
 
 if __name__ == "__main__":
-    demo = demo or create_demo()
+    demo = demo or _create_or_exit()
     demo.controller._rec.start_background()  # load the model while the page comes up
     if os.environ.get("SPACE_ID"):
         _prepare_previews_in_background(catalog_dir())
-    demo.queue(default_concurrency_limit=int(os.environ.get("TALKPLAY_CONCURRENCY", "4"))).launch(
-        **launch_kwargs(catalog_dir()))
+    demo.queue(**queue_kwargs()).launch(**launch_kwargs(catalog_dir()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import threading
 import uuid
@@ -22,11 +23,15 @@ from talkplay.browse import CatalogBrowser, escape
 from talkplay.constraints import NoAllowedTrack
 from talkplay.conversation import ConversationState, Done, TextDelta, TrackChosen
 from talkplay.feedback import FeedbackRecord, FeedbackStore
+from talkplay.limits import RateLimiter, clean_text
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 1000  # longer requests are cut (the model's context is small anyway)
 MAX_TURNS = 40  # then the conversation asks to start over (old turns no longer fit the context anyway)
+TURNS_PER_MINUTE = 12  # per session (TALKPLAY_TURNS_PER_MINUTE); a CPU turn takes seconds, people type slower
+FEEDBACK_PER_MINUTE = 60  # per session (TALKPLAY_FEEDBACK_PER_MINUTE)
+FEEDBACK_WAIT_S = 5.0  # a click waits this long for its row to be committed before "saved" is said
 SKIP_REQUEST = "Skip — another one, please."
 EXAMPLES = ("something epic and orchestral for a boss fight", "upbeat chiptune for a road trip",
             "I want something calm and ambient to study to", "dark electronic music for a night drive")
@@ -77,10 +82,21 @@ class ChatController:
     """Chat logic bound to one recommender (possibly lazy), one catalog browser and a feedback store."""
 
     def __init__(self, recommender: Any, browser: CatalogBrowser, feedback: FeedbackStore | None,
-                 model_version: str = "unknown", catalog_version: str = "unknown"):
+                 model_version: str = "unknown", catalog_version: str = "unknown",
+                 turn_limit: RateLimiter | None = None, feedback_limit: RateLimiter | None = None):
         self._rec = recommender
         self.browser, self.feedback = browser, feedback
         self.model_version, self.catalog_version = model_version, catalog_version
+        self.turn_limit = turn_limit or RateLimiter.from_env("TALKPLAY_TURNS_PER_MINUTE", TURNS_PER_MINUTE)
+        self.feedback_limit = feedback_limit or RateLimiter.from_env("TALKPLAY_FEEDBACK_PER_MINUTE",
+                                                                     FEEDBACK_PER_MINUTE)
+
+    def feedback_warning(self) -> str:
+        """A line for the page when the feedback database is not writable (empty when all is well)."""
+        if self.feedback is None or not self.feedback.error:
+            return ""
+        return ("⚠️ The feedback database is not writable right now; ratings are kept in memory and saved as "
+                "soon as it is.")
 
     def recommender(self):
         return self._rec.get() if isinstance(self._rec, LazyRecommender) else self._rec
@@ -117,9 +133,9 @@ class ChatController:
         from talkplay.recommender import GenerationConfig
 
         session = session or ChatSession()
-        text = (text or "").strip()
+        text = clean_text(text).strip()
         card, audio = self.card(None)
-        if not text:
+        if not text:  # empty, whitespace or control characters only: nothing to answer, nothing changes
             yield session.messages, card, audio, self.played_markdown(session), session
             return
         notice = ""
@@ -127,6 +143,12 @@ class ChatController:
             text, notice = text[:MAX_MESSAGE_CHARS], f" *(cut to {MAX_MESSAGE_CHARS} characters)*"
         session.messages.append({"role": "user", "content": escape(text) + notice})
         yield session.messages, card, audio, self.played_markdown(session), session
+        wait = self.turn_limit.allow(session.session_id)
+        if wait:
+            session.messages.append({"role": "assistant", "content": "You're sending requests faster than this "
+                                     f"demo can answer — please wait {math.ceil(wait)} s and try again."})
+            yield session.messages, card, audio, self.played_markdown(session), session
+            return
         if len(session.conversation.turns) >= MAX_TURNS:
             session.messages.append({"role": "assistant", "content": f"This conversation has reached {MAX_TURNS} "
                                      "tracks — press *New conversation* to keep listening."})
@@ -199,16 +221,21 @@ class ChatController:
         turn = turns[turn_index - 1]
         if self.feedback is None:
             return "Feedback is not being stored on this server."
+        wait = self.feedback_limit.allow(session.session_id)
+        if wait:
+            return f"Too many ratings at once — please wait {math.ceil(wait)} s."
         try:
-            self.feedback.record(FeedbackRecord(
+            saved = self.feedback.record(FeedbackRecord(
                 session_id=session.session_id, turn_index=turn_index, user_message=turn.user, track_id=turn.track_id,
-                track_tokens=" ".join(turn.tokens), reply=turn.reply, kind=kind, value=value,
-                model_version=self.model_version, catalog_version=self.catalog_version))
+                track_tokens=" ".join(turn.tokens), reply=turn.reply, kind=kind, value=clean_text(value),
+                model_version=self.model_version, catalog_version=self.catalog_version), wait=FEEDBACK_WAIT_S)
         except (ValueError, RuntimeError) as err:
-            return f"Feedback not saved: {err}"
+            return f"Feedback not saved: {escape(err)}"
         what = {"like_track": "your like of this track", "dislike_track": "your dislike of this track",
                 "like_reply": f"your like of reply {turn_index}", "dislike_reply": f"your dislike of reply {turn_index}",
                 "rating": f"your rating {value}/5", "comment": "your comment", "skip": "the skip"}[kind]
+        if not saved:  # held in memory (database unwritable) or still queued: kept, written later
+            return f"Thanks — {what} is kept. " + (self.feedback_warning() or "It will be saved in a moment.")
         return f"Thanks — {what} is saved (feedback saved)."
 
     def like_track(self, session: ChatSession, liked: bool) -> str:
@@ -218,18 +245,25 @@ class ChatController:
         """Like/dislike of a reply in the chat (``message_index`` as Gradio's LikeData.index)."""
         if isinstance(message_index, (list, tuple)):  # some Gradio versions give (message, part)
             message_index = message_index[0] if message_index else None
-        turn = session.turn_of_message.get(int(message_index)) if session and message_index is not None else None
+        try:
+            turn = session.turn_of_message.get(int(message_index)) if session and message_index is not None else None
+        except (TypeError, ValueError):
+            turn = None
         if turn is None:
             return "Only the assistant's replies can be rated."
         return self._record(session, "like_reply" if liked else "dislike_reply", "1" if liked else "0", turn)
 
     def rate(self, session: ChatSession, stars: int | str | None) -> str:
-        if stars in (None, ""):
+        try:
+            value = int(str(stars).strip())
+        except ValueError:
+            value = 0
+        if not 1 <= value <= 5:
             return "Pick 1–5 stars first."
-        return self._record(session, "rating", str(int(stars)))
+        return self._record(session, "rating", str(value))
 
     def comment(self, session: ChatSession, text: str) -> str:
-        text = (text or "").strip()
+        text = clean_text(text).strip()
         if not text:
             return "Write a comment first."
         return self._record(session, "comment", text)
@@ -241,7 +275,7 @@ def feedback_store_from_env() -> FeedbackStore | None:
 
     if os.environ.get("TALKPLAY_FEEDBACK", "1") == "0":
         return None
-    store = FeedbackStore(default_db_path())
+    store = FeedbackStore(default_db_path())  # never fails: an unwritable database holds records in memory
     repo = os.environ.get("TALKPLAY_FEEDBACK_REPO")
     if repo and os.environ.get("HF_TOKEN"):
         start_hub_sync(store, repo, os.environ["HF_TOKEN"], float(os.environ.get("TALKPLAY_FEEDBACK_PUSH_MINUTES", "10")))

@@ -283,6 +283,30 @@ def merged_dir(path: str | os.PathLike, config: Any = None) -> Path:
     return publish_model_dir(model, tokenizer, out, _MERGED_MARKER, {"checkpoint": str(d), "base": source})
 
 
+def _check_store(path: str | os.PathLike, info: CheckpointInfo, store: Any) -> None:
+    got = store_fingerprint(store)
+    if got != info.store_fingerprint:
+        raise CheckpointError(
+            f"{checkpoint_dir(path)}: trained for token store {info.store_variant!r} ({info.store_fingerprint}); "
+            f"the given store {store.variant!r} has fingerprint {got} — retrain or use the matching store")
+
+
+def verify_checkpoint(path: str | os.PathLike, store: Any = None) -> CheckpointInfo:
+    """Check a checkpoint without loading a model (seconds, for an app before it starts serving).
+
+    Reads ``checkpoint.json``, reads both tensor files in full (a truncated or damaged file fails here,
+    not on the first request) and, given ``store``, checks its fingerprint. Raises CheckpointError
+    naming the file.
+    """
+    info = read_info(path)
+    d = checkpoint_dir(path)
+    for name in (ADAPTER_FILE, ROWS_FILE):
+        _load_tensors(d / name)
+    if store is not None:
+        _check_store(path, info, store)
+    return info
+
+
 def load_checkpoint(path: str | os.PathLike, config: Any = None, store: Any = None) -> tuple[Any, Any, CheckpointInfo]:
     """Load a ready (model, tokenizer, info) from a checkpoint or a bundle holding ``model/``.
 
@@ -297,11 +321,7 @@ def load_checkpoint(path: str | os.PathLike, config: Any = None, store: Any = No
 
     info = read_info(path)
     if store is not None:
-        got = store_fingerprint(store)
-        if got != info.store_fingerprint:
-            raise CheckpointError(
-                f"{checkpoint_dir(path)}: trained for token store {info.store_variant!r} ({info.store_fingerprint}); "
-                f"the given store {store.variant!r} has fingerprint {got} — retrain or use the matching store")
+        _check_store(path, info, store)
     config = config or ModelConfig(base_model=info.base_model)
     merged = merged_dir(path, config)
     model, tokenizer = load_base(dataclasses.replace(config, base_model=str(merged)))

@@ -1,11 +1,12 @@
 """Listener feedback, kept: an SQLite (WAL) table written by one background thread, exportable.
 
 Every like/dislike, rating, comment and skip becomes one :class:`FeedbackRecord` row. The UI calls
-:meth:`FeedbackStore.record`, which only puts the record on a queue and returns — a request thread never
-waits for the disk. One writer thread drains the queue in batches, each batch one transaction; if the
-database stays locked or fails, the batch is appended to ``<db>.pending.jsonl`` (fsynced) and imported
-again on the next start, so a record is never dropped. :meth:`flush` waits until everything queued so
-far is durable (tests, shutdown, export).
+:meth:`FeedbackStore.record` (optionally waiting a few seconds for the write, so that "saved" is only said
+of a committed row); one writer thread drains the queue in batches, each batch one transaction (WAL, so a
+committed row survives ``kill -9``). If the database cannot be written, records are held in memory and
+retried until it can; at shutdown, any still held go to ``<db>.pending.jsonl`` (fsynced) and are imported
+at the next start — a record is never dropped. :meth:`flush` waits until everything queued so far has
+been tried (tests, shutdown, export).
 
     python -m talkplay feedback export --db data/feedback.sqlite3 --out feedback.parquet   # or .csv
 
@@ -23,6 +24,7 @@ import queue
 import sqlite3
 import threading
 import time
+from contextlib import closing
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -92,48 +94,94 @@ class FeedbackRecord:
 _STOP = object()
 
 
-class FeedbackStore:
-    """SQLite-backed feedback table with a non-blocking ``record`` and one writer thread."""
+@dataclass
+class _Ticket:
+    """One queued record and, for a caller that waits, whether it reached the database."""
 
-    def __init__(self, path: str | os.PathLike | None = None, batch: int = 64, retries: int = 20):
+    record: FeedbackRecord
+    done: threading.Event = field(default_factory=threading.Event)
+    saved: bool = False
+
+
+class FeedbackStore:
+    """SQLite-backed feedback table with one writer thread; records survive an unwritable database.
+
+    If the database cannot be opened or written (read-only disk, missing directory, a lock held too
+    long), records are *held in memory* and retried every ``retry_seconds``; :attr:`error` says why and
+    :attr:`held` how many wait. They are written, in order, as soon as the database works again; if the
+    process stops first, they are appended to ``<db>.pending.jsonl`` (imported on the next start).
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, batch: int = 64, retries: int = 3,
+                 retry_seconds: float = 5.0, strict: bool = False):
+        """``strict``: raise ``OSError`` naming the file when the database cannot be opened now, instead
+        of starting degraded (holding records in memory)."""
         self.path = Path(path) if path else default_db_path()
         self.pending_path = self.path.with_name(self.path.name + ".pending.jsonl")
+        self.batch, self.retries, self.retry_seconds = batch, retries, retry_seconds
+        self.error: str | None = None
+        self._ready = False  # the schema exists (set on the first successful connection)
+        self._held: list[FeedbackRecord] = []
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._connect() as con:
-                con.execute("PRAGMA journal_mode=WAL")
-                con.execute(_SCHEMA)
+            self._connect().close()
+            self._import_pending()
         except (OSError, sqlite3.Error) as exc:
-            raise OSError(f"feedback database {self.path}: cannot open ({exc})") from exc
-        self.batch, self.retries = batch, retries
+            self.error = f"feedback database {self.path}: cannot open ({exc})"
+            if strict:
+                raise OSError(self.error) from exc
+            log.warning("%s — feedback is kept in memory until it can be written", self.error)
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
         self._writer = threading.Thread(target=self._run, name="feedback-writer", daemon=True)
         self._closed = False
-        self._import_pending()
         self._writer.start()
         atexit.register(self.close)
 
     def _connect(self) -> sqlite3.Connection:
+        if not self._ready:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
-        con.execute("PRAGMA busy_timeout=5000")
-        con.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at each checkpoint, never corrupt
+        try:
+            con.execute("PRAGMA busy_timeout=5000")
+            con.execute("PRAGMA synchronous=NORMAL")  # with WAL: survives a killed process, never corrupt
+            if not self._ready:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.execute(_SCHEMA)
+                self._ready = True
+        except BaseException:
+            con.close()
+            raise
         return con
+
+    @property
+    def held(self) -> int:
+        """Records waiting in memory for the database to become writable."""
+        return len(self._held)
 
     # ------------------------------------------------------------------ writing
 
-    def record(self, rec: FeedbackRecord) -> None:
-        """Queue ``rec`` for writing and return at once."""
+    def record(self, rec: FeedbackRecord, wait: float | None = None) -> bool:
+        """Queue ``rec``; with ``wait`` (seconds), block until the writer has tried it.
+
+        Returns True when the record is in the database (only known with ``wait``); False when it is
+        queued or held in memory (see :attr:`error`) — it is still kept and written later.
+        """
         if self._closed:
             raise RuntimeError(f"feedback store {self.path} is closed")
-        self._queue.put(rec)
+        ticket = _Ticket(rec)
+        self._queue.put(ticket)
+        if wait is None:
+            return False
+        ticket.done.wait(wait)
+        return ticket.saved
 
-    def flush(self, timeout: float = 30.0) -> None:
-        """Wait until every record queued before this call is written (or saved to the pending file)."""
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every record queued before this call has been tried; True when none is held."""
         done = threading.Event()
         self._queue.put(done)
         if not done.wait(timeout):
             raise TimeoutError(f"feedback store {self.path}: records not written within {timeout} s")
+        return not self._held
 
     def close(self) -> None:
         if self._closed:
@@ -145,50 +193,71 @@ class FeedbackStore:
     def _run(self) -> None:
         con = None
         while True:
-            item = self._queue.get()
-            items = [item]
-            while len(items) < self.batch:  # gather what is already waiting into one transaction
+            try:  # while records are held, wake up every retry_seconds to try again
+                items = [self._queue.get(timeout=self.retry_seconds if self._held else None)]
+            except queue.Empty:
+                items = []
+            while items and len(items) < self.batch:  # gather what is already waiting into one transaction
                 try:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            records = [i for i in items if isinstance(i, FeedbackRecord)]
-            if records:
-                con = self._write(con, records)
+            tickets = [i for i in items if isinstance(i, _Ticket)]
+            todo = self._held + [t.record for t in tickets]
+            saved = True
+            if todo:
+                con, saved = self._write(con, todo)
+                self._held = [] if saved else todo
             for i in items:
-                if isinstance(i, threading.Event):
+                if isinstance(i, _Ticket):
+                    i.saved = saved
+                    i.done.set()
+                elif isinstance(i, threading.Event):
                     i.set()
             if any(i is _STOP for i in items):
+                if self._held:
+                    self._save_pending(self._held)
                 if con is not None:
                     con.close()
                 return
 
-    def _write(self, con, records: list[FeedbackRecord]):
+    def _write(self, con, records: list[FeedbackRecord]) -> tuple[sqlite3.Connection | None, bool]:
         for attempt in range(self.retries):
             try:
                 con = con or self._connect()
+                if self.pending_path.exists():
+                    self._import_pending(con)  # records spilled by an earlier run come first
                 _insert(con, records)
-                return con
-            except sqlite3.Error as exc:
-                log.warning("feedback write to %s failed (%s), attempt %d", self.path, exc, attempt + 1)
+                if self.error:
+                    log.warning("feedback database %s writable again: %d records written", self.path, len(records))
+                self.error = None
+                return con, True
+            except (OSError, sqlite3.Error) as exc:
+                self.error = f"feedback database {self.path}: cannot write ({exc})"
+                log.warning("%s, attempt %d", self.error, attempt + 1)
                 if con is not None:
                     con.close()
                 con = None
-                time.sleep(min(0.05 * 2 ** attempt, 2.0))
-        self._save_pending(records)
-        return None
+                time.sleep(min(0.05 * 2 ** attempt, 1.0))
+        log.error("%s — %d records held in memory, retrying every %.0f s", self.error, len(records),
+                  self.retry_seconds)
+        return None, False
 
     def _save_pending(self, records: list[FeedbackRecord]) -> None:
-        """Last resort: append to the pending file (imported at the next start)."""
-        with self._lock, open(self.pending_path, "a", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        log.error("feedback database %s unavailable: %d records kept in %s", self.path, len(records),
-                  self.pending_path)
+        """At shutdown with the database still unwritable: append held records to the pending file."""
+        try:
+            with self._lock, open(self.pending_path, "a", encoding="utf-8") as f:
+                for r in records:
+                    f.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            log.error("feedback database %s unavailable: %d records kept in %s", self.path, len(records),
+                      self.pending_path)
+        except OSError as exc:
+            log.critical("feedback database %s and %s both unwritable (%s): %d records lost at shutdown",
+                         self.path, self.pending_path, exc, len(records))
 
-    def _import_pending(self) -> None:
+    def _import_pending(self, con: sqlite3.Connection | None = None) -> None:
         if not self.pending_path.exists():
             return
         names = {f.name for f in fields(FeedbackRecord)}
@@ -198,8 +267,11 @@ class FeedbackStore:
                 records.append(FeedbackRecord(**{k: v for k, v in json.loads(line).items() if k in names}))
             except (ValueError, TypeError):
                 bad += 1  # a torn last line from a crash mid-append
-        with self._connect() as con:
-            _insert(con, records)
+        if con is None:
+            with closing(self._connect()) as own:
+                _insert(own, records)
+        else:
+            _insert(con, records)  # record_uid is UNIQUE: importing twice adds nothing
         done = self.pending_path.with_name(self.pending_path.name + f".imported-{int(time.time())}")
         os.replace(self.pending_path, done)
         log.info("imported %d pending feedback records (%d unreadable lines) from %s", len(records), bad, done)
@@ -208,12 +280,12 @@ class FeedbackStore:
 
     def rows(self) -> list[dict]:
         """Every row as a dict (oldest first)."""
-        with self._connect() as con:
+        with closing(self._connect()) as con:
             con.row_factory = sqlite3.Row
             return [dict(r) for r in con.execute(f"SELECT {', '.join(COLUMNS)} FROM {TABLE} ORDER BY id")]
 
     def count(self) -> int:
-        with self._connect() as con:
+        with closing(self._connect()) as con:
             return int(con.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()[0])
 
     def export(self, out: str | os.PathLike) -> Path:

@@ -42,7 +42,7 @@ def served(app_world, tmp_path, monkeypatch):  # noqa: F811
     demo = app.build_demo(app_world["rec"], store, CatalogBrowser(app_world["catalog"]), "m1", "c1")
     port = free_port()
     monkeypatch.setenv("TALKPLAY_PORT", str(port))
-    demo.queue(default_concurrency_limit=4).launch(**app.launch_kwargs(bundle), prevent_thread_lock=True, quiet=True)
+    demo.queue(**app.queue_kwargs()).launch(**app.launch_kwargs(bundle), prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}", bundle, tmp_path, store
     demo.close()
     store.close()
@@ -59,6 +59,19 @@ def test_page_and_file_access(served):
     assert status in (403, 404)
     status, _ = get(f"{base}/gradio_api/file=/etc/passwd")
     assert status in (403, 404)
+    # nothing else is readable: the bundle's other files, the app's source, the feedback database,
+    # relative escapes out of the previews folder, encoded traversal
+    for path in (bundle / "tracks.parquet", os.path.join(REPO, "app.py"), store_path(served),
+                 f"{bundle / 'previews'}/../tracks.parquet", f"{bundle / 'previews'}/%2e%2e/tracks.parquet",
+                 "previews/../../../../etc/passwd", "~/.bashrc", "/proc/self/environ"):
+        status, _ = get(f"{base}/gradio_api/file={path}")
+        assert status in (403, 404), (path, status)
+        status, _ = get(f"{base}/file={path}")
+        assert status in (403, 404), (path, status)
+
+
+def store_path(served) -> str:
+    return str(served[3].path)
 
 
 def chromium() -> str:
@@ -98,6 +111,16 @@ def test_browser_chat_preview_and_like(served):
         expect(page.locator("#feedback-status")).to_contain_text("rating 5/5", timeout=90_000)
         page.locator("#chat button[aria-label='Like']").last.click()  # the reply's own thumbs-up
         expect(page.locator("#feedback-status")).to_contain_text("like of reply 1", timeout=90_000)
+        # hostile markup in the listener's text and in catalog metadata (the fixture albums) stays text
+        page.locator("#request textarea").fill('<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>')
+        page.locator("#send").click()
+        expect(page.locator("#chat")).to_contain_text("window.__pwned=2", timeout=90_000)
+        expect(page.locator("#chat .message.bot, #chat [data-testid='bot']")).to_have_count(2, timeout=120_000)
+        page.get_by_role("tab", name="Browse catalog").click()
+        expect(page.get_by_text("Album 1").first).to_be_visible(timeout=30_000)
+        assert page.evaluate("() => window.__pwned") is None
+        assert page.locator("img[src='x']").count() == 0
+        page.get_by_role("tab", name="Chat").click()
         if not os.environ.get("CI"):  # for a human look; git-ignored
             page.screenshot(path=os.path.join(REPO, "reports", "app_test.png"), full_page=True)
         browser.close()

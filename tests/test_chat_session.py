@@ -14,6 +14,9 @@ from talkplay.render import RenderConfig
 from tests.test_sft import N_TRACKS, make_model, world  # noqa: F401  (fixture)
 
 
+XSS = '<img src=x onerror="window.__pwned=1">'
+
+
 @pytest.fixture(scope="module")
 def app_world(world, tmp_path_factory):  # noqa: F811
     """The fixture store's tracks as a catalog with real (1-s WAV) previews, and a tiny engine over it."""
@@ -26,7 +29,8 @@ def app_world(world, tmp_path_factory):  # noqa: F811
         sf.write(bundle / "previews" / f"t{i}.wav", 0.2 * np.sin(2 * np.pi * (220 + 40 * i) * t), 8000)
         tracks.append(Track(f"t{i}", f"Song {i}", f"Band {i}", "CC-BY-4.0", f"“Song {i}” by Band {i}",
                             f"https://example.org/{i}.ogg", tags=["calm", "piano"] if i % 2 else ["upbeat"],
-                            caption=f"A *fixture* track number {i}.", preview_path=f"previews/t{i}.wav"))
+                            caption=f"A *fixture* track number {i}.", preview_path=f"previews/t{i}.wav",
+                            album=f"{XSS}Album {i}"))  # hostile catalog metadata: must stay inert everywhere
     save_catalog(bundle, tracks)
     catalog = load_catalog(bundle)
     rec = Recommender(make_model(world["tokenizer"], world["n_old"]).eval(), world["tokenizer"], catalog,

@@ -1,8 +1,12 @@
-"""Feedback store: non-blocking writes from many threads all land, exports match the table, a locked
-database spills to the pending file which the next start imports, bad values are refused."""
+"""Feedback store: writes from many threads all land, exports match the table, a locked or unwritable
+database holds records in memory until it works again (spilling to the pending file at shutdown), bad
+values are refused, and ``kill -9`` in the middle of writing loses no acknowledged record."""
 
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
@@ -55,19 +59,38 @@ def test_export_parquet_and_csv(tmp_path):
     assert pq.read_table(empty.export(tmp_path / "empty.parquet")).num_rows == 0
 
 
-def test_locked_database_spills_to_pending_and_is_imported(tmp_path):
+def test_locked_database_holds_records_in_memory_then_writes_them(tmp_path):
     path = tmp_path / "fb.sqlite3"
-    store = FeedbackStore(path, retries=2)
+    store = FeedbackStore(path, retries=1, retry_seconds=0.2)
     blocker = sqlite3.connect(path, timeout=0.1, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
     store._connect = lambda: _quick(path)  # don't wait 5 s per attempt in the test
-    store.record(rec(1))
+    assert store.record(rec(1), wait=5) is False  # not in the database: held, and said so
     store.record(rec(2))
-    store.flush()
+    assert store.flush() is False and store.held == 2 and "fb.sqlite3" in store.error
     blocker.execute("ROLLBACK")
     blocker.close()
-    assert store.pending_path.exists() and len(store.pending_path.read_text().splitlines()) == 2
+    deadline = time.time() + 10
+    while store.held and time.time() < deadline:  # the writer retries on its own every 0.2 s
+        time.sleep(0.05)
+    assert store.held == 0 and store.error is None
+    assert [r["reply"] for r in store.rows()] == ["reply 1", "reply 2"]
     store.close()
+
+
+def test_records_still_held_at_shutdown_are_spilled_and_imported_once(tmp_path):
+    path = tmp_path / "fb.sqlite3"
+    store = FeedbackStore(path, retries=1, retry_seconds=60)
+    blocker = sqlite3.connect(path, timeout=0.1, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    store._connect = lambda: _quick(path)
+    store.record(rec(1))
+    store.record(rec(2))
+    assert store.flush() is False
+    store.close()
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert len(store.pending_path.read_text().splitlines()) == 2
     again = FeedbackStore(path)
     assert [r["reply"] for r in again.rows()] == ["reply 1", "reply 2"]
     assert not again.pending_path.exists()
@@ -94,11 +117,22 @@ def test_bad_records_are_refused(tmp_path):
         store.record(rec(1))
 
 
-def test_unwritable_location_is_named(tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    with pytest.raises(OSError, match="feedback database"):
-        FeedbackStore(blocker / "sub" / "fb.sqlite3")
+def test_unwritable_location_is_named_and_records_wait_until_it_is_writable(tmp_path):
+    blocker = tmp_path / "data"
+    blocker.write_text("a file where the database folder should be")  # unwritable even for root
+    path = blocker / "fb.sqlite3"
+    with pytest.raises(OSError, match="feedback database .*data"):
+        FeedbackStore(path, strict=True)
+    store = FeedbackStore(path, retry_seconds=0.2)  # the app's way: start degraded, keep everything
+    assert store.error and "fb.sqlite3" in store.error
+    assert store.record(rec(1), wait=5) is False and store.held == 1
+    blocker.unlink()
+    blocker.mkdir()  # the disk is writable again
+    deadline = time.time() + 10
+    while store.held and time.time() < deadline:
+        time.sleep(0.05)
+    assert store.error is None and [r["reply"] for r in store.rows()] == ["reply 1"]
+    store.close()
 
 
 def test_export_command(tmp_path):
@@ -111,3 +145,54 @@ def test_export_command(tmp_path):
     assert pcsv.read_csv(tmp_path / "x.csv").num_rows == 1
     assert main(["feedback", "export", "--db", str(tmp_path / "none.sqlite3"), "--out", str(tmp_path / "y.csv")]) == 2
     assert main(["feedback", "export", "--db", str(tmp_path / "fb.sqlite3"), "--out", str(tmp_path / "y.txt")]) == 2
+
+
+WRITER = """
+import sys, threading
+from talkplay.feedback import FeedbackRecord, FeedbackStore
+store = FeedbackStore(sys.argv[1])
+out = threading.Lock()
+
+def session(k):
+    for i in range(100000):
+        r = FeedbackRecord(session_id=f"s{k}", turn_index=1, user_message="u" * 200, track_id="t1",
+                           track_tokens="<|playlist-1|>", reply="r" * 500, kind="rating", value=str(1 + i % 5),
+                           model_version="m", catalog_version="c")
+        if store.record(r, wait=10):  # acknowledged = the app would now say "saved"
+            with out:
+                print(r.record_uid, flush=True)
+
+for k in range(4):
+    threading.Thread(target=session, args=(k,), daemon=True).start()
+threading.Event().wait()
+"""
+
+
+def test_kill_9_while_writing_keeps_every_acknowledged_record(tmp_path):
+    """The app process is killed (SIGKILL) while 4 sessions write feedback: on reopening, the database is
+    intact and holds every record whose write was acknowledged before the kill."""
+    import os
+
+    path = tmp_path / "fb.sqlite3"
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    child = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True,
+                             cwd=repo, env={**os.environ, "PYTHONPATH": repo})
+    acked = []
+    try:
+        for line in child.stdout:
+            acked.append(line.strip())
+            if len(acked) >= 300:
+                break
+    finally:
+        child.kill()  # SIGKILL: no atexit, no flush, mid-transaction
+        child.wait()
+    acked += [line.strip() for line in child.stdout.read().splitlines() if line.strip()]
+    assert len(acked) >= 300
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+    store = FeedbackStore(path)
+    stored = {r["record_uid"] for r in store.rows()}
+    store.close()
+    missing = [u for u in acked if u not in stored]
+    assert not missing, f"{len(missing)} acknowledged records lost, e.g. {missing[:3]}"
