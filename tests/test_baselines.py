@@ -214,3 +214,46 @@ def test_evaluate_names_a_bad_ranker(catalog, tmp_path):
 
     with pytest.raises(ValueError, match="'short' returned shape"):
         evaluate_systems(tmp_path, {"short": Short()})
+
+
+def test_score_cache_resumes_a_killed_run(catalog, tmp_path):
+    """A model system's per-turn scores are appended as they are computed; a rerun reads them back
+    (a torn last line from a kill is recomputed) and gives the same metrics without calling the ranker."""
+    from train.evaluate import ScoreCache
+
+    c = conv("c1", turn("a", "t0"), turn("b", "t1"), turn("c", "t2"), turn("d", "t3"))
+    write_conversations(conversations_path(tmp_path, "test"), [c])
+
+    class Counting(Fixed):
+        calls = 0
+
+        def scores(self, history, catalog):
+            Counting.calls += 1
+            return super().scores(history, catalog)
+
+    path = tmp_path / "scores.jsonl"
+    first = evaluate_systems(tmp_path, {"m": Counting()}, score_cache=lambda name: ScoreCache(path))
+    assert Counting.calls == 4 and len(path.read_text().splitlines()) == 4
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:2]) + "\n" + lines[2][: len(lines[2]) // 2])  # killed mid-write
+    again = evaluate_systems(tmp_path, {"m": Counting()}, score_cache=lambda name: ScoreCache(path))
+    assert Counting.calls == 6 and again["systems"]["m"]["turns_from_cache"] == 2
+    assert again["systems"]["m"]["macro_over_turns"] == first["systems"]["m"]["macro_over_turns"]
+
+
+def test_readme_results_are_generated_from_the_reports(tmp_path):
+    from train.results import BEGIN, END, update
+
+    result = {"catalog": "x", "split": "test", "conversations": 1, "turns": 1, "cold_turns": 0, "tracks": 6,
+              "command": "python -m train.evaluate --catalog catalog/x",
+              "systems": {"bm25": {"macro_over_turns": {"mrr": 0.5, "hit@1": 0.0, "hit@10": 1.0, "hit@100": 1.0,
+                                                        "ndcg@10": 0.63}, "cold": {"n": 0},
+                                   "coverage": {"top1_coverage": 0.17}}}}
+    (tmp_path / "eval_demo.json").write_text(json.dumps(result))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{BEGIN}\nold\n{END}\nrest\n")
+    assert update(readme, tmp_path) is True
+    text = readme.read_text()
+    assert "| BM25 (bm25s) | 0.500 | 0.000 | 1.000 | 1.000 | 0.630 | — | 0.17 |" in text
+    assert "bench.json missing" in text and text.endswith(f"{END}\nrest\n") and "old" not in text
+    assert update(readme, tmp_path) is False

@@ -187,13 +187,32 @@ def package(run: Path, bundle: Path, ablation: Path | None = None, base_model: s
                              base_vocab_size=n_old, training=training, card=card)
 
 
+def refresh_card(run: Path, bundle: Path, ablation: Path | None = None) -> Path:
+    """Rewrite only ``<bundle>/model/MODEL_CARD.md`` (e.g. after a new evaluation); the weights stay as they are."""
+    from talkplay.catalog import atomic_write
+    from talkplay.checkpoint import CARD_FILE, read_info
+
+    info = read_info(bundle)
+    summary = run_summary(run)
+    card = model_card(bundle, summary, run_summary(ablation) if ablation else None, info.base_model,
+                      info.store_variant, read_evaluation(REPO / "reports" / f"eval_{bundle.name}.json"))
+    path = bundle / CHECKPOINT_DIR / CARD_FILE
+    atomic_write(path, lambda tmp: tmp.write_text(card, encoding="utf-8"))
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.package", description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, type=Path, help="train.sft output directory")
     p.add_argument("--catalog", required=True, type=Path, help="catalog bundle to write model/ into")
     p.add_argument("--ablation", type=Path, default=None, help="a second run (other λ) for the model card's table")
     p.add_argument("--base-model", default=None, help="base model the run used (default: the offline SmolLM2)")
+    p.add_argument("--card-only", action="store_true",
+                   help="only rewrite MODEL_CARD.md (new evaluation numbers); the checkpoint is not touched")
     args = p.parse_args(argv)
+    if args.card_only:
+        print(f"wrote {refresh_card(args.run, args.catalog, args.ablation)}")
+        return 0
     out = package(args.run, args.catalog, args.ablation, args.base_model)
     size = sum(f.stat().st_size for f in out.iterdir())
     print(f"{out}: {size / 1e6:.1f} MB ({', '.join(sorted(f.name for f in out.iterdir()))})")

@@ -1,0 +1,129 @@
+"""The README's results section, generated from the report files (never typed by hand).
+
+    python -m train.results            # rewrites the block between the results markers in README.md
+    python -m train.results --check    # exit 1 if README.md is out of date with reports/
+
+Reads ``reports/eval_<catalog>.json`` (train.evaluate), ``reports/bench.json`` (train.bench) and
+``reports/load.json`` (train.load_test); a report that does not exist yet is named as missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BEGIN, END = "<!-- results:begin (python -m train.results) -->", "<!-- results:end -->"
+LABELS = {"random": "random", "popularity": "popularity", "bm25": "BM25 (bm25s)", "dense": "dense MiniLM",
+          "item2vec": "item2vec (previous tracks)", "talkplay": "**TalkPlay, constrained** (ours)",
+          "talkplay-paper": "TalkPlay, paper mode (ours)"}
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def eval_block(r: dict, name: str) -> list[str]:
+    lines = [f"**Recommendation quality** — `{r['catalog']}` catalog, {r['split']} split: {r['conversations']} "
+             f"synthetic conversations, {r['turns']} turns ({r['cold_turns']} with a cold-start target), each system "
+             f"ranking all {r['tracks']} tracks given the conversation so far (already-played tracks excluded, "
+             "pessimistic ties). Macro over turns:", "",
+             "| system | MRR | Hit@1 | Hit@10 | Hit@100 | nDCG@10 | cold-start MRR | top-1 coverage |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s, v in r["systems"].items():
+        m, c = v["macro_over_turns"], v["cold"]
+        cold = "—" if c["n"] == 0 else f"{c['mrr']:.3f}"
+        lines.append(f"| {LABELS.get(s, s)} | {m['mrr']:.3f} | {m['hit@1']:.3f} | {m['hit@10']:.3f} | "
+                     f"{m['hit@100']:.3f} | {m['ndcg@10']:.3f} | {cold} | {v['coverage']['top1_coverage']:.2f} |")
+    lines += ["", f"Audio-text baseline: not available (no offline audio-text model). "]
+    if r.get("paper_mode"):
+        p = r["paper_mode"]
+        lines[-1] += (f"Paper mode's freely generated spans: {p['exact']} exact, {p['partial']} partial, {p['none']} "
+                      f"no match of {p['turns']} ({p['exact_rate']:.1%} exact; the paper reports 49.7 %). ")
+    lines[-1] += (f"Per-turn curves, conversation-macro, warm/cold and diversity tables: "
+                  f"[`reports/{name}.md`](reports/{name}.md), [`_turns.png`](reports/{name}_turns.png). "
+                  f"Reproduce: `{r.get('command', 'python -m train.evaluate')}`.")
+    return lines
+
+
+def bench_block(b: dict) -> list[str]:
+    out = ["**Speed and memory** ([`reports/bench.md`](reports/bench.md), `python -m train.bench`; "
+           f"{b['machine']['cores']} CPU cores):", ""]
+    if "engine" in b:
+        for p, e in b["engine"]["results"].items():
+            out.append(f"- {p}: first track {e['ttft_s']:.2f} s after the request, reply {e['reply_tokens_per_s']:.0f} "
+                       f"tokens/s; a bare `model.generate` of as many tokens: {e['bare_generate_tokens_per_s']:.0f} tokens/s.")
+    if "app" in b:
+        out.append(f"- App process peak memory: {b['app']['results']['peak_rss_mb']:.0f} MB (model loaded, answering).")
+    if "store" in b:
+        rows = b["store"]["results"]["rows"]
+        big = rows[-1]
+        out.append(f"- Decoding constraint at {big['items']:,} tracks: {big['allowed_step_ms']} ms per step "
+                   f"(trie {big['trie_mb']} MB); partial matcher {big['match_ms']} ms per span "
+                   f"({', '.join(f'{r['items']:,}' for r in rows)} items measured).")
+    if "train" in b:
+        t = b["train"]["results"]
+        out.append(f"- Training: {t['modes']['supervised_head']['tokens_per_s']:.0f} tokens/s with the "
+                   f"supervised-positions LM head vs {t['modes']['full_head']['tokens_per_s']:.0f} without "
+                   f"(×{t['speedup']:.2f}).")
+    if "catalog" in b:
+        c = b["catalog"]["results"]
+        out.append(f"- Catalog build: {c['tracks_per_min']} tracks/min (analysis, tags, embedding, previews; "
+                   "download excluded).")
+    return out
+
+
+def load_block(r: dict) -> list[str]:
+    f = r["feedback"]
+    return [f"**Under load** ([`reports/load.md`](reports/load.md), `{r['command']}`): {r['sessions']} concurrent "
+            f"sessions for {r['minutes']:g} minutes against the real app on CPU — {r['requests']['total']} requests, "
+            f"**{r['errors']} errors**; time to first track p50 {r['time_to_first_track_s']['p50']:.1f} s / p95 "
+            f"{r['time_to_first_track_s']['p95']:.1f} s (queueing included: one CPU model serves everyone); "
+            f"{f['sent']} feedback events sent, {f['rows_in_sqlite']} rows stored."]
+
+
+def render(reports: Path, catalog: str = "demo") -> str:
+    parts = []
+    ev = _load(reports / f"eval_{catalog}.json")
+    parts += eval_block(ev, f"eval_{catalog}") if ev else [f"*reports/eval_{catalog}.json missing: run `python -m train.evaluate`.*"]
+    bench = _load(reports / "bench.json")
+    parts += [""] + (bench_block(bench) if bench else ["*reports/bench.json missing: run `python -m train.bench`.*"])
+    load = _load(reports / "load.json")
+    parts += [""] + (load_block(load) if load else ["*reports/load.json missing: run `python -m train.load_test`.*"])
+    return "\n".join([BEGIN, *parts, END])
+
+
+def update(readme: Path, reports: Path) -> bool:
+    """Rewrite the marked block; True when the file changed."""
+    text = readme.read_text(encoding="utf-8")
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{readme}: no results markers ({BEGIN} … {END})")
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    new = head + render(reports) + tail
+    if new != text:
+        readme.write_text(new, encoding="utf-8")
+    return new != text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.results", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--readme", type=Path, default=REPO / "README.md")
+    parser.add_argument("--reports", type=Path, default=REPO / "reports")
+    parser.add_argument("--check", action="store_true", help="only check that the README is up to date")
+    args = parser.parse_args(argv)
+    if args.check:
+        text = args.readme.read_text(encoding="utf-8")
+        current = text.split(BEGIN, 1)[1].split(END, 1)[0] if BEGIN in text else ""
+        ok = BEGIN + current + END == render(args.reports)
+        print("README results are up to date" if ok else "README results are out of date: python -m train.results")
+        return 0 if ok else 1
+    changed = update(args.readme, args.reports)
+    print(f"{args.readme}: {'updated' if changed else 'already up to date'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
