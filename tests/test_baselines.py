@@ -251,9 +251,9 @@ def test_readme_results_are_generated_from_the_reports(tmp_path):
                                    "coverage": {"top1_coverage": 0.17}}}}
     (tmp_path / "eval_demo.json").write_text(json.dumps(result))
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n{BEGIN}\nold\n{END}\nrest\n")
+    readme.write_text(f"# x\n\n{BEGIN}\nstale numbers\n{END}\nrest\n")
     assert update(readme, tmp_path) is True
     text = readme.read_text()
     assert "| BM25 (bm25s) | 0.500 | 0.000 | 1.000 | 1.000 | 0.630 | — | 0.17 |" in text
-    assert "bench.json missing" in text and text.endswith(f"{END}\nrest\n") and "old" not in text
+    assert "bench.json missing" in text and text.endswith(f"{END}\nrest\n") and "stale" not in text
     assert update(readme, tmp_path) is False

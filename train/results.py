@@ -60,9 +60,10 @@ def bench_block(b: dict) -> list[str]:
     if "store" in b:
         rows = b["store"]["results"]["rows"]
         big = rows[-1]
+        sizes = ", ".join(f"{r['items']:,}" for r in rows)
         out.append(f"- Decoding constraint at {big['items']:,} tracks: {big['allowed_step_ms']} ms per step "
                    f"(trie {big['trie_mb']} MB); partial matcher {big['match_ms']} ms per span "
-                   f"({', '.join(f'{r['items']:,}' for r in rows)} items measured).")
+                   f"({sizes} items measured).")
     if "train" in b:
         t = b["train"]["results"]
         out.append(f"- Training: {t['modes']['supervised_head']['tokens_per_s']:.0f} tokens/s with the "
