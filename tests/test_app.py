@@ -115,7 +115,8 @@ def test_browser_chat_preview_and_like(served):
         page.locator("#request textarea").fill('<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>')
         page.locator("#send").click()
         expect(page.locator("#chat")).to_contain_text("window.__pwned=2", timeout=90_000)
-        expect(page.locator("#chat .message.bot, #chat [data-testid='bot']")).to_have_count(2, timeout=120_000)
+        expect(page.locator("#chat [data-testid='bot']")).to_have_count(2, timeout=120_000)  # one per reply
+        expect(page.locator("#chat [data-testid='bot']").last).to_contain_text("♪ Song", timeout=120_000)
         page.get_by_role("tab", name="Browse catalog").click()
         expect(page.get_by_text("Album 1").first).to_be_visible(timeout=30_000)
         assert page.evaluate("() => window.__pwned") is None
