@@ -192,10 +192,13 @@ def evaluate_ranker(ranker: Ranker, turns: Sequence[EvalTurn], catalog: Catalog,
 def evaluate_systems(bundle: str | Path, systems: Mapping[str, Ranker] | Sequence[str], split: str = "test",
                      max_conversations: int | None = None, spec: MetricSpec = DEFAULT_SPEC,
                      cache_dir: str | Path | None = None, seed: int = 0,
-                     log: Callable[[str], None] = lambda s: None, score_cache: Callable[[str], ScoreCache | None] | None = None) -> dict:
+                     log: Callable[[str], None] = lambda s: None, score_cache: Callable[[str], ScoreCache | None] | None = None,
+                     shard: tuple[int, int] | None = None) -> dict:
     """Evaluate rankers (or baseline names, built from the bundle's TRAIN data) on a split.
 
     ``score_cache(name)`` gives the resumable per-turn cache of a system (or None: computed every time).
+    ``shard=(k, n)`` evaluates only turns k, k+n, k+2n, … (parallel processes filling one score cache; the
+    metrics of a shard alone are not the report's).
     Returns a JSON-ready dict: settings, counts and, per system, the metrics of ``evaluate_ranker``.
     """
     from train.conversation_schema import read_conversations
@@ -208,6 +211,8 @@ def evaluate_systems(bundle: str | Path, systems: Mapping[str, Ranker] | Sequenc
         conversations = conversations[:max_conversations]
     cold = cold_track_ids(bundle)
     turns, skipped = eval_turns(conversations, cold)
+    if shard is not None:
+        turns = turns[shard[0]::shard[1]]
     build_seconds = {}
     if not isinstance(systems, Mapping):
         from train.playlists import read_playlists
@@ -381,7 +386,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random ranker and item2vec")
     parser.add_argument("--no-resume", action="store_true",
                         help="recompute the model systems' per-turn scores instead of reusing the score cache")
+    parser.add_argument("--shard", default=None, metavar="K/N",
+                        help="only fill the score cache for turns K, K+N, … (run N such processes side by side, "
+                             "then the plain command, which reads the cache); writes no report")
     args = parser.parse_args(argv)
+    shard = None
+    if args.shard:
+        try:
+            k, n = (int(x) for x in args.shard.split("/"))
+            assert 0 <= k < n
+        except (ValueError, AssertionError):
+            parser.error(f"--shard {args.shard!r}: expected K/N with 0 ≤ K < N, e.g. 0/2")
+        shard = (k, n)
     t0 = time.perf_counter()
     cache_dir = args.cache or default_cache_dir() / "eval"
     systems = build_systems(args.catalog, args.systems, args.seed, cache_dir, args.precision)
@@ -399,7 +415,11 @@ def main(argv: list[str] | None = None) -> int:
         return ScoreCache(path)
 
     result = evaluate_systems(args.catalog, systems, args.split, args.max_conversations,
-                              log=lambda s: print(s, file=sys.stderr, flush=True), score_cache=score_cache)
+                              log=lambda s: print(s, file=sys.stderr, flush=True), score_cache=score_cache,
+                              shard=shard)
+    if shard is not None:
+        print(f"shard {args.shard}: {result['turns']} turns cached; run without --shard for the report")
+        return 0
     paper = systems.get("talkplay-paper")
     if paper is not None:
         result["paper_mode"] = paper.stats()
