@@ -283,7 +283,7 @@ def markdown_report(result: dict) -> str:
         c = r["coverage"]
         lines.append(f"| {s} | {c['top1_distinct']} | {c['top1_coverage']:.3f} | {c['top10_coverage']:.3f} | "
                      f"{c['top1_entropy']:.3f} | {c['top1_most_common']} ({c['top1_most_common_share']:.3f}) | "
-                     f"{r['seconds']} |")
+                     f"{r['seconds']}{' (scores from the resumable cache)' if r.get('turns_from_cache') else ''} |")
     lines += ["", f"Regenerate: `{result.get('command') or 'python -m train.evaluate --catalog ' + result['bundle']}`.", ""]
     return "\n".join(lines)
 
