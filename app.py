@@ -196,6 +196,11 @@ def _create_or_exit() -> gr.Blocks:
 demo = _create_or_exit() if os.environ.get("TALKPLAY_NO_AUTOLOAD") != "1" else None
 
 if __name__ == "__main__":
+    import signal
+
+    # SIGTERM (a Space restarting, `kill`) exits through atexit, so the feedback writer finishes its queue and
+    # ratings held while the database was unwritable are saved to the pending file, not lost.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     demo = demo or _create_or_exit()
     demo.controller._rec.start_background()  # load the model while the page comes up
     if os.environ.get("SPACE_ID"):

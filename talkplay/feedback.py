@@ -4,8 +4,9 @@ Every like/dislike, rating, comment and skip becomes one :class:`FeedbackRecord`
 :meth:`FeedbackStore.record` (optionally waiting a few seconds for the write, so that "saved" is only said
 of a committed row); one writer thread drains the queue in batches, each batch one transaction (WAL, so a
 committed row survives ``kill -9``). If the database cannot be written, records are held in memory and
-retried until it can; at shutdown, any still held go to ``<db>.pending.jsonl`` (fsynced) and are imported
-at the next start — a record is never dropped. :meth:`flush` waits until everything queued so far has
+retried until it can; at shutdown, any still held go to ``<db>.pending.jsonl`` (fsynced; if the database's
+folder is unwritable, to ``<TALKPLAY_CACHE>/feedback-pending/``) and are imported at the next start.
+:meth:`flush` waits until everything queued so far has
 been tried (tests, shutdown, export).
 
     python -m talkplay feedback export --db data/feedback.sqlite3 --out feedback.parquet   # or .csv
@@ -17,6 +18,7 @@ Hugging Face dataset every few minutes with ``huggingface_hub.CommitScheduler``;
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import logging
 import os
@@ -225,7 +227,7 @@ class FeedbackStore:
         for attempt in range(self.retries):
             try:
                 con = con or self._connect()
-                if self.pending_path.exists():
+                if any(p.exists() for p in self._pending_paths()):
                     self._import_pending(con)  # records spilled by an earlier run come first
                 _insert(con, records)
                 if self.error:
@@ -243,26 +245,40 @@ class FeedbackStore:
                   self.retry_seconds)
         return None, False
 
+    def _pending_paths(self) -> list[Path]:
+        """Where held records go at shutdown: beside the database, else (its folder unwritable) the user cache."""
+        cache = Path(os.environ.get("TALKPLAY_CACHE") or Path.home() / ".cache" / "talkplay")
+        key = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
+        return [self.pending_path, cache / "feedback-pending" / f"{key}.pending.jsonl"]
+
     def _save_pending(self, records: list[FeedbackRecord]) -> None:
-        """At shutdown with the database still unwritable: append held records to the pending file."""
-        try:
-            with self._lock, open(self.pending_path, "a", encoding="utf-8") as f:
-                for r in records:
-                    f.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            log.error("feedback database %s unavailable: %d records kept in %s", self.path, len(records),
-                      self.pending_path)
-        except OSError as exc:
-            log.critical("feedback database %s and %s both unwritable (%s): %d records lost at shutdown",
-                         self.path, self.pending_path, exc, len(records))
+        """At shutdown with the database still unwritable: append held records to a pending file (fsynced)."""
+        errors = []
+        for path in self._pending_paths():
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with self._lock, open(path, "a", encoding="utf-8") as f:
+                    for r in records:
+                        f.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                log.error("feedback database %s unavailable: %d records kept in %s (imported at the next start)",
+                          self.path, len(records), path)
+                return
+            except OSError as exc:
+                errors.append(f"{path}: {exc}")
+        log.critical("feedback database %s unwritable and no pending file could be written (%s): %d records lost",
+                     self.path, "; ".join(errors), len(records))
 
     def _import_pending(self, con: sqlite3.Connection | None = None) -> None:
-        if not self.pending_path.exists():
-            return
+        for path in self._pending_paths():
+            if path.exists():
+                self._import_pending_file(path, con)
+
+    def _import_pending_file(self, path: Path, con: sqlite3.Connection | None) -> None:
         names = {f.name for f in fields(FeedbackRecord)}
         records, bad = [], 0
-        for line in self.pending_path.read_text(encoding="utf-8").splitlines():
+        for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 records.append(FeedbackRecord(**{k: v for k, v in json.loads(line).items() if k in names}))
             except (ValueError, TypeError):
@@ -272,8 +288,8 @@ class FeedbackStore:
                 _insert(own, records)
         else:
             _insert(con, records)  # record_uid is UNIQUE: importing twice adds nothing
-        done = self.pending_path.with_name(self.pending_path.name + f".imported-{int(time.time())}")
-        os.replace(self.pending_path, done)
+        done = path.with_name(path.name + f".imported-{int(time.time())}")
+        os.replace(path, done)
         log.info("imported %d pending feedback records (%d unreadable lines) from %s", len(records), bad, done)
 
     # ------------------------------------------------------------------ reading

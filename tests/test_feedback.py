@@ -135,6 +135,24 @@ def test_unwritable_location_is_named_and_records_wait_until_it_is_writable(tmp_
     store.close()
 
 
+def test_held_records_survive_shutdown_even_when_the_database_folder_is_unwritable(tmp_path, monkeypatch):
+    monkeypatch.setenv("TALKPLAY_CACHE", str(tmp_path / "cache"))
+    blocker = tmp_path / "data"
+    blocker.write_text("not a folder")
+    store = FeedbackStore(blocker / "fb.sqlite3", retry_seconds=60)
+    store.record(rec(1))
+    store.record(rec(2))
+    assert store.flush() is False
+    store.close()  # what SIGTERM/atexit does: the pending file beside the db is impossible → the user cache
+    spilled = list((tmp_path / "cache" / "feedback-pending").glob("*.pending.jsonl"))
+    assert len(spilled) == 1 and len(spilled[0].read_text().splitlines()) == 2
+    blocker.unlink()
+    blocker.mkdir()
+    again = FeedbackStore(blocker / "fb.sqlite3")  # the next start imports them
+    assert [r["reply"] for r in again.rows()] == ["reply 1", "reply 2"] and not spilled[0].exists()
+    again.close()
+
+
 def test_export_command(tmp_path):
     from talkplay.__main__ import main
 
