@@ -22,7 +22,7 @@ from talkplay.chat_session import ChatController, ChatSession
 from talkplay.feedback import FeedbackStore
 from talkplay.limits import RateLimiter, clean_text
 from talkplay.constraints import TokenIdMap
-from tests.test_chat_session import XSS, app_world, last  # noqa: F401  (fixture)
+from tests.test_chat_session import XSS, app_world, assert_missing_preview_is_said, last  # noqa: F401
 from tests.test_sft import world  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,16 +115,7 @@ def test_html_and_script_are_inert_in_chat_and_cards(ctrl, app_world):
 
 
 def test_missing_preview_is_said_on_the_card(ctrl, app_world):
-    from talkplay.conversation import TrackChosen
-
-    preview = app_world["bundle"] / "previews" / "t2.wav"
-    data = preview.read_bytes()
-    preview.unlink()
-    try:
-        card, audio = ctrl.card(TrackChosen(app_world["catalog"]["t2"], 0.0, ("playlist",)))
-        assert audio is None and "Preview unavailable" in card
-    finally:
-        preview.write_bytes(data)
+    assert_missing_preview_is_said(ctrl, app_world, "t2")
 
 
 @pytest.mark.parametrize("stars", ["7", "0", "abc", "", None, "3.5"])

@@ -129,13 +129,18 @@ def test_everything_heard_is_explained(app_world, ctrl):
 def test_untrusted_text_is_escaped_and_missing_preview_is_said(ctrl, app_world):
     messages = last(ctrl.send("<img src=x onerror=alert(1)> [link](http://evil)", None))[0]
     assert "<img" not in messages[0]["content"] and "\\[link\\]" in messages[0]["content"]
-    preview = app_world["bundle"] / "previews" / "t0.wav"
+    assert_missing_preview_is_said(ctrl, app_world, "t0")
+
+
+def assert_missing_preview_is_said(ctrl, app_world, track_id: str) -> None:
+    """Delete a track's preview for a moment: its card must say so and offer no audio."""
+    from talkplay.conversation import TrackChosen
+
+    preview = app_world["bundle"] / "previews" / f"{track_id}.wav"
     data = preview.read_bytes()
     preview.unlink()
     try:
-        from talkplay.conversation import TrackChosen
-
-        card, audio = ctrl.card(TrackChosen(app_world["catalog"]["t0"], 0.0, ("playlist",)))
+        card, audio = ctrl.card(TrackChosen(app_world["catalog"][track_id], 0.0, ("playlist",)))
         assert audio is None and "Preview unavailable" in card
     finally:
         preview.write_bytes(data)

@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
-import time
-import urllib.request
 from pathlib import Path
 
-from train.load_test import REPO, _free_port, one_turn
+from train.load_test import REPO, one_turn, start_app, wait_for_page
 
 
 def run(catalog: Path, sessions: int, acks_wanted: int) -> dict:
@@ -35,27 +31,12 @@ def run(catalog: Path, sessions: int, acks_wanted: int) -> dict:
 
     work = Path(tempfile.mkdtemp(prefix="talkplay-crash-"))
     db = work / "feedback.sqlite3"
-    port = _free_port()
-    env = {**os.environ, "TALKPLAY_CATALOG": str(catalog.resolve()), "TALKPLAY_FEEDBACK_DB": str(db),
-           "TALKPLAY_PORT": str(port), "TALKPLAY_DEVICE": "cpu", "TALKPLAY_FEEDBACK_PER_MINUTE": "100000",
-           "GRADIO_ANALYTICS_ENABLED": "False"}
-    env.pop("TALKPLAY_NO_AUTOLOAD", None)
-    log = open(work / "app.log", "w")
-    app = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    app, url, log = start_app(catalog, work, TALKPLAY_FEEDBACK_PER_MINUTE="100000")
     acked: list[str] = []
     sent = [0]
     lock, enough, stop = threading.Lock(), threading.Event(), threading.Event()
     try:
-        deadline = time.time() + 300
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=5).read()
-                break
-            except OSError:
-                if app.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"the app did not come up; see {work / 'app.log'}") from None
-                time.sleep(1)
+        wait_for_page(app, url, work)
         clients = [Client(url, verbose=False, download_files=False) for _ in range(sessions)]
         for c in clients:
             one_turn(c, "something calm")

@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -130,18 +130,41 @@ def _pct(xs: list[float], q: float) -> float | None:
     return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
 
 
+def start_app(catalog: Path, work: Path, **settings: str) -> tuple[subprocess.Popen, str, object]:
+    """Start ``python app.py`` for ``catalog`` on a free loopback port with its own feedback database in
+    ``work`` (extra ``TALKPLAY_*`` settings as keyword arguments); returns (process, url, log file).
+    The caller waits with :func:`wait_for_page` and stops the process."""
+    port = _free_port()
+    env = {**os.environ, "TALKPLAY_CATALOG": str(catalog.resolve()), "TALKPLAY_FEEDBACK_DB": str(work / "feedback.sqlite3"),
+           "TALKPLAY_PORT": str(port), "TALKPLAY_HOST": "127.0.0.1", "TALKPLAY_DEVICE": "cpu",
+           "GRADIO_ANALYTICS_ENABLED": "False", **settings}
+    env.pop("TALKPLAY_NO_AUTOLOAD", None)
+    log = open(work / "app.log", "w")
+    app = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return app, f"http://127.0.0.1:{port}/", log
+
+
+def wait_for_page(app: subprocess.Popen, url: str, work: Path, timeout: float = 300) -> float:
+    """Seconds until the page answers; RuntimeError (pointing at app.log) if the app exits or times out."""
+    t0 = time.perf_counter()
+    while True:
+        if app.poll() is not None:
+            raise RuntimeError(f"the app exited with {app.returncode}; see {work / 'app.log'}")
+        try:
+            urllib.request.urlopen(url, timeout=5).read()
+            return time.perf_counter() - t0
+        except OSError:
+            if time.perf_counter() - t0 > timeout:
+                raise RuntimeError(f"the app did not come up in {timeout:.0f} s; see {work / 'app.log'}") from None
+            time.sleep(1)
+
+
 def run(catalog: Path, sessions: int, minutes: float, out: Path, concurrency: int, seed: int) -> dict:
     from gradio_client import Client
 
     work = Path(tempfile.mkdtemp(prefix="talkplay-load-"))
     db = work / "feedback.sqlite3"
-    port = _free_port()
-    env = {**os.environ, "TALKPLAY_CATALOG": str(catalog.resolve()), "TALKPLAY_FEEDBACK_DB": str(db),
-           "TALKPLAY_PORT": str(port), "TALKPLAY_HOST": "127.0.0.1", "TALKPLAY_CONCURRENCY": str(concurrency),
-           "TALKPLAY_DEVICE": "cpu", "GRADIO_ANALYTICS_ENABLED": "False"}
-    env.pop("TALKPLAY_NO_AUTOLOAD", None)
-    app_log = open(work / "app.log", "w")
-    app = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=app_log, stderr=subprocess.STDOUT)
+    app, url, app_log = start_app(catalog, work, TALKPLAY_CONCURRENCY=str(concurrency))
     peak = {"rss_mb": 0.0}
     stop_sampling = threading.Event()
 
@@ -150,20 +173,9 @@ def run(catalog: Path, sessions: int, minutes: float, out: Path, concurrency: in
             peak["rss_mb"] = max(peak["rss_mb"], _rss_mb(app.pid))
 
     threading.Thread(target=sample, daemon=True).start()
-    url = f"http://127.0.0.1:{port}/"
     try:
         t0 = time.perf_counter()
-        while True:
-            if app.poll() is not None:
-                raise RuntimeError(f"the app exited with {app.returncode}; see {work / 'app.log'}")
-            try:
-                urllib.request.urlopen(url, timeout=5).read()
-                break
-            except OSError:
-                if time.perf_counter() - t0 > 300:
-                    raise RuntimeError(f"the app did not come up in 300 s; see {work / 'app.log'}") from None
-                time.sleep(1)
-        page_s = time.perf_counter() - t0
+        page_s = wait_for_page(app, url, work)
         warm = one_turn(Client(url, verbose=False, download_files=False), "warm-up: something calm")
         warm_s = time.perf_counter() - t0
         print(f"app up in {page_s:.1f} s, first answer after {warm_s:.1f} s; {sessions} sessions × {minutes} min …",
@@ -249,7 +261,7 @@ def markdown(r: dict) -> str:
         f"{r['warmup_turn']['total']} s turn |", "",
         "Times are seen by the clients, queueing included: with one CPU model shared by all sessions, the "
         "waiting for a turn grows with the number of listeners (turns run a few at a time, the queue orders the rest).",
-        *([f"", "Errors seen: " + "; ".join(r["error_samples"])] if r["error_samples"] else []), ""])
+        *(["", "Errors seen: " + "; ".join(r["error_samples"])] if r["error_samples"] else []), ""])
 
 
 def main(argv: list[str] | None = None) -> int:
