@@ -247,9 +247,11 @@ class FeedbackStore:
 
     def _pending_paths(self) -> list[Path]:
         """Where held records go at shutdown: beside the database, else (its folder unwritable) the user cache."""
-        cache = Path(os.environ.get("TALKPLAY_CACHE") or Path.home() / ".cache" / "talkplay")
-        key = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
-        return [self.pending_path, cache / "feedback-pending" / f"{key}.pending.jsonl"]
+        if not hasattr(self, "_pending"):  # worked out once: every write checks these for spilled records
+            cache = Path(os.environ.get("TALKPLAY_CACHE") or Path.home() / ".cache" / "talkplay")
+            key = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
+            self._pending = [self.pending_path, cache / "feedback-pending" / f"{key}.pending.jsonl"]
+        return self._pending
 
     def _save_pending(self, records: list[FeedbackRecord]) -> None:
         """At shutdown with the database still unwritable: append held records to a pending file (fsynced)."""
