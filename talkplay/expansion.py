@@ -4,13 +4,17 @@ Owns how the strings of :meth:`talkplay.tokens.MusicVocab.special_tokens` become
 how the embedding (and, when untied, output) rows of those ids are initialized. New rows are drawn
 from N(μ, Σ) fitted to the existing rows (Hewitt, "Initializing new word embeddings for pretrained
 language models", 2021): their logits then start near the average old logit, so adding thousands of
-tokens barely changes what the pretrained model predicts.
+tokens barely changes what the pretrained model predicts. :func:`init_rows_from_text` can then move
+each music token's row towards the base model's own embedding of the words its code stands for (the
+tags of the tracks carrying it, their titles and artists, …), so word → token links do not have to be
+learned from nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+import re
+from typing import Any, Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +125,79 @@ def expand_model(model: Any, n_old: int, new_token_ids: Sequence[int], seed: int
             out.weight[n_old:] = new_out.to(out.weight.device, out.weight.dtype)
             if getattr(out, "bias", None) is not None:
                 out.bias[n_old:] = out.bias[:n_old].mean()
+
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]{2,}")
+_STOP = frozenset("the and with for from that this its are was were has have into over about track piece tune "
+                  "cue song music".split())
+
+
+def _text_vector(base: Any, tokenizer: Any, texts: Sequence[str], n_old: int) -> Any:
+    """Mean over ``texts`` of the mean base-embedding row of each content word (stop words dropped)."""
+    import torch
+
+    per_text = []
+    for text in texts:
+        words = [w for w in _WORD.findall(text) if w.lower() not in _STOP]
+        rows = []
+        for w in words:
+            ids = [i for i in tokenizer(" " + w, add_special_tokens=False)["input_ids"] if i < n_old]
+            if ids:
+                rows.append(base[ids].mean(dim=0))
+        if rows:
+            per_text.append(torch.stack(rows).mean(dim=0))
+    return torch.stack(per_text).mean(dim=0) if per_text else None
+
+
+def init_rows_from_text(model: Any, tokenizer: Any, n_old: int, texts: Mapping[str, Sequence[str]],
+                        groups: Sequence[Sequence[str]], blend: float) -> dict:
+    """Start music-token rows from the base model's own embeddings of what each code stands for.
+
+    A code's *text vector* is the mean embedding of the content words of its texts (e.g. the tags and
+    captions of the tracks carrying it). Within each group (the codes of one position) the group mean is
+    subtracted, so what is left is what distinguishes the code from its siblings; that direction is
+    scaled to the typical distance of a base row from the base mean μ. The row becomes
+    μ + blend · text direction + (1 − blend) · (current row − μ), the current row being the N(μ, Σ) draw of
+    :func:`expand_model` (``blend=1`` is text only, ``blend=0`` leaves the draw). Tied models get one
+    row per token; an untied output layer gets the same construction from its own rows.
+
+    Args:
+        texts: token string → texts describing it (tokens without texts keep their draw).
+        groups: token strings whose text vectors are centred together (one group per position).
+    Returns:
+        {"initialized": n tokens set from text, "blend": blend}
+    """
+    import torch
+
+    if not 0.0 <= blend <= 1.0:
+        raise ValueError(f"blend={blend}: expected a value in [0, 1]")
+    table = tokenizer.get_vocab()
+    emb = model.get_input_embeddings().weight
+    matrices = [emb]
+    out = model.get_output_embeddings()
+    if out is not None and out.weight is not emb:
+        matrices.append(out.weight)
+    done = 0
+    with torch.no_grad():
+        for weight in matrices:
+            base = weight[:n_old].detach().to("cpu", torch.float64)
+            mu = base.mean(dim=0)
+            typical = (base - mu).norm(dim=1).mean()
+            done = 0
+            for group in groups:
+                vecs = {t: _text_vector(base, tokenizer, texts.get(t, ()), n_old) for t in group}
+                vecs = {t: v - mu for t, v in vecs.items() if v is not None}
+                if not vecs:
+                    continue
+                centre = torch.stack(list(vecs.values())).mean(dim=0) if len(vecs) > 1 else torch.zeros_like(mu)
+                for token, v in vecs.items():
+                    d = v - centre
+                    if float(d.norm()) < 1e-9:  # a lone code in its group: keep the shared meaning
+                        d = v
+                    d = d / d.norm() * typical
+                    i = table[token]
+                    drawn = weight[i].detach().to("cpu", torch.float64) - mu
+                    row = mu + blend * d + (1.0 - blend) * drawn
+                    weight[i] = row.to(weight.device, weight.dtype)
+                    done += 1
+    return {"initialized": done, "blend": blend}

@@ -277,3 +277,38 @@ def test_real_smollm_converts_loads_expands_and_generates(tmp_path, vocab):
         out2 = model.generate(**prompt, max_new_tokens=4, do_sample=False)
     assert out2.shape[1] > prompt["input_ids"].shape[1]
     print(f"\nconvert {t_convert:.1f}s, load {t_load:.1f}s, generate 8 tokens {t_gen:.1f}s, reply {reply!r}")
+
+
+# ---------------------------------------------------------------------------------------------- text-grounded rows
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_text_grounded_rows_point_at_their_words(tokenizer, vocab, tied):
+    """A code described by "piano" starts closer to the base embedding of " piano" than one described by
+    "drums"; blend 0 leaves the N(μ, Σ) draw untouched; other rows never move."""
+    from talkplay.expansion import init_rows_from_text
+
+    n_old = len(tokenizer)
+    ids = expand_tokenizer(tokenizer, vocab.special_tokens())
+    model = make_model(n_old, tied)
+    structure_rows(model.get_input_embeddings().weight, 0.3, 1)
+    expand_model(model, n_old, list(ids.values()), seed=0)
+    drawn = model.get_input_embeddings().weight.detach().clone()
+    a, b = "<|audio-3|>", "<|audio-4|>"
+    texts = {a: ["piano music", "calm piano"], b: ["loud drums", "drums"]}
+    assert init_rows_from_text(model, tokenizer, n_old, texts, [[a, b]], blend=0.0)["initialized"] == 2
+    assert torch.equal(model.get_input_embeddings().weight, drawn)
+    done = init_rows_from_text(model, tokenizer, n_old, texts, [[a, b]], blend=1.0)
+    assert done == {"initialized": 2, "blend": 1.0}
+    emb = model.get_input_embeddings().weight.detach()
+    mu = emb[:n_old].mean(dim=0)
+    piano = emb[tokenizer(" piano", add_special_tokens=False)["input_ids"]].mean(dim=0) - mu
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(emb[ids[a]] - mu, piano, dim=0) > cos(emb[ids[b]] - mu, piano, dim=0)
+    untouched = [i for i in range(emb.shape[0]) if i not in (ids[a], ids[b])]
+    assert torch.equal(emb[untouched], drawn[untouched])
+    if not tied:
+        out = model.get_output_embeddings().weight.detach()
+        assert not torch.equal(out[ids[a]], emb[ids[a]])  # built from the output layer's own rows
+    with pytest.raises(ValueError, match="blend"):
+        init_rows_from_text(model, tokenizer, n_old, texts, [[a, b]], blend=1.5)
