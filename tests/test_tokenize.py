@@ -144,3 +144,40 @@ def test_cold_start_adds_three_tracks_without_refitting(built, tmp_path):
             store.vocab.tokens_for(store.codes_of(t))  # valid tokens
     features = pq.read_table(bundle / FEATURES_FILE).to_pylist()
     assert [r["track_id"] for r in features][-3:] == result["added"]
+
+
+def test_reorder_keeps_codes_and_meaning_in_the_new_order(built):
+    from talkplay.checkpoint import store_fingerprint
+    from train.tokenize import TEXT_FIRST_ORDER, reorder_store
+
+    bundle = built[0]
+    src = load_store(store_dir(bundle, "rkmeans"))
+    new = reorder_store(bundle, "rkmeans", "rkmeans_text", TEXT_FIRST_ORDER)
+    assert [m.name for m in new.vocab.modalities][:5] == list(TEXT_FIRST_ORDER)
+    names = [m.name for m in src.vocab.modalities]
+    assert [m.name for m in new.vocab.modalities][len(TEXT_FIRST_ORDER):] == names[len(TEXT_FIRST_ORDER):]  # dis last
+    for t in src.track_ids:  # every track keeps its code per position label
+        old = dict(zip([p.label for p in src.vocab.positions], src.codes_of(t)))
+        assert dict(zip([p.label for p in new.vocab.positions], new.codes_of(t))) == old
+    assert new.centroids().keys() == src.centroids().keys()
+    assert store_fingerprint(new) != store_fingerprint(src)  # a checkpoint of one order refuses the other
+    assert new.manifest["reordered_from"] == "rkmeans"
+    with pytest.raises(ValueError, match="permutation"):
+        reorder_store(bundle, "rkmeans", "bad", ("semantic", "audio"))
+
+
+def test_code_texts_describe_each_code_by_its_tracks(built):
+    from train.token_init import NO_LYRICS_TEXT, code_texts
+
+    bundle = built[0]
+    catalog, store = load_catalog(bundle), load_store(store_dir(bundle, "rkmeans"))
+    texts, groups = code_texts(catalog, store)
+    assert all(not t.startswith("<|dis") for g in groups for t in g)  # the disambiguation code means nothing
+    p = [q.label for q in store.vocab.positions].index("semantic1")
+    for code in range(store.vocab.size(p)):
+        token = store.vocab.token(store.vocab.positions[p], code)
+        rows = store.postings(p, code)
+        assert len(texts[token]) == len(rows)
+        assert all(catalog[store.track_ids[r]].tags[0] in text for r, text in zip(rows, texts[token]))
+    lyrics = [t for t in texts if t.startswith("<|lyrics1-0")]
+    assert lyrics and texts[lyrics[0]][0] in (NO_LYRICS_TEXT,) + tuple(t.lyrics for t in catalog if t.lyrics)

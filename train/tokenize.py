@@ -9,6 +9,13 @@ Each *variant* is one store under ``<bundle>/tokens/<variant>/`` (see ``talkplay
 * ``rqvae``   — 3MToken: an RQ-VAE per modality, L residual codes coarse to fine (5·L tokens);
 * ``rkmeans`` — plain residual k-means, L levels (for catalogs too small for an RQ-VAE).
 
+The generation order is the order of ``--modalities``. ``--reorder-from VARIANT`` writes an existing
+store's codes, centroids and quantizers in a new order without refitting anything (same codes, same
+meaning; only the order the model writes them in changes)::
+
+    python -m train.tokenize --catalog catalog/demo --reorder-from rkmeans --variants rkmeans_text \
+        --modalities semantic metadata audio lyrics playlist
+
 Item2vec sees only the *training* playlists of the bundle's split (playlists.parquet ``split`` column),
 so the held-out playlists that the quality report uses as relevance never leak into the codes.
 """
@@ -224,6 +231,39 @@ def tokenize_catalog(bundle: str | Path, variant_names: list[str], cache_dir: Pa
     return built
 
 
+TEXT_FIRST_ORDER = ("semantic", "metadata", "audio", "lyrics", "playlist")  # what a request's words say most about first
+
+
+def reorder_store(bundle: str | Path, source: str, target: str, order: list[str] | tuple[str, ...]) -> TokenStore:
+    """Copy store ``source`` as ``target`` with its modalities in ``order`` (disambiguation stays last).
+
+    Codes, centroids (keyed by position label) and quantizer states (keyed by modality) are unchanged,
+    so tracks keep their codes and cold start (:func:`encode_new`) works as before.
+    """
+    import shutil
+
+    from talkplay.token_store import CENTROIDS_FILE, QUANTIZERS_FILE, load_store
+
+    src = load_store(store_dir(bundle, source))
+    names = [m.name for m in src.vocab.modalities if m.name != DISAMBIGUATION]
+    if sorted(order) != sorted(names):
+        raise ValueError(f"--modalities {list(order)} must be a permutation of store {source!r}'s {names}")
+    specs = {m.name: m for m in src.vocab.modalities}
+    new_specs = [specs[n] for n in order] + ([specs[DISAMBIGUATION]] if DISAMBIGUATION in specs else [])
+    vocab = MusicVocab(new_specs)
+    columns = [src.vocab.positions.index(p) for p in vocab.positions]
+    manifest = {k: v for k, v in src.manifest.items() if k not in ("vocab", "tracks")}
+    manifest["variant"] = target
+    manifest["reordered_from"] = source
+    manifest["tokenizer"] = {**manifest.get("tokenizer", {}), "variant": target}
+    store = TokenStore(vocab, list(src.track_ids), src.codes[:, columns], manifest)
+    out = save_store(store, store_dir(bundle, target))
+    for name in (CENTROIDS_FILE, QUANTIZERS_FILE):
+        if (src.root / name).exists():
+            shutil.copyfile(src.root / name, out / name)
+    return load_store(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.tokenize", description=__doc__.split("\n\n")[0])
     parser.add_argument("--catalog", type=Path, default=Path("catalog/demo"), help="bundle directory")
@@ -241,10 +281,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="add a <|dis-i|> position so every code tuple names exactly one track (default: on; "
                              "the inference engine needs tuples to resolve to one track)")
     parser.add_argument("--seed", type=int, default=0, help="seed for item2vec and the quantizers")
+    parser.add_argument("--reorder-from", default=None, metavar="VARIANT",
+                        help="copy this existing store in the --modalities order as the (single) --variants name, "
+                             "without refitting")
     parser.add_argument("--cache", type=Path, default=None,
                         help="embedding cache (default: $TALKPLAY_CACHE/embeddings or ~/.cache/talkplay/embeddings)")
     args = parser.parse_args(argv)
     from talkplay.previews import default_cache_dir
+
+    if args.reorder_from:
+        if len(args.variants) != 1:
+            parser.error("--reorder-from writes one store: give exactly one --variants name")
+        store = reorder_store(args.catalog, args.reorder_from, args.variants[0], args.modalities)
+        if args.default:
+            set_default_variant(args.catalog, args.default)
+        print(json.dumps({args.variants[0]: {"tracks": len(store), "positions": [p.label for p in store.vocab.positions],
+                                             "reordered_from": args.reorder_from}}, indent=2))
+        return 0
 
     overrides = {k: v for k, v in (("levels", args.levels), ("codebook_size", args.codebook_size)) if v is not None}
     overrides["disambiguate"] = args.disambiguate
