@@ -314,3 +314,104 @@ def test_collate_rounds_width_up_to_the_multiple(world):
     longest = max(len(d[CONVERSATION][0].input_ids), len(d[PLAYLIST][0].input_ids))
     assert batch["input_ids"].shape[1] % 32 == 0 and longest <= batch["input_ids"].shape[1] < longest + 32
     assert int(batch["attention_mask"].sum()) == len(d[CONVERSATION][0].input_ids) + len(d[PLAYLIST][0].input_ids)
+
+
+# ---------------------------------------------------------------------------------------- text → music task
+
+
+def _request_examples(world):
+    from train.dataset import request_examples
+    from train.requests import Request
+
+    reqs = [Request(SENTENCES[i % 4], f"t{i}", "slots") for i in range(N_TRACKS)]
+    return request_examples(world["tokenizer"], reqs, world["store"], world["catalog"], RenderConfig(max_tokens=512))
+
+
+def test_request_example_is_the_inference_prompt_plus_a_supervised_music_span(world):
+    from talkplay.render import render_prompt
+    from train.dataset import REQUEST
+
+    tok, store = world["tokenizer"], world["store"]
+    ex = _request_examples(world)[2]
+    prompt = render_prompt(tok, [Message("user", SENTENCES[2])], store, world["catalog"], RenderConfig(max_tokens=512))
+    assert ex.task == REQUEST and ex.input_ids[:len(prompt)] == prompt  # the prompt inference will see
+    span = tok.convert_ids_to_tokens(ex.input_ids[len(prompt) - 1:])
+    assert span == ["<start_of_music>", *store.tokens_of("t2"), "<end_of_music>"]
+    supervised = [i for i, x in enumerate(ex.labels) if x != IGNORE_INDEX]
+    assert supervised == list(range(len(prompt) - 1, len(ex.input_ids)))  # only the span
+    assert [ex.labels[i] for i in supervised] == ex.input_ids[len(prompt) - 1:]
+
+
+def test_mixed_stream_three_tasks_keep_their_shares_and_random_access():
+    from train.dataset import REQUEST
+
+    conv = [Example([i], [i], CONVERSATION, f"c{i}") for i in range(5)]
+    play = [Example([100 + i], [i], PLAYLIST, f"p{i}") for i in range(3)]
+    reqs = [Example([200 + i], [i], REQUEST, f"r{i}") for i in range(7)]
+    s = MixedStream(conv, play, 0.25, seed=3, requests=reqs, request_fraction=0.6)
+    first = [s[k].source for k in range(100)]
+    assert sum(x.startswith("r") for x in first) == 60
+    assert sum(x.startswith("p") for x in first) == 10 and sum(x.startswith("c") for x in first) == 30
+    assert first == [s[k].source for k in reversed(range(100))][::-1]
+    assert sorted([x for x in first if x.startswith("r")][:7]) == [f"r{i}" for i in range(7)]  # a permutation per pass
+    assert all(MixedStream([], [], 0.5, 0, reqs, 0.3)[k].task == REQUEST for k in range(9))
+    assert MixedStream(conv, play, 0.25, 0, [], 0.6)[0].task != REQUEST  # no requests: share ignored
+    with pytest.raises(ValueError, match="request_fraction"):
+        MixedStream(conv, play, 0.25, 0, reqs, 1.5)
+
+
+def test_length_chunks_bound_padded_tokens_and_keep_every_example():
+    from train.dataset import length_chunks
+
+    examples = [Example(list(range(n)), list(range(n)), CONVERSATION, f"e{n}") for n in (5, 300, 40, 33, 7, 120)]
+    chunks = length_chunks(examples, max_tokens=128, pad_multiple=32)
+    assert sorted(e.source for c in chunks for e in c) == sorted(e.source for e in examples)
+    for c in chunks:
+        width = -(-max(len(e.input_ids) for e in c) // 32) * 32
+        assert len(c) == 1 or width * len(c) <= 128
+    assert [e.source for e in chunks[0]] == ["e5", "e7"]  # short examples are batched with short ones
+    assert length_chunks(examples, 0) == [examples]
+
+
+def test_chunked_step_gradient_equals_the_task_mean_sum(world, tmp_path):
+    """Chunking a step changes no gradient: Σ_task (token-mean CE of the task) is computed exactly."""
+    from train.dataset import REQUEST
+    from train.sft import step_loss
+
+    tok = world["tokenizer"]
+    d = world["datasets"]["train"]
+    examples = [d[CONVERSATION][0], d[PLAYLIST][0], _request_examples(world)[1], d[CONVERSATION][1],
+                _request_examples(world)[3]]
+    grads = []
+    for max_tokens in (0, 64):
+        model = make_model(tok, world["n_old"])
+        cfg = config(tmp_path, lora=False, bf16=False, max_batch_tokens=max_tokens)
+        model = prepare_model(model, cfg, music_token_ids(tok, VOCAB))
+        stats = step_loss(model, examples, cfg, tok.pad_token_id, backward=True)
+        grads.append(model.get_input_embeddings().weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+    assert stats[REQUEST][1] == 2 * (len(VOCAB) + 2)  # two requests: <start>, codes and <end> each
+    # the reference: each task's mean CE computed on its own, then summed
+    model = prepare_model(make_model(tok, world["n_old"]), config(tmp_path, lora=False, bf16=False),
+                          music_token_ids(tok, VOCAB))
+    total = 0.0
+    for task in (CONVERSATION, PLAYLIST, REQUEST):
+        mine = [e for e in examples if e.task == task]
+        batch = collate(mine, tok.pad_token_id)
+        total = total + supervised_ce(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    total.backward()
+    assert torch.allclose(model.get_input_embeddings().weight.grad, grads[0], atol=1e-5)
+
+
+def test_training_with_the_request_task_logs_its_loss(world, tmp_path):
+    from train.dataset import REQUEST
+
+    data = {"train": {**world["datasets"]["train"], REQUEST: _request_examples(world)},
+            "valid": {**world["datasets"]["valid"], REQUEST: _request_examples(world)}}
+    tok = world["tokenizer"]
+    result = train(config(tmp_path, max_steps=2, request_fraction=0.5), make_model(tok, world["n_old"]), tok, data,
+                   world["store"])
+    with (tmp_path / "run" / "log.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["train_ce_request"] and rows[1]["valid_ce_request"]
+    assert result["steps"] == 2

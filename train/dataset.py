@@ -8,10 +8,18 @@ Two tasks share one chat template (:mod:`talkplay.render`):
   playlist:" followed by the prefix tracks' music spans, and an assistant message made of the
   continuation's music spans; only the assistant message (and its end-of-turn token) is supervised.
 
-Mixing policy (:class:`MixedStream`): the k-th example of the training stream is a playlist example iff
-⌊(k+1)·r⌋ > ⌊k·r⌋ with r = ``playlist_fraction``, so every window of examples holds the two tasks in
-the ratio r : 1−r (no randomness in the ratio). Within a task, examples are visited in a fresh seeded
-permutation per pass. The stream is random access (``stream[k]``), so resuming at step s needs only s.
+* text → music (3MToken's text-to-music instructions) — :func:`render_request_example`: a first-turn prompt
+  and the target's music span (``train.requests``), only the span supervised.
+
+Mixing policy (:class:`MixedStream`): the k-th example of the training stream is a text → music example
+iff ⌊(k+1)·q⌋ > ⌊k·q⌋ with q = ``request_fraction``; the remaining positions, renumbered j = 0, 1, …, hold a
+playlist example iff ⌊(j+1)·r⌋ > ⌊j·r⌋ with r = ``playlist_fraction``. Every window of examples thus
+holds the tasks in fixed proportions (no randomness in the ratio). Within a task, examples are visited in
+a fresh seeded permutation per pass. The stream is random access (``stream[k]``), so resuming at step s
+needs only s.
+
+Batching (:func:`length_chunks`): a step's examples are sorted by length and cut into chunks of at most
+``max_tokens`` padded tokens, so a 60-token request is never padded to a 500-token conversation.
 """
 
 from __future__ import annotations
@@ -22,10 +30,12 @@ from typing import Any, Sequence
 
 import torch
 
-from talkplay.render import CONTINUE_PROMPT, IGNORE_INDEX, RenderConfig, render_conversation  # noqa: F401
+from talkplay.render import CONTINUE_PROMPT, IGNORE_INDEX, RenderConfig, render_conversation, render_prompt  # noqa: F401
 from talkplay.render import render_continuation as _render_continuation
+from talkplay.tokens import END_OF_MUSIC
 
-CONVERSATION, PLAYLIST = "conversation", "playlist"  # task names (CSV columns use them)
+CONVERSATION, PLAYLIST, REQUEST = "conversation", "playlist", "request"  # task names (CSV columns use them)
+TASKS = (CONVERSATION, PLAYLIST, REQUEST)  # the task code of an example is its index here
 
 
 @dataclass(frozen=True)
@@ -34,7 +44,7 @@ class Example:
 
     input_ids: list[int]  # whole rendering, chat template included
     labels: list[int]  # input_ids where supervised, IGNORE_INDEX elsewhere
-    task: str  # CONVERSATION or PLAYLIST
+    task: str  # CONVERSATION, PLAYLIST or REQUEST
     source: str  # conversation_id or playlist_id (for error messages and debugging)
 
 
@@ -49,6 +59,19 @@ def render_conversation_example(tokenizer, conversation, store, catalog, config:
     """A conversation (train.conversation_schema.Conversation) as an Example (oldest turns dropped to fit)."""
     out = render_conversation(tokenizer, conversation.messages, store, catalog, config)
     return Example(out.input_ids, out.labels, CONVERSATION, conversation.conversation_id)
+
+
+def render_request_example(tokenizer, request, store, catalog, config: RenderConfig) -> Example:
+    """A text → music example (``train.requests.Request``): the first-turn prompt exactly as inference
+    renders it, then the target track's music span; only ``<start_of_music>`` … ``<end_of_music>`` is
+    supervised (no grounding, no reply: those are the conversation task's)."""
+    from train.conversation_schema import Message
+
+    prompt = render_prompt(tokenizer, [Message("user", request.text)], store, catalog, config)
+    music = [*tokenizer.convert_tokens_to_ids(store.tokens_of(request.track_id)),
+             tokenizer.convert_tokens_to_ids(END_OF_MUSIC)]
+    labels = [IGNORE_INDEX] * (len(prompt) - 1) + [prompt[-1]] + music  # prompt[-1] is <start_of_music>
+    return Example(prompt + music, labels, REQUEST, f"{request.track_id}:{request.text[:40]}")
 
 
 class TaskExamples:
@@ -72,6 +95,12 @@ def conversation_examples(tokenizer, conversations, store, catalog, config: Rend
                         lambda c: render_conversation_example(tokenizer, c, store, catalog, config))
 
 
+def request_examples(tokenizer, requests, store, catalog, config: RenderConfig) -> TaskExamples:
+    """From train.requests.Request records (text, track_id)."""
+    return TaskExamples(REQUEST, requests,
+                        lambda r: render_request_example(tokenizer, r, store, catalog, config))
+
+
 def continuation_examples(tokenizer, sequences, store, config: RenderConfig) -> TaskExamples:
     """From train.sequences.ContinuationExample records (prefix, continuation track ids)."""
     return TaskExamples(PLAYLIST, sequences,
@@ -83,35 +112,53 @@ def continuation_examples(tokenizer, sequences, store, config: RenderConfig) -> 
 
 
 class MixedStream:
-    """An endless, deterministic, random-access stream mixing the two tasks (see module docstring).
+    """An endless, deterministic, random-access stream mixing the tasks (see module docstring).
 
     Args:
-        conversations / playlists: per-task examples (either may be empty, not both).
-        playlist_fraction: share r of playlist examples in the stream, in [0, 1]; forced to 0 or 1
-            when one task has no examples.
+        conversations / playlists / requests: per-task examples (any may be empty, not all).
+        playlist_fraction: share r of playlist examples among the non-request positions, in [0, 1];
+            forced to 0 or 1 when one of conversations/playlists is empty.
         seed: the per-pass permutations.
+        request_fraction: share q of text → music examples in the whole stream, in [0, 1); 0 when
+            there are none, 1 when they are all there is.
     """
 
     def __init__(self, conversations: Sequence[Example], playlists: Sequence[Example], playlist_fraction: float,
-                 seed: int):
-        if not 0.0 <= playlist_fraction <= 1.0:
-            raise ValueError(f"playlist_fraction={playlist_fraction}: expected a value in [0, 1]")
-        if not len(conversations) and not len(playlists):
-            raise ValueError("MixedStream: no conversation and no playlist examples")
+                 seed: int, requests: Sequence[Example] = (), request_fraction: float = 0.0):
+        for name, value in (("playlist_fraction", playlist_fraction), ("request_fraction", request_fraction)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}={value}: expected a value in [0, 1]")
+        if not len(conversations) and not len(playlists) and not len(requests):
+            raise ValueError("MixedStream: no conversation, playlist or text → music examples")
+        if not len(requests):
+            request_fraction = 0.0
+        elif not len(conversations) and not len(playlists):
+            request_fraction = 1.0
+        elif request_fraction >= 1.0:
+            raise ValueError("request_fraction=1 would never use the conversation and playlist examples")
         if not len(playlists):
             playlist_fraction = 0.0
         elif not len(conversations):
             playlist_fraction = 1.0
-        self.tasks = {CONVERSATION: conversations, PLAYLIST: playlists}
-        self.r, self.seed = playlist_fraction, seed
+        self.tasks = {CONVERSATION: conversations, PLAYLIST: playlists, REQUEST: requests}
+        self.r, self.q, self.seed = playlist_fraction, request_fraction, seed
         self._perms: dict[tuple[str, int], list[int]] = {}
+
+    @staticmethod
+    def _split(k: int, share: float) -> tuple[bool, int]:
+        """(position k belongs to the minority task, its index in that task's or the rest's own order)."""
+        before = int(k * share)  # floor: minority positions among 0..k-1
+        if int((k + 1) * share) > before:
+            return True, before
+        return False, k - before
 
     def task_of(self, k: int) -> tuple[str, int]:
         """(task, index of this example within the task's own stream) for stream position k."""
-        n_play_before = int(k * self.r)  # floor: playlist examples among positions 0..k-1
-        if int((k + 1) * self.r) > n_play_before:
-            return PLAYLIST, n_play_before
-        return CONVERSATION, k - n_play_before
+        is_request, j = self._split(k, self.q)
+        if is_request:
+            return REQUEST, j
+        is_playlist, i = self._split(j, self.r)
+        return (PLAYLIST if is_playlist else CONVERSATION), i
 
     def _perm(self, task: str, epoch: int) -> list[int]:
         key = (task, epoch)
@@ -140,7 +187,8 @@ def collate(examples: Sequence[Example], pad_id: int, pad_multiple: int = 1) -> 
     """Right-pad to the longest example (rounded up to ``pad_multiple``): input_ids with ``pad_id``, labels
     with IGNORE_INDEX, mask 0.
 
-    Also returns ``task`` (1 for playlist examples, 0 for conversations) for per-task loss logging.
+    Also returns ``task`` (the example's index in ``TASKS``: 0 conversation, 1 playlist, 2 text → music)
+    for per-task losses.
     """
     if not examples:
         raise ValueError("collate: empty batch")
@@ -156,5 +204,34 @@ def collate(examples: Sequence[Example], pad_id: int, pad_multiple: int = 1) -> 
         ids[row, :n] = torch.tensor(e.input_ids, dtype=torch.long)
         labels[row, :n] = torch.tensor(e.labels, dtype=torch.long)
         mask[row, :n] = 1
-    task = torch.tensor([e.task == PLAYLIST for e in examples], dtype=torch.long)
+    task = torch.tensor([TASKS.index(e.task) for e in examples], dtype=torch.long)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels, "task": task}
+
+
+def length_chunks(examples: Sequence[Example], max_tokens: int, pad_multiple: int = 1) -> list[list[Example]]:
+    """Cut ``examples`` into chunks of similar length, each at most ``max_tokens`` padded tokens
+    (rows × width rounded up to ``pad_multiple``; a single longer example is a chunk of its own).
+
+    Sorting by length first means short examples are padded only to their neighbours' length; the
+    order is deterministic (length, then the examples' order), so a resumed run sees the same chunks.
+    """
+    if max_tokens <= 0:
+        return [list(examples)] if examples else []
+    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].input_ids), i))
+    chunks: list[list[Example]] = []
+    current: list[Example] = []
+    for i in order:
+        e = examples[i]
+        width = -(-len(e.input_ids) // pad_multiple) * pad_multiple
+        if current and width * (len(current) + 1) > max_tokens:
+            chunks.append(current)
+            current = []
+        current.append(e)
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def supervised_count(example: Example) -> int:
+    """Supervised next-token targets of an example (labels after the first position that are not ignored)."""
+    return sum(1 for x in example.labels[1:] if x != IGNORE_INDEX)

@@ -1,4 +1,4 @@
-"""Supervised fine-tuning of the music-token LLM: L = L_conversation + L_playlist + λ·L_self-sim.
+"""Supervised fine-tuning of the music-token LLM: L = L_conversation + L_playlist + L_text→music + λ·L_self-sim.
 
 Owns the training loop and its state on disk::
 
@@ -17,9 +17,17 @@ everything. Trainable weights stay fp32; the forward runs under bf16 autocast (o
 GPU, else CPU). Several GPUs: ``accelerate launch --multi_gpu --num_processes N -m train.sft …`` (or
 ``torchrun``) — see :class:`Processes`. The CE uses
 :func:`train.losses.token_losses`, which applies the ~vocabulary-wide LM head only at supervised
-positions (the main CPU cost otherwise). The two tasks are mixed within each batch
-(:class:`train.dataset.MixedStream`) and the CE is the token mean over the batch's supervised tokens,
-so ``playlist_fraction`` sets the balance between L_conversation and L_playlist.
+positions (the main CPU cost otherwise). The tasks are mixed within each step
+(:class:`train.dataset.MixedStream`); each task's CE is the token mean over that task's supervised tokens
+in the step, and the step's loss is their sum (the paper's L_conversation + L_playlist, plus the
+text → music task of :mod:`train.requests`), so a task's weight does not depend on how many tokens its
+examples happen to supervise. A step's examples are cut into length-sorted chunks of at most
+``max_batch_tokens`` padded tokens (:func:`train.dataset.length_chunks`): short text → music examples are
+never padded to a conversation's length. The chunks' gradients add up to exactly the step's loss.
+
+Music-token rows start from N(μ, Σ) of the base embeddings, then (``--row-init text``, the default) move
+towards the base model's embedding of the words each code stands for
+(:func:`talkplay.expansion.init_rows_from_text`, texts from :mod:`train.token_init`).
 """
 
 from __future__ import annotations
@@ -39,11 +47,11 @@ from typing import Any
 
 import torch
 
-from train.dataset import CONVERSATION, PLAYLIST, MixedStream, collate
+from train.dataset import CONVERSATION, PLAYLIST, REQUEST, TASKS, MixedStream, collate, length_chunks, supervised_count
 from train.losses import causal_lm, self_similarity_loss, self_similarity_targets, token_losses
 
-LOG_COLUMNS = ("step", "lr", "train_ce", "train_ce_conversation", "train_ce_playlist", "self_sim",
-               "valid_loss", "valid_ce_conversation", "valid_ce_playlist", "step_seconds")
+LOG_COLUMNS = ("step", "lr", "train_ce", "train_ce_conversation", "train_ce_playlist", "train_ce_request", "self_sim",
+               "valid_loss", "valid_ce_conversation", "valid_ce_playlist", "valid_ce_request", "step_seconds")
 TRAINABLE_FILE = "trainable.safetensors"
 STATE_FILE = "state.pt"
 META_FILE = "state.json"
@@ -55,6 +63,7 @@ class TrainConfig:
     """Everything that decides a training run (saved in <out>/last/state.json)."""
 
     out: Path = Path("runs/sft")  # output directory (checkpoints, log.csv)
+    variant: str = ""  # token store the run trains on (recorded so packaging picks the same store)
     lr: float = 1e-4  # peak learning rate (AdamW)
     warmup_steps: int = 20  # linear warmup from 0 to lr
     max_steps: int = 0  # optimizer steps; 0 = derive from epochs
@@ -64,7 +73,12 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW decay of LoRA / full weights (never of the embedding rows under LoRA)
     max_grad_norm: float = 1.0  # gradient clipping (0 = off)
     lambda_self_sim: float = 0.1  # λ of the self-similarity loss (0 = off)
-    playlist_fraction: float = 0.5  # share of playlist-continuation examples in the training stream
+    playlist_fraction: float = 0.5  # share of playlist-continuation examples among the non-text→music ones
+    request_fraction: float = 0.0  # share of text → music examples in the training stream (train.requests)
+    max_batch_tokens: int = 4096  # padded tokens per forward chunk (length-sorted); 0 = the whole step at once
+    threads: int = 0  # torch CPU threads; 0 = every core (the demo's first run used 1 of 2)
+    row_init: str = "random"  # how music-token rows started: "random" (N(μ, Σ)) or "text" (recorded, set by main)
+    row_init_blend: float = 0.0  # share of the text direction in the initial rows (row_init="text")
     lora: bool = True  # LoRA adapters + music-token embedding rows; False = full fine-tuning
     lora_r: int = 16  # LoRA rank
     lora_alpha: int = 32  # LoRA scaling numerator (scale = alpha / r)
@@ -81,6 +95,7 @@ class TrainConfig:
     seed: int = 0  # data order, LoRA init
     resume: bool = True  # continue from <out>/last when it exists
     stop_after: int = 0  # stop (as if interrupted) after this step, without the final export; 0 = never
+    deadline_s: float = 0.0  # stop (evaluate, checkpoint, as if interrupted) once this session ran this long; 0 = never
     export_final: bool = True  # write <out>/final (merged, loadable with transformers) at the end
 
     def __post_init__(self) -> None:
@@ -90,8 +105,11 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)}: must be ≥ 1")
         if self.max_steps < 0 or self.warmup_steps < 0 or self.eval_every < 0:
             raise ValueError("TrainConfig.max_steps, warmup_steps and eval_every must be ≥ 0")
-        if not 0.0 <= self.playlist_fraction <= 1.0:
-            raise ValueError(f"TrainConfig.playlist_fraction={self.playlist_fraction}: expected [0, 1]")
+        for name in ("playlist_fraction", "request_fraction", "row_init_blend"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)}: expected [0, 1]")
+        if self.row_init not in ("random", "text"):
+            raise ValueError(f"TrainConfig.row_init={self.row_init!r}: expected 'random' or 'text'")
 
 
 # ---------------------------------------------------------------------------------------- model setup
@@ -276,19 +294,43 @@ class Processes:
 # ---------------------------------------------------------------------------------------- losses
 
 
-def batch_losses(model, batch: dict, config: TrainConfig) -> tuple[torch.Tensor, dict[str, tuple[float, int]]]:
-    """Pooled mean CE of a collated batch and per-task (sum, count) of token losses for logging."""
+def batch_losses(model, batch: dict, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token CE at the supervised positions of a collated batch and the task code of each token."""
     device = next(causal_lm(model).parameters()).device
     ids, mask, labels = (batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
         losses, rows = token_losses(model, ids, mask, labels, full_head=not config.supervised_head)
-    task = batch["task"].to(device)[rows]
-    stats = {}
-    for name, flag in ((CONVERSATION, 0), (PLAYLIST, 1)):
-        sel = losses.detach()[task == flag]
-        stats[name] = (float(sel.sum()), int(sel.numel()))
-    mean = losses.mean() if losses.numel() else losses.sum()
-    return mean, stats
+    return losses, batch["task"].to(device)[rows]
+
+
+def task_loss(losses: torch.Tensor, tasks: torch.Tensor, denominators: dict[str, int]) -> torch.Tensor:
+    """Σ over tasks of (sum of that task's token losses here) / (its supervised tokens in the whole step)."""
+    total = losses.sum() * 0.0  # keeps a gradient path when nothing here is supervised
+    for code, name in enumerate(TASKS):
+        if denominators.get(name):
+            total = total + losses[tasks == code].sum() / denominators[name]
+    return total
+
+
+def task_stats(losses: torch.Tensor, tasks: torch.Tensor) -> dict[str, tuple[float, int]]:
+    """Per task (sum, count) of token losses, for logging."""
+    out = {}
+    for code, name in enumerate(TASKS):
+        sel = losses.detach()[tasks == code]
+        out[name] = (float(sel.sum()), int(sel.numel()))
+    return out
+
+
+def step_loss(model, examples: list, config: TrainConfig, pad_id: int, backward: bool) -> dict:
+    """Run one step's examples chunk by chunk (backward per chunk when ``backward``); returns task stats."""
+    denominators = {name: sum(supervised_count(e) for e in examples if e.task == name) for name in TASKS}
+    stats: dict = {}
+    for chunk in length_chunks(examples, config.max_batch_tokens, config.pad_multiple):
+        losses, tasks = batch_losses(model, collate(chunk, pad_id, config.pad_multiple), config)
+        if backward:
+            task_loss(losses, tasks, denominators).backward()
+        _merge(stats, task_stats(losses, tasks))
+    return stats
 
 
 def _merge(into: dict, stats: dict) -> None:
@@ -297,25 +339,30 @@ def _merge(into: dict, stats: dict) -> None:
         into[k] = (s0 + s, n0 + n)
 
 
-def _mean(stats: dict, keys=(CONVERSATION, PLAYLIST)) -> float:
+def _mean(stats: dict, keys=TASKS) -> float:
     s = sum(stats.get(k, (0.0, 0))[0] for k in keys)
     n = sum(stats.get(k, (0.0, 0))[1] for k in keys)
     return s / n if n else float("nan")
 
 
+def _task_sum(stats: dict) -> float:
+    """The loss as trained: the sum over tasks present of each task's token-mean CE."""
+    means = [_mean(stats, (k,)) for k in TASKS if stats.get(k, (0.0, 0))[1]]
+    return sum(means) if means else float("nan")
+
+
 @torch.no_grad()
 def evaluate(model, valid: dict, config: TrainConfig, pad_id: int) -> dict[str, float]:
-    """Token-mean CE on the first ``eval_examples`` valid examples of each task (pooled and per task)."""
+    """Token-mean CE on the first ``eval_examples`` valid examples of each task; ``valid_loss`` is their sum
+    over the tasks present (the training objective without the self-similarity term)."""
     model.eval()
     stats: dict = {}
-    for task in (CONVERSATION, PLAYLIST):
+    for task in TASKS:
         examples = valid.get(task) or []
         chosen = [examples[i] for i in range(min(len(examples), config.eval_examples))]
-        for i in range(0, len(chosen), config.batch_size):
-            _, s = batch_losses(model, collate(chosen[i:i + config.batch_size], pad_id, config.pad_multiple), config)
-            _merge(stats, s)
-    return {"valid_loss": _mean(stats), "valid_ce_conversation": _mean(stats, (CONVERSATION,)),
-            "valid_ce_playlist": _mean(stats, (PLAYLIST,))}
+        _merge(stats, step_loss(model, chosen, config, pad_id, backward=False))
+    return {"valid_loss": _task_sum(stats), "valid_ce_conversation": _mean(stats, (CONVERSATION,)),
+            "valid_ce_playlist": _mean(stats, (PLAYLIST,)), "valid_ce_request": _mean(stats, (REQUEST,))}
 
 
 # ---------------------------------------------------------------------------------------- loop
@@ -369,7 +416,7 @@ def train(config: TrainConfig, model: Any, tokenizer: Any, datasets: dict, store
     sim_ids, sim_targets = self_similarity_targets(tokenizer, store) if config.lambda_self_sim else ({}, {})
     train_sets, valid = datasets["train"], datasets.get("valid") or {}
     stream = MixedStream(train_sets.get(CONVERSATION) or [], train_sets.get(PLAYLIST) or [],
-                         config.playlist_fraction, config.seed)
+                         config.playlist_fraction, config.seed, train_sets.get(REQUEST) or [], config.request_fraction)
     total = total_steps(config, sum(len(v) for v in train_sets.values()))
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config.warmup_steps, total)
@@ -394,14 +441,10 @@ def train(config: TrainConfig, model: Any, tokenizer: Any, datasets: dict, store
         t0 = time.perf_counter()
         model.train()
         optimizer.zero_grad(set_to_none=True)
-        stats: dict = {}
-        for micro in range(config.grad_accum):
-            # this process's slice of the step's examples (the whole step when there is one process)
-            start = ((step * config.grad_accum + micro) * procs.world + procs.rank) * config.batch_size
-            loss, s = batch_losses(model, collate(stream.batch(start, config.batch_size), pad_id, config.pad_multiple),
-                                   config)
-            (loss / config.grad_accum).backward()
-            _merge(stats, s)
+        # this process's slice of the step's examples (the whole step when there is one process)
+        per_step = config.batch_size * config.grad_accum
+        stats = step_loss(model, stream.batch((step * procs.world + procs.rank) * per_step, per_step), config,
+                          pad_id, backward=True)
         sim = float("nan")
         if sim_ids:
             sim_loss = self_similarity_loss(embed.weight, sim_ids, sim_targets)
@@ -415,14 +458,16 @@ def train(config: TrainConfig, model: Any, tokenizer: Any, datasets: dict, store
         scheduler.step()
         step += 1
         times.append(time.perf_counter() - t0)
-        last_ce = _mean(stats)
+        last_ce = _task_sum(stats)
         row = {"step": step, "lr": lr, "train_ce": last_ce, "train_ce_conversation": _mean(stats, (CONVERSATION,)),
-               "train_ce_playlist": _mean(stats, (PLAYLIST,)), "self_sim": sim, "step_seconds": times[-1]}
-        checkpoint = (config.eval_every and step % config.eval_every == 0) or step == total
+               "train_ce_playlist": _mean(stats, (PLAYLIST,)), "train_ce_request": _mean(stats, (REQUEST,)),
+               "self_sim": sim, "step_seconds": times[-1]}
+        late = bool(config.deadline_s) and time.perf_counter() - started > config.deadline_s
+        checkpoint = (config.eval_every and step % config.eval_every == 0) or step == total or late
         if not procs.main:  # rank 0 evaluates, logs and writes; the others wait for it at checkpoints
             if checkpoint:
                 procs.barrier()
-            if step == config.stop_after:
+            if step == config.stop_after or late:
                 break
             continue
         if checkpoint:
@@ -442,7 +487,7 @@ def train(config: TrainConfig, model: Any, tokenizer: Any, datasets: dict, store
             procs.barrier()
         bar.update(1)
         bar.set_postfix(ce=f"{last_ce:.3f}", sim=f"{sim:.3g}")
-        if step == config.stop_after:
+        if step == config.stop_after or late:
             break
     bar.close()
     wall = wall_before + time.perf_counter() - started
@@ -488,8 +533,21 @@ def export_final(model, tokenizer, out: Path) -> tuple[Path, Any]:
 # ---------------------------------------------------------------------------------------- data + CLI
 
 
-def load_datasets(bundle: Path, tokenizer, store, render_config, splits=("train", "valid")) -> dict:
-    """Lazily rendered conversation and playlist examples of ``bundle``/data for each split."""
+REQUESTS_PER_TRACK = {"train": 40, "valid": 2}  # text → music examples per (non-cold-start) track
+
+
+def load_datasets(bundle: Path, tokenizer, store, render_config, splits=("train", "valid"), seed: int = 0,
+                  requests_per_track: dict | None = None) -> dict:
+    """Lazily rendered conversation, playlist and text → music examples of ``bundle`` for each split.
+
+    Conversations and playlist examples come from ``bundle``/data; text → music examples are generated
+    from the catalog (:mod:`train.requests`, deterministic per seed; valid ones with another seed and
+    shuffled, so their first ``eval_examples`` span many tracks).
+    """
+    from train.dataset import request_examples
+    from train.requests import bundle_requests
+
+    per_track = {**REQUESTS_PER_TRACK, **(requests_per_track or {})}
     from talkplay.catalog import load_catalog
     from train.conversation_schema import read_conversations
     from train.data import conversations_path, sequences_path
@@ -505,8 +563,14 @@ def load_datasets(bundle: Path, tokenizer, store, render_config, splits=("train"
                                     f"run python -m train.data --catalog {bundle}")
         convs = read_conversations(conv_path, catalog) if conv_path.exists() else []
         seqs = read_examples(seq_path) if seq_path.exists() else []
+        requests = []
+        if per_track.get(split):
+            requests = bundle_requests(bundle, per_track[split], seed if split == "train" else seed + 1000)
+            if split != "train":
+                random.Random(seed).shuffle(requests)
         out[split] = {CONVERSATION: conversation_examples(tokenizer, convs, store, catalog, render_config),
-                      PLAYLIST: continuation_examples(tokenizer, seqs, store, render_config)}
+                      PLAYLIST: continuation_examples(tokenizer, seqs, store, render_config),
+                      REQUEST: request_examples(tokenizer, requests, store, catalog, render_config)}
     return out
 
 
@@ -525,8 +589,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="linear warmup steps")
     p.add_argument("--lambda-self-sim", type=float, default=d.lambda_self_sim, help="weight of the self-sim loss")
-    p.add_argument("--playlist-fraction", type=float, default=d.playlist_fraction,
-                   help="share of playlist-continuation examples in the training stream")
+    p.add_argument("--playlist-fraction", type=float, default=0.3,
+                   help="share of playlist-continuation examples among the conversation + playlist examples")
+    p.add_argument("--request-fraction", type=float, default=0.6,
+                   help="share of text → music examples (train.requests) in the training stream; 0 = off")
+    p.add_argument("--requests-per-track", type=int, default=REQUESTS_PER_TRACK["train"],
+                   help="text → music training examples generated per track")
+    p.add_argument("--row-init", choices=("text", "random"), default="text",
+                   help="music-token rows: 'text' = base embeddings of what each code stands for, blended with "
+                        "the N(mean, cov) draw; 'random' = the draw only")
+    p.add_argument("--row-init-blend", type=float, default=0.8, help="share of the text direction (--row-init text)")
+    p.add_argument("--max-batch-tokens", type=int, default=d.max_batch_tokens,
+                   help="padded tokens per forward chunk; a step's examples are length-sorted into chunks")
+    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: all cores)")
     p.add_argument("--no-lora", action="store_true", help="full fine-tuning instead of LoRA + music rows")
     p.add_argument("--lora-r", type=int, default=d.lora_r, help="LoRA rank")
     p.add_argument("--lora-alpha", type=int, default=d.lora_alpha, help="LoRA alpha")
@@ -538,6 +613,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--full-head", action="store_true", help="apply the LM head at every position (timing only)")
     p.add_argument("--no-resume", action="store_true", help="ignore <out>/last and start over")
     p.add_argument("--stop-after", type=int, default=0, help="stop after this step as if interrupted (0: never)")
+    p.add_argument("--deadline-minutes", type=float, default=0.0,
+                   help="stop (evaluate and checkpoint first) once this session has trained this long (0: never)")
     p.add_argument("--no-export", action="store_true", help="skip writing <out>/final")
     return p
 
@@ -549,20 +626,35 @@ def main(argv: list[str] | None = None) -> int:
     from talkplay.render import RenderConfig
     from talkplay.token_store import load_default_store, load_store, store_dir
 
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     store = load_store(store_dir(args.catalog, args.variant)) if args.variant else load_default_store(args.catalog)
     mconf = ModelConfig(device="cpu", precision="fp32", **({"base_model": args.base_model} if args.base_model else {}))
     model, tokenizer = load_base(mconf)
     n_old = len(tokenizer)
     ids = expand_tokenizer(tokenizer, store.vocab.special_tokens())
     expand_model(model, n_old, list(ids.values()), seed=args.seed)
-    datasets = load_datasets(args.catalog, tokenizer, store, RenderConfig(max_tokens=args.max_tokens))
-    config = TrainConfig(out=args.out, lr=args.lr, warmup_steps=args.warmup_steps, max_steps=args.max_steps,
+    blend = 0.0
+    if args.row_init == "text":
+        from talkplay.catalog import load_catalog
+        from talkplay.expansion import init_rows_from_text
+        from train.token_init import code_texts
+
+        texts, groups = code_texts(load_catalog(args.catalog), store)
+        done = init_rows_from_text(model, tokenizer, n_old, texts, groups, args.row_init_blend)
+        blend = args.row_init_blend
+        print(f"text-grounded rows: {done['initialized']} music tokens (blend {blend})", file=sys.stderr)
+    datasets = load_datasets(args.catalog, tokenizer, store, RenderConfig(max_tokens=args.max_tokens), seed=args.seed,
+                             requests_per_track={"train": args.requests_per_track if args.request_fraction else 0})
+    config = TrainConfig(out=args.out, variant=store.variant, lr=args.lr, warmup_steps=args.warmup_steps, max_steps=args.max_steps,
                          epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
                          lambda_self_sim=args.lambda_self_sim, playlist_fraction=args.playlist_fraction,
+                         request_fraction=args.request_fraction, max_batch_tokens=args.max_batch_tokens,
+                         threads=args.threads, row_init=args.row_init, row_init_blend=blend,
                          lora=not args.no_lora, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
                          bf16=not args.no_bf16, supervised_head=not args.full_head, eval_every=args.eval_every,
                          eval_examples=args.eval_examples, seed=args.seed, resume=not args.no_resume,
-                         stop_after=args.stop_after, export_final=not args.no_export)
+                         stop_after=args.stop_after, deadline_s=60.0 * args.deadline_minutes,
+                         export_final=not args.no_export)
     result = train(config, model, tokenizer, datasets, store)
     result.pop("model")
     print(json.dumps(result, indent=1))
