@@ -5,10 +5,11 @@ chat messages in the model's own chat template. The music message has no chat ro
 folded into the assistant message, which the model writes music first (TalkPlay §4.4)::
 
     <|im_start|>assistant
-    <start_of_music><|playlist-3|>…<|audio-7|><end_of_music>[Now playing: “Title” by Artist]
+    <start_of_music><|playlist-3|>…<|audio-7|><end_of_music>[Now playing: “Title” by Artist | album: … | tags: …]
     Here is a calm piece…<|im_end|>
 
-The bracketed *grounding span* (:func:`grounding_text`) names the track the music tokens resolved to.
+The bracketed *grounding span* (:func:`grounding_text`) names the track the music tokens resolved to and
+carries the facts of its card (album, year, tags, caption with key and tempo).
 The model reads it but is never trained to write it: at inference the system inserts it once the
 generated span resolves, so the reply names the track that actually plays.
 
@@ -72,9 +73,26 @@ class Rendered:
 
 
 def grounding_text(track: Any) -> str:
-    """The grounding span naming ``track`` (anything with ``title`` and ``artist``), newline included."""
-    who = f" by {track.artist}" if track.artist else ""
-    return f"[Now playing: “{track.title}”{who}]\n"
+    """The grounding span for ``track``: the facts its card shows, in one fixed compact layout.
+
+    ``[Now playing: “Title” by Artist | album: … | year: … | tags: a, b, c | caption]`` plus a newline;
+    fields the track lacks are left out. The model reads (never writes) this span before its reply, so
+    everything a reply may state about the track — album, year, style, mood, instruments, key, tempo —
+    is in front of it instead of having to be recalled from its weights.
+    """
+    who = f" by {track.artist}" if getattr(track, "artist", "") else ""
+    parts = [f"Now playing: “{track.title}”{who}"]
+    album, year = getattr(track, "album", None), getattr(track, "year", None)
+    tags, caption = list(getattr(track, "tags", None) or ()), (getattr(track, "caption", None) or "").strip()
+    if album:
+        parts.append(f"album: {album}")
+    if year:
+        parts.append(f"year: {int(year)}")
+    if tags:
+        parts.append("tags: " + ", ".join(tags))
+    if caption:
+        parts.append(caption)
+    return "[" + " | ".join(parts) + "]\n"
 
 
 # ---------------------------------------------------------------------------------------- safety

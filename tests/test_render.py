@@ -89,8 +89,8 @@ def test_music_span_comes_first_then_grounding_then_reply(tokenizer, world):
         span_tokens = tokenizer.convert_ids_to_tokens(out.input_ids[music[0]:music[1]])
         assert span_tokens == [START_OF_MUSIC, *store.tokens_of(track), END_OF_MUSIC]
         ground_ids = out.input_ids[ground[0]:ground[1]]
-        expected = f"[Now playing: “Song {track[1]}” by Band {track[1]}]\n"
-        assert tokenizer.decode(ground_ids) == grounding_text(catalog[track]) == expected
+        assert grounding_text(catalog[track]).startswith(f"[Now playing: “Song {track[1]}” by Band {track[1]}")
+        assert tokenizer.decode(ground_ids) == grounding_text(catalog[track])
         assert ground_ids == tokenizer(grounding_text(catalog[track]), add_special_tokens=False)["input_ids"]
     # The whole text is exactly the chat template applied to the folded messages.
     chat = [{"role": "system", "content": RenderConfig().system_prompt}]
@@ -102,7 +102,7 @@ def test_music_span_comes_first_then_grounding_then_reply(tokenizer, world):
     assert out.input_ids == tokenizer(out.text, add_special_tokens=False)["input_ids"]
     turn = out.text[out.text.index("<|im_start|>assistant"):]
     assert turn.startswith("<|im_start|>assistant\n<start_of_music><|playlist-0|><|audio-1|><end_of_music>"
-                           "[Now playing: “Song 0” by Band 0]\nhere is Song 0 by the band<|im_end|>\n")
+                           + grounding_text(catalog["t0"]) + "here is Song 0 by the band<|im_end|>\n")
 
 
 def test_rejected_turn_music_is_not_supervised_but_its_reply_is(tokenizer, world):
