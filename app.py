@@ -59,7 +59,7 @@ def _chat_tab(ctrl: ChatController) -> None:
             gr.Markdown("**Played in this conversation**")
             played = gr.Markdown("*Nothing played yet.*", elem_id="played")
             with gr.Accordion("Sampling settings", open=False):
-                temperature = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Temperature (0 = greedy)")
+                temperature = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Reply temperature (0 = greedy, track too)")
                 top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p")
                 mode = gr.Radio(["constrained", "paper"], value="constrained", label="Decoding",
                                 info="constrained: only real catalog tracks; paper: free tokens + partial matching")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -50,6 +51,8 @@ from talkplay.tokens import DISAMBIGUATION
 
 log = logging.getLogger(__name__)
 
+MUSIC_TEMPERATURE = 0.7  # default music-span temperature (see GenerationConfig; chosen on the valid split)
+
 
 def _gpu(fn):
     """``spaces.GPU`` on a Hugging Face ZeroGPU Space (a GPU is attached for the call); a no-op elsewhere."""
@@ -62,10 +65,17 @@ def _gpu(fn):
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    """How a turn is generated. Defaults follow the paper: sampling at temperature 1.0, top-p 0.9."""
+    """How a turn is generated. The reply follows the paper: sampling at temperature 1.0, top-p 0.9.
+
+    The music span has its own temperature: the track is what the listener judges first, and a cooler
+    span plays fitting tracks more often while the constraint still rules out repeats (the default was
+    chosen on the validation split: ``python -m train.fit_check --tune …``). ``temperature=0`` makes the
+    whole turn greedy.
+    """
 
     mode: Literal["constrained", "paper"] = "constrained"
-    temperature: float = 1.0  # 0 = greedy
+    temperature: float = 1.0  # reply sampling temperature; 0 = greedy (span included)
+    music_temperature: float | None = MUSIC_TEMPERATURE  # music-span temperature; None = ``temperature``
     top_p: float = 0.9
     max_reply_tokens: int = 96
     seed: int | None = None  # None: fresh randomness per turn; an int makes every turn reproducible
@@ -73,6 +83,12 @@ class GenerationConfig:
     hierarchical: bool = True  # paper mode: 3MToken's level-by-level matching of residual codes
 
     def __post_init__(self) -> None:
+        for name in ("temperature", "top_p", "music_temperature"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"GenerationConfig.{name}={value}: must be a finite number")
+        if self.music_temperature is not None and self.music_temperature < 0:
+            raise ValueError(f"GenerationConfig.music_temperature {self.music_temperature} must be ≥ 0")
         if self.mode not in ("constrained", "paper"):
             raise ValueError(f"GenerationConfig.mode {self.mode!r}: expected 'constrained' or 'paper'")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
@@ -178,7 +194,10 @@ class Recommender:
         """Sample a music span after ``ids`` (ending with START) until END; returns (code ids, raw log-prob).
 
         The END token is sampled but not fed: the caller feeds it together with the grounding span.
+        Sampled at ``config.music_temperature`` (``config.temperature`` when None; greedy when that is 0).
         """
+        if config.temperature != 0 and config.music_temperature is not None:
+            config = replace(config, temperature=config.music_temperature)
         span: list[int] = []
         logprob = 0.0
         for _ in range(self.ids.n_positions + 1):

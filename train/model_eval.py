@@ -82,7 +82,8 @@ class PaperModeRanker:
         state, text = state_from_history(history)
         self._n += 1
         chosen = self.rec.choose(state, text, generation=GenerationConfig(mode="paper", seed=self.seed + self._n,
-                                                                          modality_weights=self.weights))
+                                                                          modality_weights=self.weights,
+                                                                          music_temperature=None))  # the paper's T=1
         kind = {"fallback": "none"}.get(chosen.match, chosen.match)
         mods = list(chosen.matched_modalities) if chosen.match == "partial" else []
         self.kinds[kind] += 1
