@@ -3,7 +3,7 @@
     python -m train.results            # rewrites the block between the results markers in README.md
     python -m train.results --check    # exit 1 if README.md is out of date with reports/
 
-Reads ``reports/eval_<catalog>.json`` (train.evaluate), ``reports/bench.json`` (train.bench) and
+Reads ``reports/fit_check.json`` (train.fit_check), ``reports/eval_<catalog>.json`` (train.evaluate), ``reports/bench.json`` (train.bench) and
 ``reports/load.json`` (train.load_test); a report that does not exist yet is named as missing.
 """
 
@@ -48,6 +48,21 @@ def eval_block(r: dict, name: str) -> list[str]:
     return lines
 
 
+def fit_block(r: dict) -> list[str]:
+    s = r["summary"]
+    others = ", ".join(f"{label} {s[f'{k}_top1_fit']:.0%}" for k, label in
+                       (("bm25", "BM25"), ("dense", "dense MiniLM"), ("popularity", "always the most popular track"))
+                       if s.get(f"{k}_top1_fit") is not None)
+    plays = s["requests"] * s["samples_per_request"]
+    return [f"**Does the track that plays fit the request?** ([`reports/fit_check.md`](reports/fit_check.md), "
+            f"`python -m train.fit_check`) — {s['requests']} typical first requests written the way listeners type "
+            f"them (moods, scenes, instruments, negations, misspellings), each with the tags a fitting track must "
+            f"carry: the track TalkPlay plays fits **{s['talkplay_played_fit']:.0%}** of the time "
+            f"({s['samples_per_request']} sampled plays per request; its own top-1 {s['talkplay_top1_fit']:.0%}, "
+            f"top-5 {s['talkplay_top5_fit']:.0%}). Top-1 of the baselines: {others}; a random track "
+            f"{s['random_fit']:.0%}. {s['played_distinct']} distinct tracks over {plays} plays."]
+
+
 def bench_block(b: dict) -> list[str]:
     out = ["**Speed and memory** ([`reports/bench.md`](reports/bench.md), `python -m train.bench`; "
            f"{b['machine']['cores']} CPU cores):", ""]
@@ -87,6 +102,8 @@ def load_block(r: dict) -> list[str]:
 
 def render(reports: Path, catalog: str = "demo") -> str:
     parts = []
+    fit = _load(reports / "fit_check.json")
+    parts += (fit_block(fit) if fit else ["*reports/fit_check.json missing: run `python -m train.fit_check`.*"]) + [""]
     ev = _load(reports / f"eval_{catalog}.json")
     parts += eval_block(ev, f"eval_{catalog}") if ev else [f"*reports/eval_{catalog}.json missing: run `python -m train.evaluate`.*"]
     bench = _load(reports / "bench.json")
