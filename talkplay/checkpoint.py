@@ -16,6 +16,12 @@ content, then loads that directory through :func:`talkplay.model.load_base`, so 
 path (CPU bf16, CUDA 4-bit NF4, …) applies unchanged. We store plain factors instead of a peft adapter
 directory because the runtime merges them once and never needs peft's wrappers.
 
+The checkpoint also records a *signature of its base weights* (a few dozen numbers sampled from the
+embedding matrix and the norm layers, which training never changes): a checkpoint applied to any other
+base — a different model, or the same name with other weights — is refused with both fingerprints named,
+unless ``TALKPLAY_ALLOW_OTHER_BASE=1`` says to go ahead anyway (the deltas then land on weights they were
+not trained for: expect nonsense).
+
 The token store fingerprint covers the music vocabulary and the quantizer centroids — what the music
 tokens *mean* — not which tracks carry them, so tracks added later with the same quantizers
 (:mod:`train.cold_start`) keep the checkpoint valid without retraining.
@@ -64,10 +70,12 @@ class CheckpointInfo:
     tied: bool  # output layer shares the input embedding
     training: dict = field(default_factory=dict)  # summary written by the trainer (steps, losses, time, …)
     format: str = FORMAT
+    base_signature: tuple[float, ...] = ()  # base_signature() of the base it was trained on; () = not recorded
 
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
         data["tokens"] = list(self.tokens)
+        data["base_signature"] = list(self.base_signature)
         return data
 
     @classmethod
@@ -75,11 +83,12 @@ class CheckpointInfo:
         if data.get("format") != FORMAT:
             raise CheckpointError(f"{where}: format {data.get('format')!r}, expected {FORMAT!r}")
         names = {f.name for f in dataclasses.fields(cls)}
-        missing = [n for n in names if n not in data and n not in ("training", "format")]
+        missing = [n for n in names if n not in data and n not in ("training", "format", "base_signature")]
         if missing:
             raise CheckpointError(f"{where}: missing field {missing[0]!r}")
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["tokens"] = tuple(kwargs["tokens"])
+        kwargs["base_signature"] = tuple(float(x) for x in kwargs.get("base_signature", ()))
         return cls(**kwargs)
 
 
@@ -92,6 +101,38 @@ def store_fingerprint(store: Any) -> str:
         h.update(name.encode())
         h.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
     return h.hexdigest()[:16]
+
+
+ALLOW_OTHER_BASE_ENV = "TALKPLAY_ALLOW_OTHER_BASE"  # "1": apply a checkpoint to a base whose signature differs
+SIGNATURE_SAMPLES = 24  # embedding entries sampled (evenly spaced) into the signature
+SIGNATURE_RTOL = 1e-3  # signatures match within this relative tolerance (dequantization may differ in the last bits)
+
+
+def base_signature(model: Any, base_vocab_size: int) -> tuple[float, ...]:
+    """Numbers that identify a model's base weights: mean, std and evenly spaced entries of the first
+    ``base_vocab_size`` embedding rows, and the sum of every norm layer's weight. Training (LoRA + music
+    rows) changes none of them, so a trained model and its base give the same signature."""
+    import torch
+
+    with torch.no_grad():
+        emb = model.get_input_embeddings().weight[:base_vocab_size].detach().to("cpu", torch.float64)
+        flat = emb.reshape(-1)
+        picks = flat[torch.linspace(0, flat.numel() - 1, SIGNATURE_SAMPLES).long()]
+        norms = [p.detach().to("cpu", torch.float64).sum() for n, p in model.named_parameters()
+                 if "norm" in n.lower() and "lora_" not in n]
+        values = [emb.mean(), emb.std(), *picks, *norms]
+    return tuple(round(float(v), 8) for v in values)
+
+
+def signature_fingerprint(signature: Sequence[float]) -> str:
+    """A short, printable name for a signature (sha256 of its values at 3 significant digits)."""
+    return hashlib.sha256(",".join(f"{v:.3g}" for v in signature).encode()).hexdigest()[:12]
+
+
+def same_base(a: Sequence[float], b: Sequence[float]) -> bool:
+    import numpy as np
+
+    return len(a) == len(b) and bool(np.allclose(np.asarray(a), np.asarray(b), rtol=SIGNATURE_RTOL, atol=1e-6))
 
 
 def checkpoint_dir(path: str | os.PathLike) -> Path:
@@ -174,7 +215,8 @@ def export_checkpoint(model: Any, tokenizer: Any, store: Any, out: str | os.Path
             rows["lm_head_bias"] = head.bias[base_vocab_size:].detach().float().cpu().contiguous()
     info = CheckpointInfo(base_model=base_model, base_vocab_size=base_vocab_size, hidden_size=int(emb.shape[1]),
                           tokens=tokens, store_variant=store.variant, store_fingerprint=store_fingerprint(store),
-                          lora_scale=scale, lora_rank=rank, tied=tied, training=dict(training or {}))
+                          lora_scale=scale, lora_rank=rank, tied=tied, training=dict(training or {}),
+                          base_signature=base_signature(lm, base_vocab_size))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -221,6 +263,15 @@ def apply_checkpoint(model: Any, tokenizer: Any, path: str | os.PathLike) -> Che
     emb = model.get_input_embeddings().weight
     if emb.shape[1] != info.hidden_size:
         raise CheckpointError(f"{d}: hidden size {info.hidden_size}, the base model has {emb.shape[1]}")
+    if info.base_signature:
+        got = base_signature(model, info.base_vocab_size)
+        if not same_base(info.base_signature, got):
+            msg = (f"{d}: trained on base {info.base_model!r} with fingerprint "
+                   f"{signature_fingerprint(info.base_signature)}, but the base loaded here has fingerprint "
+                   f"{signature_fingerprint(got)} — load the base it was trained on")
+            if os.environ.get(ALLOW_OTHER_BASE_ENV) != "1":
+                raise CheckpointError(msg + f" (or set {ALLOW_OTHER_BASE_ENV}=1 to use this base anyway)")
+            log.warning("%s; %s=1, so it is used anyway", msg, ALLOW_OTHER_BASE_ENV)
     ids = expand_tokenizer(tokenizer, info.tokens)
     expected = {t: info.base_vocab_size + i for i, t in enumerate(info.tokens)}
     if ids != expected:

@@ -127,3 +127,25 @@ def test_plain_model_without_lora_is_refused(world, tmp_path):  # noqa: F811
     with pytest.raises(CheckpointError, match="LoRA"):
         export_checkpoint(make_model(tok, world["n_old"]), tok, world["store"], tmp_path / "m", base_model="x",
                           base_vocab_size=world["n_old"])
+
+
+def test_other_base_weights_are_refused_naming_both_fingerprints(world, trained, tmp_path, monkeypatch):  # noqa: F811
+    """Same architecture, same tokenizer, other weights: the signature tells them apart."""
+    from talkplay.checkpoint import ALLOW_OTHER_BASE_ENV, signature_fingerprint
+
+    info = read_info(trained["dir"])
+    assert len(info.base_signature) > 20
+    other = tmp_path / "other-weights"
+    model = tiny_lm.make_llama(world["n_old"], hidden=32, tied=True, max_positions=512)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(1.1)
+    model.save_pretrained(other)
+    make_tokenizer().save_pretrained(other)
+    cfg = ModelConfig(base_model=str(other), device="cpu", precision="fp32", cache_dir=tmp_path / "c")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(trained["dir"], cfg)
+    assert signature_fingerprint(info.base_signature) in str(err.value) and ALLOW_OTHER_BASE_ENV in str(err.value)
+    assert str(err.value).count("fingerprint") == 2
+    monkeypatch.setenv(ALLOW_OTHER_BASE_ENV, "1")  # the explicit override loads it (with a warning)
+    model, _, _ = load_checkpoint(trained["dir"], cfg)
+    assert model is not None
