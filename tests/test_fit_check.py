@@ -86,3 +86,17 @@ def test_readme_block_reads_the_fit_report(tmp_path):
     update(readme, tmp_path)
     text = readme.read_text()
     assert "fits **81%**" in text and "BM25 60%" in text and "a random track 21%" in text
+
+
+def test_valid_split_requests_need_what_their_slot_words_need():
+    from pathlib import Path
+
+    from train import lexicon as lx
+    from train.fit_check import split_requests
+
+    bundle = Path(__file__).resolve().parent.parent / "catalog" / "demo"
+    reqs = split_requests(bundle, "valid", limit=40)
+    assert len(reqs) == 40
+    for r in reqs:
+        slots = [lx.SLOTS[k] for k, _ in lx.find_slot_words(r.text) if not k.startswith("era:")]
+        assert slots and all(g in r.need for s in slots for g in s.need)
