@@ -118,7 +118,7 @@ def build_demo(recommender, feedback_store, browser: CatalogBrowser, model_versi
     with gr.Blocks(title="TalkPlay — conversational music recommendation") as demo:
         gr.Markdown("# 🎧 TalkPlay\nTell it what you want to hear; it answers with a real track from the catalog "
                     "and a few words about it.\n\n" + SYNTHETIC_NOTE)
-        if ctrl.feedback_warning():  # the database was not writable at start (each click says so too)
+        if ctrl.feedback_warning():  # not writable at start (each click says so too), or lost at a Space restart
             gr.Markdown(ctrl.feedback_warning(), elem_id="feedback-warning")
         with gr.Tab("Chat"):
             _chat_tab(ctrl)

@@ -92,11 +92,16 @@ class ChatController:
                                                                      FEEDBACK_PER_MINUTE)
 
     def feedback_warning(self) -> str:
-        """A line for the page when the feedback database is not writable (empty when all is well)."""
-        if self.feedback is None or not self.feedback.error:
+        """A line for the page when the feedback database is not writable, or when (on a Space) ratings would
+        be lost at the next restart; empty when all is well."""
+        from talkplay.feedback import storage_note
+
+        if self.feedback is None:
             return ""
-        return ("⚠️ The feedback database is not writable right now; ratings are kept in memory and saved as "
-                "soon as it is.")
+        if self.feedback.error:
+            return ("⚠️ The feedback database is not writable right now; ratings are kept in memory and saved as "
+                    "soon as it is.")
+        return storage_note(self.feedback.path)
 
     def recommender(self):
         return self._rec.get() if isinstance(self._rec, LazyRecommender) else self._rec

@@ -56,9 +56,45 @@ COLUMNS = ("id", "record_uid", "session_id", "turn_index", "created_utc", "user_
 MAX_TEXT = 4000  # user messages, replies and comments are cut to this many characters
 
 
-def default_db_path() -> Path:
-    """$TALKPLAY_FEEDBACK_DB, else ``data/feedback.sqlite3`` in the working directory (git-ignored)."""
-    return Path(os.environ.get("TALKPLAY_FEEDBACK_DB") or Path("data") / "feedback.sqlite3")
+SPACE_VOLUME = Path("/data")  # where a Hugging Face Space mounts its persistent storage, when it has some
+
+
+def on_space(environ=None) -> bool:
+    """True when running as a Hugging Face Space (the platform sets SPACE_ID)."""
+    return bool((os.environ if environ is None else environ).get("SPACE_ID"))
+
+
+def space_volume(environ=None, volume: Path = SPACE_VOLUME) -> Path | None:
+    """The Space's persistent volume when this is a Space and the volume is a writable folder, else None."""
+    if on_space(environ) and volume.is_dir() and os.access(volume, os.W_OK):
+        return volume
+    return None
+
+
+def default_db_path(environ=None, volume: Path = SPACE_VOLUME) -> Path:
+    """$TALKPLAY_FEEDBACK_DB; else, on a Space with persistent storage, ``/data/talkplay/feedback.sqlite3``
+    (the app folder of a Space is wiped on every restart); else ``data/feedback.sqlite3`` in the working
+    directory (git-ignored)."""
+    env = os.environ if environ is None else environ
+    if env.get("TALKPLAY_FEEDBACK_DB"):
+        return Path(env["TALKPLAY_FEEDBACK_DB"])
+    persistent = space_volume(env, volume)
+    if persistent is not None:
+        return persistent / "talkplay" / "feedback.sqlite3"
+    return Path("data") / "feedback.sqlite3"
+
+
+def storage_note(db: Path, environ=None, volume: Path = SPACE_VOLUME) -> str:
+    """A line for the page when ratings would not survive a restart: a Space whose database is not on its
+    persistent volume and that pushes no Hub export (empty otherwise)."""
+    env = os.environ if environ is None else environ
+    if not on_space(env) or env.get("TALKPLAY_FEEDBACK_REPO"):
+        return ""
+    persistent = space_volume(env, volume)
+    if persistent is not None and Path(db).resolve().is_relative_to(persistent.resolve()):
+        return ""
+    return ("ℹ️ This Space has no persistent storage: ratings are kept until it restarts. Its owner can add "
+            "persistent storage (/data) or set TALKPLAY_FEEDBACK_REPO to keep them.")
 
 
 def _now() -> str:

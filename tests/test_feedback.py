@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
@@ -214,3 +215,21 @@ def test_kill_9_while_writing_keeps_every_acknowledged_record(tmp_path):
     store.close()
     missing = [u for u in acked if u not in stored]
     assert not missing, f"{len(missing)} acknowledged records lost, e.g. {missing[:3]}"
+
+
+def test_space_storage_goes_to_the_persistent_volume_or_says_it_is_lost(tmp_path):
+    """Hugging Face Spaces wipe the app folder on restart: /data when mounted, else a visible note."""
+    from talkplay.feedback import default_db_path, storage_note
+
+    volume = tmp_path / "data"
+    assert default_db_path({}, volume) == Path("data") / "feedback.sqlite3"  # not a Space: the app folder
+    assert default_db_path({"TALKPLAY_FEEDBACK_DB": "/x/f.db", "SPACE_ID": "u/s"}, volume) == Path("/x/f.db")
+    space = {"SPACE_ID": "user/talkplay"}
+    assert default_db_path(space, volume) == Path("data") / "feedback.sqlite3"  # no volume mounted
+    assert "no persistent storage" in storage_note(Path("data") / "feedback.sqlite3", space, volume)
+    assert storage_note(Path("data") / "feedback.sqlite3", {**space, "TALKPLAY_FEEDBACK_REPO": "u/d"}, volume) == ""
+    volume.mkdir()
+    db = default_db_path(space, volume)
+    assert db == volume / "talkplay" / "feedback.sqlite3"
+    assert storage_note(db, space, volume) == ""
+    assert storage_note(Path("data") / "feedback.sqlite3", {}, volume) == ""  # not a Space: nothing to say
