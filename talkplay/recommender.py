@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -45,6 +46,7 @@ from talkplay.constraints import (
 )
 from talkplay.conversation import ConversationState, Done, Event, TextDelta, TrackChosen, Turn
 from talkplay.matching import PAPER_WEIGHTS, match
+from talkplay.prior import NEUTRAL_REQUEST, Compose, PriorCorrection, TriePrior
 from talkplay.render import RenderConfig, end_of_turn_ids, grounding_ids, render_prompt
 from talkplay.token_store import TokenStore
 from talkplay.tokens import DISAMBIGUATION
@@ -52,6 +54,7 @@ from talkplay.tokens import DISAMBIGUATION
 log = logging.getLogger(__name__)
 
 MUSIC_TEMPERATURE = 0.7  # default music-span temperature (see GenerationConfig; chosen on the valid split)
+PRIOR_WEIGHT = 0.75  # default β of the prior correction (talkplay.prior; chosen on the valid split)
 
 
 def _gpu(fn):
@@ -76,6 +79,7 @@ class GenerationConfig:
     mode: Literal["constrained", "paper"] = "constrained"
     temperature: float = 1.0  # reply sampling temperature; 0 = greedy (span included)
     music_temperature: float | None = MUSIC_TEMPERATURE  # music-span temperature; None = ``temperature``
+    prior_weight: float = PRIOR_WEIGHT  # β: subtract β × the neutral request's log-probs (talkplay.prior); 0 = off
     top_p: float = 0.9
     max_reply_tokens: int = 96
     seed: int | None = None  # None: fresh randomness per turn; an int makes every turn reproducible
@@ -83,12 +87,14 @@ class GenerationConfig:
     hierarchical: bool = True  # paper mode: 3MToken's level-by-level matching of residual codes
 
     def __post_init__(self) -> None:
-        for name in ("temperature", "top_p", "music_temperature"):
+        for name in ("temperature", "top_p", "music_temperature", "prior_weight"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"GenerationConfig.{name}={value}: must be a finite number")
         if self.music_temperature is not None and self.music_temperature < 0:
             raise ValueError(f"GenerationConfig.music_temperature {self.music_temperature} must be ≥ 0")
+        if self.prior_weight < 0:
+            raise ValueError(f"GenerationConfig.prior_weight {self.prior_weight} must be ≥ 0")
         if self.mode not in ("constrained", "paper"):
             raise ValueError(f"GenerationConfig.mode {self.mode!r}: expected 'constrained' or 'paper'")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
@@ -137,6 +143,8 @@ class Recommender:
         self.device = next(model.parameters()).device
         names = [m.name for m in store.vocab.modalities if m.name != DISAMBIGUATION]
         self.all_modalities = tuple(names)
+        self._prior: TriePrior | None = None
+        self._prior_lock = threading.Lock()  # concurrent first turns build the prior once
 
     @classmethod
     def load(cls, bundle: str | Path, model_config: Any = None, generation: GenerationConfig = GenerationConfig(),
@@ -249,7 +257,9 @@ class Recommender:
         logits = self._step(prompt, cache)
         constrained = MusicSpanConstraint(self.ids, self.trie, excluded)
         if config.mode == "constrained":
-            span, logprob = self._span(prompt, logits, cache, constrained, config, gen)
+            rule = constrained if not config.prior_weight else \
+                Compose(constrained, PriorCorrection(self.ids, self.prior(), config.prior_weight))
+            span, logprob = self._span(prompt, logits, cache, rule, config, gen)
             codes = [c for _, c in self.ids.decode(span)]
             track_id = resolve(self.store, codes, excluded)
             kind, score, matched = "constrained", logprob, self.all_modalities
@@ -326,8 +336,10 @@ class Recommender:
 
     @torch.no_grad()
     def rank(self, state: ConversationState, user_text: str, k: int = 10, method: str = "auto",
-             beam: int | None = None) -> list[Ranked]:
-        """Top-``k`` allowed tracks (not played, not rejected) for ``user_text`` by music-token log-likelihood.
+             beam: int | None = None, prior_weight: float | None = None) -> list[Ranked]:
+        """Top-``k`` allowed tracks (not played, not rejected) for ``user_text`` by music-token log-likelihood,
+        minus ``prior_weight`` (default: the engine's GenerationConfig's) × the track's prior score
+        (:mod:`talkplay.prior`; exhaustive ranking only — beam search ranks by the likelihood alone).
 
         Args:
             method: "exhaustive" (every allowed track, batched, prompt cache shared), "beam" (constrained
@@ -346,6 +358,9 @@ class Recommender:
             method = "exhaustive" if len(rows) <= self.exhaustive_limit else "beam"
         if method == "exhaustive":
             scores = self._exhaustive(cache, first, rows)
+            beta = self.generation.prior_weight if prior_weight is None else prior_weight
+            if beta:
+                scores = scores - beta * self.prior().row_scores[rows]
         elif method == "beam":
             scores = self._beam(cache, first, excluded, beam or max(k, 16))
             rows = np.asarray([r for r, _ in scores], dtype=np.int64)
@@ -355,19 +370,15 @@ class Recommender:
         order = np.lexsort((rows, -scores))[:k]  # best first; ties by store row
         return [Ranked(self.store.track_ids[int(rows[i])], float(scores[i])) for i in order]
 
-    @torch.no_grad()
-    def _exhaustive(self, cache: Any, first: torch.Tensor, rows: np.ndarray) -> np.ndarray:
-        """Summed log-probabilities of every row's music tokens after the cached prompt.
+    def _packed(self, cache: Any, ids: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        """Log-softmax after each of items' music tokens (all but the last), fed after the cached prompt:
+        yields (first item index, (n, width, V) fp32 log-probs) per chunk of ``rank_batch`` items.
 
         Items are packed side by side into one sequence per chunk with a block-causal mask (each item's
         tokens see the prompt and that item's earlier tokens) and per-item position ids, so the prompt's
         KV cache is shared as is — never copied per item — and cropped back afterwards.
         """
-        ids = self._code_ids(rows)
         n_items, length = ids.shape
-        out = first[ids[:, 0]].double().numpy()
-        if length == 1:
-            return out
         past = cache.get_seq_length()
         width = length - 1
         for i in range(0, n_items, self.rank_batch):
@@ -381,9 +392,43 @@ class Recommender:
                                 attention_mask=mask.to(self.device), position_ids=(past + step)[None].to(self.device),
                                 past_key_values=cache, use_cache=True).logits
             cache.crop(-n * width)
-            lp = torch.log_softmax(logits[0].float(), dim=-1).view(n, width, -1)
-            out[i:i + n] += lp.gather(2, chunk[:, 1:, None].to(lp.device))[..., 0].sum(dim=1).double().cpu().numpy()
+            yield i, torch.log_softmax(logits[0].float(), dim=-1).view(n, width, -1)
+
+    @torch.no_grad()
+    def _exhaustive(self, cache: Any, first: torch.Tensor, rows: np.ndarray) -> np.ndarray:
+        """Summed log-probabilities of every row's music tokens after the cached prompt."""
+        ids = self._code_ids(rows)
+        out = first[ids[:, 0]].double().numpy()
+        if ids.shape[1] == 1:
+            return out
+        for i, lp in self._packed(cache, ids):
+            chunk = ids[i:i + lp.shape[0]]
+            out[i:i + lp.shape[0]] += lp.gather(2, chunk[:, 1:, None].to(lp.device))[..., 0].sum(dim=1).double().cpu().numpy()
         return out
+
+    @torch.no_grad()
+    def prior(self) -> TriePrior:
+        """The neutral request's log-probabilities at every trie node (:mod:`talkplay.prior`), built once
+        per engine — one ranking pass — the first time a turn or a ranking needs it."""
+        with self._prior_lock:
+            if self._prior is None:
+                from transformers import DynamicCache
+
+                cache = DynamicCache()
+                first = torch.log_softmax(self._step(self._prompt(ConversationState(), NEUTRAL_REQUEST), cache),
+                                          dim=-1).cpu()
+                rows = np.arange(len(self.store))
+                ids = self._code_ids(rows)
+                logprobs = [np.tile(first[self.ids.position_ids[0]].numpy(), (len(rows), 1))]
+                logprobs += [np.zeros((len(rows), len(self.ids.position_ids[k])))
+                             for k in range(1, self.ids.n_positions)]
+                if ids.shape[1] > 1:
+                    for i, lp in self._packed(cache, ids):
+                        for k in range(1, self.ids.n_positions):
+                            cols = torch.as_tensor(self.ids.position_ids[k], device=lp.device)
+                            logprobs[k][i:i + lp.shape[0]] = lp[:, k - 1, cols].double().cpu().numpy()
+                self._prior = TriePrior.from_logprobs(self.store.codes[rows], logprobs)
+            return self._prior
 
     def _beam(self, cache: Any, first: torch.Tensor, excluded, width: int) -> list[tuple[int, float]]:
         """Constrained beam search: keep the ``width`` best prefixes per depth among trie continuations."""

@@ -116,7 +116,7 @@ def test_rank_equals_summed_logprobs(rec, method):
     state = ConversationState()
     rec.chat(state, "play me some calm jazz please")
     want = brute_force(rec, state, "something upbeat for running")
-    got = rec.rank(state, "something upbeat for running", k=10, method=method, beam=8)
+    got = rec.rank(state, "something upbeat for running", k=10, method=method, beam=8, prior_weight=0.0)
     assert [r.track_id for r in got] == sorted(want, key=lambda t: -want[t])
     for r in got:
         assert r.logprob == pytest.approx(want[r.track_id], abs=1e-3)
@@ -174,3 +174,45 @@ def test_request_longer_than_the_context_is_shortened(rec):
     turn = rec.chat(ConversationState(), text)
     assert turn.track_id in rec.catalog and 0 < len(turn.user) < len(text) and text.startswith(turn.user)
     assert rec.rank(ConversationState(), text, k=2)
+
+
+def test_prior_is_the_neutral_requests_likelihood_and_ranking_subtracts_it(rec):
+    """talkplay.prior: row_scores are each track's summed log-probs after the neutral request, the table
+    holds every code's log-prob at every trie node, and ranking with β subtracts β × row_scores."""
+    from talkplay.prior import NEUTRAL_REQUEST
+
+    prior = rec.prior()
+    neutral = brute_force(rec, ConversationState(), NEUTRAL_REQUEST)
+    for row, track_id in enumerate(rec.store.track_ids):
+        assert prior.row_scores[row] == pytest.approx(neutral[track_id], abs=1e-3)
+        codes = rec.store.codes[row]
+        assert sum(prior.at(codes[:k])[codes[k]] for k in range(len(codes))) == pytest.approx(prior.row_scores[row])
+    state = ConversationState()
+    raw = {r.track_id: r.logprob for r in rec.rank(state, "play me some calm jazz please", k=6, prior_weight=0.0)}
+    got = rec.rank(state, "play me some calm jazz please", k=6, prior_weight=0.5)
+    row = {t: i for i, t in enumerate(rec.store.track_ids)}
+    for r in got:
+        assert r.logprob == pytest.approx(raw[r.track_id] - 0.5 * prior.row_scores[row[r.track_id]], abs=1e-6)
+    assert [r.logprob for r in got] == sorted((r.logprob for r in got), reverse=True)
+
+
+def test_prior_correction_shifts_only_the_allowed_codes(rec):
+    from talkplay.constraints import MusicSpanConstraint
+    from talkplay.prior import Compose, PriorCorrection
+
+    prior = rec.prior()
+    prompt = rec._prompt(ConversationState(), "something upbeat for running")
+    first_code = int(rec.store.codes[0][0])
+    ids = torch.tensor([prompt + [int(rec.ids.position_ids[0][first_code])]])
+    scores = torch.randn(1, rec.model.get_output_embeddings().weight.shape[0])
+    plain = MusicSpanConstraint(rec.ids, rec.trie)(ids, scores)
+    both = Compose(MusicSpanConstraint(rec.ids, rec.trie), PriorCorrection(rec.ids, prior, 2.0))(ids, scores)
+    allowed = torch.isfinite(plain[0])
+    assert torch.equal(torch.isfinite(both[0]), allowed)  # the constraint still decides what may follow
+    cols = torch.as_tensor(rec.ids.position_ids[1])
+    want = plain[0, cols] - 2.0 * torch.as_tensor(prior.at([first_code]), dtype=plain.dtype)
+    assert torch.allclose(both[0, cols][allowed[cols]], want[allowed[cols]])
+    for seed in range(4):  # turns stay valid catalog tracks with the correction on
+        chosen = rec.choose(ConversationState(), "play me some calm jazz please",
+                            generation=GenerationConfig(seed=seed, prior_weight=3.0))
+        assert chosen.track.track_id in rec.store

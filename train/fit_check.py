@@ -228,6 +228,34 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tune(args) -> dict:
+    """Choose the prior weight and music temperature on the validation split (the fit check stays a report)."""
+    from talkplay.conversation import ConversationState
+    from talkplay.recommender import GenerationConfig, load_recommender
+
+    rec = load_recommender(args.catalog, "cpu", args.precision)
+    catalog = load_catalog(args.catalog)
+    valid = split_requests(args.catalog, "valid", args.tune_requests)
+    prior = rec.prior().row_scores
+    ids = rec.store.track_ids
+    hits = {b: [] for b in args.tune_priors}
+    for req in valid:
+        raw = {r.track_id: r.logprob for r in rec.rank(ConversationState(), req.text, k=len(ids), prior_weight=0.0)}
+        scores = np.array([raw[t] for t in ids])
+        for b in args.tune_priors:
+            hits[b].append(req.fits(catalog[ids[int(np.argmax(scores - b * prior))]]))
+    top1 = {b: float(np.mean(h)) for b, h in hits.items()}
+    for b, v in top1.items():
+        print(f"prior weight {b}: top-1 fit {v:.3f} on {len(valid)} valid first requests", flush=True)
+    best = max(top1, key=lambda b: (top1[b], -b))
+    played = {}
+    for t in args.tune_temperatures:
+        played[t] = played_fit(rec, catalog, valid, args.samples, GenerationConfig(music_temperature=t,
+                                                                                   prior_weight=best))
+        print(f"prior weight {best}, music temperature {t}: played fit {played[t]:.3f}", flush=True)
+    return {"top1_by_prior": top1, "best_prior": best, "played_by_temperature": played}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.fit_check", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -237,26 +265,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="bf16", help="model precision on CPU (bf16 or fp32)")
     p.add_argument("--out", type=Path, default=Path("reports"), help="where fit_check.{json,md} go")
     p.add_argument("--name", default="", help="report name suffix: fit_check[_<name>].*")
-    p.add_argument("--tune", type=float, nargs="+", default=None, metavar="T",
-                   help="instead of the report: played fit on the VALID split's first requests for each music-span "
-                        "temperature T (how the app's default was chosen)")
-    p.add_argument("--tune-requests", type=int, default=150, help="valid first requests used by --tune")
+    p.add_argument("--tune-priors", type=float, nargs="+", default=None, metavar="BETA",
+                   help="instead of the report: top-1 fit on the VALID split's first requests for each prior weight "
+                        "β (talkplay.prior), then played fit for each --tune-temperatures at the best β")
+    p.add_argument("--tune-temperatures", type=float, nargs="+", default=[1.0, 0.7, 0.5], metavar="T",
+                   help="music-span temperatures tried with --tune-priors")
+    p.add_argument("--tune-requests", type=int, default=80, help="valid first requests used for tuning")
     args = p.parse_args(argv)
     from talkplay.previews import default_cache_dir
 
-    if args.tune:
-        from talkplay.recommender import GenerationConfig, load_recommender
-
-        rec = load_recommender(args.catalog, "cpu", args.precision)
-        valid = split_requests(args.catalog, "valid", args.tune_requests)
-        catalog = load_catalog(args.catalog)
-        rows = {}
-        for t in args.tune:
-            rows[t] = played_fit(rec, catalog, valid, args.samples, GenerationConfig(temperature=1.0,
-                                                                                     music_temperature=t))
-            print(f"music temperature {t}: played fit {rows[t]:.3f} on {len(valid)} valid first requests", flush=True)
+    if args.tune_priors:
+        tune(args)
         return 0
-
     catalog = load_catalog(args.catalog)
     requests = read_requests(args.requests or args.catalog / REQUESTS_FILE, catalog)
     result = run_fit_check(args.catalog, requests, args.samples, default_cache_dir() / "embeddings", args.precision)
