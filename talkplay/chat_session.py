@@ -53,7 +53,9 @@ class LazyRecommender:
     def start_background(self) -> None:
         def work():
             try:
-                self.get()
+                rec = self.get()
+                if hasattr(rec, "prior"):  # the prior correction's one ranking pass, before the first listener
+                    rec.prior()
             except Exception:  # reported again (briefly) on the first request
                 log.exception("loading the recommender failed")
 

@@ -117,7 +117,8 @@ def base_signature(model: Any, base_vocab_size: int) -> tuple[float, ...]:
     with torch.no_grad():
         emb = model.get_input_embeddings().weight[:base_vocab_size].detach().to("cpu", torch.float64)
         flat = emb.reshape(-1)
-        picks = flat[torch.linspace(0, flat.numel() - 1, SIGNATURE_SAMPLES).long()]
+        # integer spacing: a float linspace rounds past the last index on large matrices
+        picks = flat[torch.arange(SIGNATURE_SAMPLES) * (flat.numel() - 1) // (SIGNATURE_SAMPLES - 1)]
         norms = [p.detach().to("cpu", torch.float64).sum() for n, p in model.named_parameters()
                  if "norm" in n.lower() and "lora_" not in n]
         values = [emb.mean(), emb.std(), *picks, *norms]
