@@ -55,6 +55,7 @@ def run_summary(run: Path) -> dict:
         "best_valid_loss": float(best_row["valid_loss"]) if best_row else None,
         "best_valid_ce_conversation": float(best_row["valid_ce_conversation"]) if best_row.get("valid_ce_conversation") else None,
         "best_valid_ce_playlist": float(best_row["valid_ce_playlist"]) if best_row.get("valid_ce_playlist") else None,
+        "best_valid_ce_request": float(best_row["valid_ce_request"]) if best_row.get("valid_ce_request") else None,
         "final_train_ce_last20": mean("train_ce"), "final_self_sim_last20": mean("self_sim"),
         "step_seconds_mean": mean("step_seconds", rows), "step_seconds_sum": sum(float(r["step_seconds"]) for r in rows),
     }
@@ -118,7 +119,9 @@ def model_card(bundle: Path, summary: dict, ablation: dict | None, info_base: st
         f"{cfg['playlist_fraction']} of the rest); LoRA r={cfg['lora_r']}, alpha={cfg['lora_alpha']} on all decoder "
         f"linear layers + the music-token rows; AdamW lr {cfg['lr']}, warm-up {cfg['warmup_steps']} steps, cosine decay.",
         f"- Steps: {summary['steps']} × batch {cfg['batch_size']}×{cfg['grad_accum']} "
-        f"(best valid loss at step {summary['best_step']}).",
+        f"(best valid loss at step {summary['best_step']})"
+        + (f"; stopped after {summary['steps']} of the schedule's {cfg['max_steps']} steps, its learning rate "
+           "already near zero." if cfg.get("max_steps") and summary["steps"] < int(cfg["max_steps"]) else "."),
         f"- Hardware: {summary.get('hardware', 'CPU (see the training note)')}; mean {_fmt(summary['step_seconds_mean'], 1)} s "
         f"per step; {_fmt(summary['step_seconds_sum'] / 60, 1)} min in training steps"
         + (f", {_fmt(wall / 60, 1)} min wall time including evaluation." if wall else "."),
@@ -127,6 +130,7 @@ def model_card(bundle: Path, summary: dict, ablation: dict | None, info_base: st
         f"| valid loss (best) | {_fmt(summary['best_valid_loss'])} |",
         f"| valid CE conversation | {_fmt(summary['best_valid_ce_conversation'])} |",
         f"| valid CE playlist continuation | {_fmt(summary['best_valid_ce_playlist'])} |",
+        f"| valid CE text → music | {_fmt(summary.get('best_valid_ce_request'))} |",
         f"| self-similarity loss (last 20 steps) | {_fmt(summary['final_self_sim_last20'], 4)} |",
     ]
     if ablation:

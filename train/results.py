@@ -3,7 +3,8 @@
     python -m train.results            # rewrites the block between the results markers in README.md
     python -m train.results --check    # exit 1 if README.md is out of date with reports/
 
-Reads ``reports/fit_check.json`` (train.fit_check), ``reports/eval_<catalog>.json`` (train.evaluate), ``reports/bench.json`` (train.bench) and
+Reads ``reports/fit_check.json`` (train.fit_check), ``reports/conversation_checks.json``
+(train.conversation_checks), ``reports/eval_<catalog>.json`` (train.evaluate), ``reports/bench.json`` (train.bench) and
 ``reports/load.json`` (train.load_test); a report that does not exist yet is named as missing.
 """
 
@@ -63,6 +64,17 @@ def fit_block(r: dict) -> list[str]:
             f"{s['random_fit']:.0%}. {s['played_distinct']} distinct tracks over {plays} plays."]
 
 
+def checks_block(r: dict) -> list[str]:
+    s = r["summary"]
+    return [f"**Do the replies tell the truth?** ([`reports/conversation_checks.md`](reports/conversation_checks.md), "
+            f"`python -m train.conversation_checks`) — {s['replies']} replies generated with the app's settings: "
+            f"{s['faithfulness_violation_rate']:.0%} state a name, number or attribute the played track's card "
+            f"contradicts or lacks ({s['wrong_name_replies']} another track's name, {s['wrong_number_replies']} a "
+            f"tempo/key/year, {s['absent_attribute_replies']} a style/mood/instrument); "
+            f"{s['names_played_track_rate']:.0%} name the played track; {s['over_length_replies']} run into the "
+            "length cap."]
+
+
 def bench_block(b: dict) -> list[str]:
     out = ["**Speed and memory** ([`reports/bench.md`](reports/bench.md), `python -m train.bench`; "
            f"{b['machine']['cores']} CPU cores):", ""]
@@ -104,6 +116,8 @@ def render(reports: Path, catalog: str = "demo") -> str:
     parts = []
     fit = _load(reports / "fit_check.json")
     parts += (fit_block(fit) if fit else ["*reports/fit_check.json missing: run `python -m train.fit_check`.*"]) + [""]
+    checks = _load(reports / "conversation_checks.json")
+    parts += (checks_block(checks) + [""]) if checks else []
     ev = _load(reports / f"eval_{catalog}.json")
     parts += eval_block(ev, f"eval_{catalog}") if ev else [f"*reports/eval_{catalog}.json missing: run `python -m train.evaluate`.*"]
     bench = _load(reports / "bench.json")
