@@ -20,6 +20,7 @@ import pytest
 from talkplay.browse import CatalogBrowser
 from talkplay.chat_session import ChatController, ChatSession
 from talkplay.feedback import FeedbackStore
+from talkplay.token_store import default_variant
 from talkplay.limits import RateLimiter, clean_text
 from talkplay.constraints import TokenIdMap
 from tests.test_chat_session import XSS, app_world, assert_missing_preview_is_said, last  # noqa: F401
@@ -209,8 +210,9 @@ def demo_copy(tmp_path_factory):
     return root
 
 
-DAMAGED = ["tracks.parquet", "tokens/rkmeans/codes.parquet", "tokens/rkmeans/inverted_index.parquet",
-           "tokens/rkmeans/manifest.json", "model/checkpoint.json", "model/adapter.safetensors",
+_STORE = f"tokens/{default_variant(DEMO)}"  # the store the app serves
+DAMAGED = ["tracks.parquet", f"{_STORE}/codes.parquet", f"{_STORE}/inverted_index.parquet",
+           f"{_STORE}/manifest.json", "model/checkpoint.json", "model/adapter.safetensors",
            "model/music_rows.safetensors"]
 
 
