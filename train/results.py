@@ -59,7 +59,7 @@ def fit_block(r: dict) -> list[str]:
             f"`python -m train.fit_check`) — {s['requests']} typical first requests written the way listeners type "
             f"them (moods, scenes, instruments, negations, misspellings), each with the tags a fitting track must "
             f"carry: the track TalkPlay plays fits **{s['talkplay_played_fit']:.0%}** of the time "
-            f"({s['samples_per_request']} sampled plays per request; its own top-1 {s['talkplay_top1_fit']:.0%}, "
+            f"({s['samples_per_request']} play{'s' if s['samples_per_request'] > 1 else ''} per request; its own top-1 {s['talkplay_top1_fit']:.0%}, "
             f"top-5 {s['talkplay_top5_fit']:.0%}). Top-1 of the baselines: {others}; a random track "
             f"{s['random_fit']:.0%}. {s['played_distinct']} distinct tracks over {plays} plays."]
 
