@@ -260,6 +260,15 @@ def _open_span_starts(input_ids: torch.Tensor, ids: TokenIdMap) -> list[int]:
     return torch.where(inside, last_start, torch.full_like(last_start, -1)).tolist()
 
 
+def open_spans(input_ids: torch.Tensor, ids: TokenIdMap) -> list[tuple[int, list[int]]]:
+    """(batch row, music ids generated after its START) for every row inside an open span."""
+    opened = _open_span_starts(input_ids, ids)
+    if all(s < 0 for s in opened):
+        return []
+    rows = input_ids.tolist()
+    return [(b, rows[b][s + 1:]) for b, s in enumerate(opened) if s >= 0]
+
+
 def _keep_only(scores: torch.Tensor, row: int, keep: torch.Tensor) -> None:
     """Set every score of ``row`` to -inf except those of the ids ``keep`` (in place)."""
     masked = torch.full_like(scores[row], float("-inf"))
@@ -298,15 +307,12 @@ class MusicSpanConstraint(LogitsProcessor):
         return self.ids.position_ids[len(prefix)][codes]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        opened = _open_span_starts(input_ids, self.ids)
-        if all(s < 0 for s in opened):
+        spans = open_spans(input_ids, self.ids)
+        if not spans:
             return scores
         out = scores.clone()
-        rows = input_ids.tolist()
-        for b, s in enumerate(opened):
-            if s < 0:
-                continue
-            keep = torch.as_tensor(self.allowed_ids(rows[b][s + 1:]), device=scores.device)
+        for b, span in spans:
+            keep = torch.as_tensor(self.allowed_ids(span), device=scores.device)
             _keep_only(out, b, keep)
         return out
 

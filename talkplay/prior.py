@@ -66,23 +66,17 @@ class PriorCorrection(LogitsProcessor):
     """
 
     def __init__(self, ids, prior: TriePrior, beta: float):
-        from talkplay.constraints import _open_span_starts
-
         self.ids, self.prior, self.beta = ids, prior, float(beta)
-        self._open = _open_span_starts
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.beta == 0:
-            return scores
-        opened = self._open(input_ids, self.ids)
-        if all(s < 0 for s in opened):
+        from talkplay.constraints import open_spans
+
+        spans = open_spans(input_ids, self.ids) if self.beta else []
+        if not spans:
             return scores
         out = scores.clone()
-        rows = input_ids.tolist()
-        for b, s in enumerate(opened):
-            if s < 0:
-                continue
-            prefix = [c for _, c in self.ids.decode(rows[b][s + 1:])]
+        for b, span in spans:
+            prefix = [c for _, c in self.ids.decode(span)]
             if len(prefix) >= self.ids.n_positions:
                 continue
             lp = self.prior.at(prefix)
