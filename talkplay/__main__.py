@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("previews", help="prepare a bundle's audio previews (idempotent)")
     p.add_argument("--catalog", type=Path, default=Path("catalog/demo"), help="bundle directory (default: catalog/demo)")
     p.add_argument("--cache", type=Path, default=None,
-                   help="download cache (default: $TALKPLAY_CACHE or ~/.cache/talkplay)")
+                   help="download cache (default: $TALKPLAY_CACHE, else ~/.cache/talkplay; /data/talkplay/cache on a Space with storage)")
     p.add_argument("--keep-downloads", action="store_true", help="keep the .deb files after cutting the previews")
     p.add_argument("--retry-failed", action="store_true",
                    help="download again sources whose checksum did not match in an earlier run")

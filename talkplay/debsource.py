@@ -14,16 +14,16 @@ This module turns such a URI into a local file:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shutil
 import subprocess
 import tarfile
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from talkplay.download import DownloadError, http_download, sha256_file  # noqa: F401 (sha256_file: re-exported)
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
@@ -75,23 +75,6 @@ class DebSource:
         return f"{base}!/{self.member}" if self.member else base
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _progress(total: int, desc: str):
-    try:
-        from tqdm import tqdm
-
-        return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, leave=False)
-    except ImportError:  # tqdm is a dependency, but fetching must not fail for want of a progress bar
-        return None
-
-
 def _apt_download(pkg: DebPackage, dest_dir: Path) -> Path | None:
     """Try ``apt-get download name=version``; None when apt is absent or does not know the version."""
     if shutil.which("apt-get") is None:
@@ -111,45 +94,11 @@ def _apt_download(pkg: DebPackage, dest_dir: Path) -> Path | None:
 
 
 def _http_download(pkg: DebPackage, dest: Path, mirror: str) -> None:
-    """Download over HTTP, resuming a partial ``.part`` file, showing progress.
-
-    Network failures raise SourceError and keep the ``.part`` file, so the next run resumes.
-    """
-    import http.client
-
-    url = f"{mirror.rstrip('/')}/{pkg.pool_path}"
-    part = dest.with_suffix(dest.suffix + ".part")
-    have = part.stat().st_size if part.exists() else 0
-    if have >= pkg.size:
-        # Interrupted between the last byte and the rename, or a corrupt leftover: never ask for
-        # 'bytes=size-' (the server answers 416 forever); keep it only if it is the real file.
-        if have == pkg.size and sha256_file(part) == pkg.sha256:
-            os.replace(part, dest)
-            return
-        part.unlink()
-        have = 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    bar = None
+    """Download ``pkg`` from ``mirror``'s pool (resumable, with progress); SourceError on network failure."""
     try:
-        response = urllib.request.urlopen(request, timeout=60)
-        # Resume only if the server honoured the range from exactly our offset; else start over.
-        content_range = response.headers.get("Content-Range", "")
-        if have and not (response.status == 206 and content_range.startswith(f"bytes {have}-")):
-            have = 0
-        bar = _progress(pkg.size, pkg.name)
-        if bar is not None:
-            bar.update(have)
-        with response, open(part, "ab" if have else "wb") as out:
-            while block := response.read(1 << 20):
-                out.write(block)
-                if bar is not None:
-                    bar.update(len(block))
-    except (OSError, http.client.HTTPException) as err:
-        raise SourceError(f"download of {url} failed ({err}); run again to resume") from err
-    finally:
-        if bar is not None:
-            bar.close()
-    os.replace(part, dest)
+        http_download(f"{mirror.rstrip('/')}/{pkg.pool_path}", dest, pkg.size, pkg.name)
+    except DownloadError as err:
+        raise SourceError(str(err)) from err
 
 
 def fetch_deb(pkg: DebPackage, cache_dir: str | os.PathLike, mirror: str | None = None) -> Path:

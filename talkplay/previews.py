@@ -33,6 +33,7 @@ from talkplay.debsource import (
     installed_copy,
     sha256_file,
 )
+from talkplay.space import cache_root
 
 PREVIEW_SECONDS = 30.0
 TARGET_LUFS = -16.0  # a common streaming loudness; game soundtracks vary by >15 LU without it
@@ -44,10 +45,9 @@ MAX_MP3_RATE = 48000  # MPEG-1 Layer III stops at 48 kHz; hi-res sources are res
 
 
 def default_cache_dir() -> Path:
-    """Where downloads are kept: $TALKPLAY_CACHE, else $XDG_CACHE_HOME/talkplay, else ~/.cache/talkplay."""
-    if os.environ.get("TALKPLAY_CACHE"):
-        return Path(os.environ["TALKPLAY_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "talkplay"
+    """Where downloads are kept: :func:`talkplay.space.cache_root` (``$TALKPLAY_CACHE``, a Space's persistent
+    storage, ``$XDG_CACHE_HOME/talkplay`` or ``~/.cache/talkplay``)."""
+    return cache_root()
 
 
 def read_section(path: str | os.PathLike, start_s: float, duration_s: float) -> tuple[np.ndarray, int]:

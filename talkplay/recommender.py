@@ -22,10 +22,12 @@ inserted mid-generation and events are streamed between steps; the rules themsel
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -57,13 +59,34 @@ MUSIC_TEMPERATURE = 0.0  # default music-span temperature (greedy): valid-split 
 PRIOR_WEIGHT = 0.5  # default β of the prior correction: top-1 fit on the valid split 0.55 / 0.60 / 0.63 / 0.63 / 0.55 at β = 0 / .25 / .5 / .75 / 1
 
 
-def _gpu(fn):
-    """``spaces.GPU`` on a Hugging Face ZeroGPU Space (a GPU is attached for the call); a no-op elsewhere."""
-    try:
-        import spaces
-    except ImportError:
+_ENGINES: "weakref.WeakValueDictionary[int, Recommender]" = weakref.WeakValueDictionary()
+_ENGINE_KEYS = itertools.count()
+
+
+def _turn_events(engine_key: int, state: ConversationState, user_text: str, config: "GenerationConfig",
+                 extra: tuple[str, ...]) -> Iterator[Event]:
+    """The events of one turn of engine ``engine_key`` (see :meth:`Recommender.respond`).
+
+    A module-level function taking plain, picklable values because on ZeroGPU ``spaces.GPU`` runs it in a GPU
+    worker — a fork of this process — and pickles its arguments and every event it yields across: the engine
+    is found in ``_ENGINES`` (inherited by the fork, never pickled), and ``state`` is a copy there, so the
+    caller, not this function, records the turn.
+    """
+    yield from _ENGINES[engine_key]._respond(state, user_text, config, extra)
+
+
+def _on_gpu(fn):
+    """``spaces.GPU(fn)`` on ZeroGPU hardware (a GPU is attached for each call); ``fn`` itself elsewhere."""
+    from talkplay.space import zero_gpu
+
+    if not zero_gpu():
         return fn
-    return spaces.GPU(fn)
+    import spaces
+
+    return spaces.GPU(duration=60)(fn)  # a turn takes a few seconds; 60 s is the platform's default quota unit
+
+
+_turn_events_on_device = _on_gpu(_turn_events)
 
 
 @dataclass(frozen=True)
@@ -146,6 +169,8 @@ class Recommender:
         self.all_modalities = tuple(names)
         self._prior: TriePrior | None = None
         self._prior_lock = threading.Lock()  # concurrent first turns build the prior once
+        self._key = next(_ENGINE_KEYS)
+        _ENGINES[self._key] = self
 
     @classmethod
     def load(cls, bundle: str | Path, model_config: Any = None, generation: GenerationConfig = GenerationConfig(),
@@ -189,6 +214,7 @@ class Recommender:
         """Sample from masked fp32 scores (V,) with temperature and nucleus (top-p) filtering."""
         if config.temperature == 0:
             return int(torch.argmax(scores))
+        scores = scores.float().cpu()  # the generator is a CPU one: the same seed samples the same on any device
         probs = torch.softmax(scores / config.temperature, dim=-1)
         if config.top_p < 1.0:
             sorted_p, order = torch.sort(probs, descending=True)
@@ -232,7 +258,11 @@ class Recommender:
         Raises:
             NoAllowedTrack: every catalog track has been played or rejected in this conversation.
         """
-        yield from self._respond(state, user_text, generation or self.generation, tuple(exclude))
+        for event in _turn_events_on_device(self._key, state, user_text, generation or self.generation,
+                                            tuple(exclude)):
+            if isinstance(event, Done):
+                state.turns.append(event.turn)
+            yield event
 
     def choose(self, state: ConversationState, user_text: str, *, generation: GenerationConfig | None = None,
                exclude: tuple[str, ...] = ()) -> TrackChosen:
@@ -281,8 +311,8 @@ class Recommender:
         event = TrackChosen(self.catalog[track_id], score, matched, kind, tokens, time.perf_counter() - t0)
         return event, prompt, span, cache, user_text
 
-    @_gpu
     def _respond(self, state, user_text, config, extra) -> Iterator[Event]:
+        """The turn's events; ``state`` is only read (:meth:`respond` records the turn from ``Done``)."""
         t0 = time.perf_counter()
         chosen, prompt, span, cache, user_text = self._choose(state, user_text, config, extra,
                                                               self._generator(config), t0)
@@ -309,7 +339,6 @@ class Recommender:
             yield TextDelta(text[len(shown):])
         turn = Turn(user_text, track.track_id, text.strip(), chosen.match, chosen.score, chosen.matched_modalities,
                     chosen.tokens)
-        state.turns.append(turn)
         yield Done(turn, len(reply), time.perf_counter() - t0)
 
     def chat(self, state: ConversationState, user_text: str, **kwargs) -> Turn:

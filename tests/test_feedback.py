@@ -222,14 +222,15 @@ def test_space_storage_goes_to_the_persistent_volume_or_says_it_is_lost(tmp_path
     from talkplay.feedback import default_db_path, storage_note
 
     volume = tmp_path / "data"
-    assert default_db_path({}, volume) == Path("data") / "feedback.sqlite3"  # not a Space: the app folder
-    assert default_db_path({"TALKPLAY_FEEDBACK_DB": "/x/f.db", "SPACE_ID": "u/s"}, volume) == Path("/x/f.db")
-    space = {"SPACE_ID": "user/talkplay"}
-    assert default_db_path(space, volume) == Path("data") / "feedback.sqlite3"  # no volume mounted
-    assert "no persistent storage" in storage_note(Path("data") / "feedback.sqlite3", space, volume)
-    assert storage_note(Path("data") / "feedback.sqlite3", {**space, "TALKPLAY_FEEDBACK_REPO": "u/d"}, volume) == ""
+    at = {"TALKPLAY_PERSISTENT_DIR": str(volume)}  # where this test's "Space" mounts its storage
+    assert default_db_path(at) == Path("data") / "feedback.sqlite3"  # not a Space: the app folder
+    assert default_db_path({**at, "TALKPLAY_FEEDBACK_DB": "/x/f.db", "SPACE_ID": "u/s"}) == Path("/x/f.db")
+    space = {**at, "SPACE_ID": "user/talkplay"}
+    assert default_db_path(space) == Path("data") / "feedback.sqlite3"  # no volume mounted
+    assert "no persistent storage" in storage_note(Path("data") / "feedback.sqlite3", space)
+    assert storage_note(Path("data") / "feedback.sqlite3", {**space, "TALKPLAY_FEEDBACK_REPO": "u/d"}) == ""
     volume.mkdir()
-    db = default_db_path(space, volume)
+    db = default_db_path(space)
     assert db == volume / "talkplay" / "feedback.sqlite3"
-    assert storage_note(db, space, volume) == ""
-    assert storage_note(Path("data") / "feedback.sqlite3", {}, volume) == ""  # not a Space: nothing to say
+    assert storage_note(db, space) == ""
+    assert storage_note(Path("data") / "feedback.sqlite3", at) == ""  # not a Space: nothing to say

