@@ -14,9 +14,15 @@ import sys
 import threading
 from pathlib import Path
 
+if os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true"):
+    import spaces  # noqa: F401  (ZeroGPU: must be imported before torch, which it patches; talkplay.space.zero_gpu)
+
 import gradio as gr
 
 from talkplay.browse import ALL_SOURCES, TABLE_COLUMNS, CatalogBrowser
+from talkplay.checkpoint import ALLOW_OTHER_BASE_ENV
+from talkplay.previews import PreviewProgress
+from talkplay.space import on_space
 from talkplay.preflight import StartupError, check_bundle
 from talkplay.chat_session import (
     EXAMPLES,
@@ -111,15 +117,24 @@ def _browse_tab(browser: CatalogBrowser) -> None:
 
 
 def build_demo(recommender, feedback_store, browser: CatalogBrowser, model_version: str = "unknown",
-               catalog_version: str = "unknown") -> gr.Blocks:
+               catalog_version: str = "unknown", previews: PreviewProgress | None = None) -> gr.Blocks:
     """The page: a chat bound to ``recommender`` (or a LazyRecommender), feedback into ``feedback_store``
-    (None: not stored), the catalog browser and its credits."""
+    (None: not stored), the catalog browser and its credits; ``previews``: a background preview preparation
+    whose progress the page shows until it ends."""
     ctrl = ChatController(recommender, browser, feedback_store, model_version, catalog_version)
     with gr.Blocks(title="TalkPlay — conversational music recommendation") as demo:
         gr.Markdown("# 🎧 TalkPlay\nTell it what you want to hear; it answers with a real track from the catalog "
                     "and a few words about it.\n\n" + SYNTHETIC_NOTE)
         if ctrl.feedback_warning():  # not writable at start (each click says so too), or lost at a Space restart
             gr.Markdown(ctrl.feedback_warning(), elem_id="feedback-warning")
+        if os.environ.get(ALLOW_OTHER_BASE_ENV) == "1":
+            gr.Markdown(f"⚠️ {ALLOW_OTHER_BASE_ENV}=1: this server may run the model on a base it was not trained "
+                        "on; recommendations and replies can be poor.", elem_id="other-base-warning")
+        if previews is not None:
+            line = gr.Markdown(previews.line(), elem_id="previews-status")
+            timer = gr.Timer(2.0)
+            timer.tick(lambda: (previews.line(), gr.Timer(active=not previews.finished)), None, [line, timer],
+                       api_visibility="private", show_progress="hidden")
         with gr.Tab("Chat"):
             _chat_tab(ctrl)
         with gr.Tab("Browse catalog"):
@@ -136,24 +151,34 @@ def catalog_dir() -> Path:
 
 def launch_kwargs(catalog: Path) -> dict:
     """Arguments for ``demo.launch``: address, and the only folders whose files may be served."""
+    # A Space sets GRADIO_SERVER_NAME=0.0.0.0 (its proxy must reach the app); an explicit value here would
+    # override it, so TALKPLAY_HOST/PORT win, then Gradio's own variables, then loopback for a laptop.
+    env = os.environ
     return dict(
-        server_name=os.environ.get("TALKPLAY_HOST", "127.0.0.1"),
-        server_port=int(os.environ.get("TALKPLAY_PORT", "7860")),
+        server_name=env.get("TALKPLAY_HOST") or env.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if on_space() else "127.0.0.1"),
+        server_port=int(env.get("TALKPLAY_PORT") or env.get("GRADIO_SERVER_PORT") or "7860"),
         allowed_paths=[str(catalog / "previews"), str(ROOT / "assets")],
     )
 
 
-def _prepare_previews_in_background(catalog: Path) -> None:
+def _prepare_previews_in_background(catalog: Path, status: PreviewProgress) -> None:
     """On a Space (which runs only requirements.txt + app.py, never setup.sh), cut missing previews
-    after the page is up; cards show "preview unavailable" until each one is ready."""
+    after the page is up; cards show "preview unavailable" until each one is ready, and the page shows
+    ``status``. With persistent storage the downloads are kept there, so a restart re-cuts the previews
+    (the app folder is wiped) without downloading the recordings again."""
     from talkplay.previews import prepare_previews
+    from talkplay.space import persistent_dir
 
     def work() -> None:
         try:
-            report = prepare_previews(catalog, progress=False)
+            report = prepare_previews(catalog, progress=status, keep_downloads=persistent_dir() is not None)
             print(f"previews: {report.ready} ready, {report.cut} cut, {len(report.failed)} failed")
+            for track_id, reason in list(report.failed.items())[:5]:
+                print(f"  {track_id}: {reason}")
+            status.finish()
         except Exception as err:  # the page must stay up whatever happens to the audio
             print(f"previews could not be prepared: {err}")
+            status.finish(type(err).__name__)  # the reason is in the log, not on the page (it may hold paths)
 
     threading.Thread(target=work, name="prepare-previews", daemon=True).start()
 
@@ -167,13 +192,14 @@ def load_from_env(bundle: Path):
                                                     base_model=os.environ.get("TALKPLAY_BASE_MODEL") or None))
 
 
-def create_demo() -> gr.Blocks:
+def create_demo(previews: PreviewProgress | None = None) -> gr.Blocks:
     """The app for ``TALKPLAY_CATALOG``; raises CatalogError/CheckpointError naming a missing or damaged
     file before anything is served (the model itself loads lazily, so it is checked here first)."""
     bundle = catalog_dir()
     catalog = check_bundle(bundle)
     return build_demo(load_from_env(bundle), feedback_store_from_env(), CatalogBrowser(catalog),
-                      version_of(bundle / "model" / "checkpoint.json"), version_of(bundle / "tracks.parquet"))
+                      version_of(bundle / "model" / "checkpoint.json"), version_of(bundle / "tracks.parquet"),
+                      previews)
 
 
 def queue_kwargs() -> dict:
@@ -184,7 +210,7 @@ def queue_kwargs() -> dict:
 
 def _create_or_exit() -> gr.Blocks:
     try:
-        return create_demo()
+        return create_demo(PREVIEWS)
     except StartupError as err:
         if __name__ != "__main__":
             raise
@@ -192,6 +218,8 @@ def _create_or_exit() -> gr.Blocks:
         sys.exit(2)
 
 
+# A Space cuts its previews in the background after the page is up (setup.sh cuts them before a local launch).
+PREVIEWS = PreviewProgress() if on_space() else None
 # Module-level `demo` lets `gradio app.py` reload the page; the model itself loads lazily.
 demo = _create_or_exit() if os.environ.get("TALKPLAY_NO_AUTOLOAD") != "1" else None
 
@@ -203,6 +231,6 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     demo = demo or _create_or_exit()
     demo.controller._rec.start_background()  # load the model while the page comes up
-    if os.environ.get("SPACE_ID"):
-        _prepare_previews_in_background(catalog_dir())
+    if PREVIEWS is not None:
+        _prepare_previews_in_background(catalog_dir(), PREVIEWS)
     demo.queue(**queue_kwargs()).launch(**launch_kwargs(catalog_dir()))

@@ -96,7 +96,7 @@ def _apt_download(pkg: DebPackage, dest_dir: Path) -> Path | None:
 def _http_download(pkg: DebPackage, dest: Path, mirror: str) -> None:
     """Download ``pkg`` from ``mirror``'s pool (resumable, with progress); SourceError on network failure."""
     try:
-        http_download(f"{mirror.rstrip('/')}/{pkg.pool_path}", dest, pkg.size, pkg.name)
+        http_download(f"{mirror.rstrip('/')}/{pkg.pool_path}", dest, pkg.size, pkg.name, sha256=pkg.sha256)
     except DownloadError as err:
         raise SourceError(str(err)) from err
 

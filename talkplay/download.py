@@ -34,21 +34,25 @@ def _progress(total: int, desc: str):
         return None
 
 
-def http_download(url: str, dest: str | os.PathLike, size: int, desc: str = "", timeout: float = 60) -> Path:
+def http_download(url: str, dest: str | os.PathLike, size: int, desc: str = "", timeout: float = 60,
+                  sha256: str | None = None) -> Path:
     """Download ``url`` (``size`` bytes) to ``dest``, resuming a partial ``<dest>.part`` file.
 
     Network failures raise DownloadError and keep the ``.part`` file, so the next call resumes. The caller
-    verifies the checksum (:func:`fetch_verified` does both).
+    verifies the checksum of the result (:func:`fetch_verified` does both); ``sha256`` only decides whether a
+    complete leftover ``.part`` file is kept.
     """
     import http.client
 
     dest = Path(dest)
     part = dest.with_suffix(dest.suffix + ".part")
     have = part.stat().st_size if part.exists() else 0
-    if have == size:  # interrupted between the last byte and the rename: the caller's checksum decides
-        os.replace(part, dest)
-        return dest
-    if have > size:  # a corrupt leftover; never ask for 'bytes=size-' (the server answers 416 forever)
+    if have >= size:
+        # Interrupted between the last byte and the rename, or a corrupt leftover: never ask for
+        # 'bytes=size-' (the server answers 416 forever); keep it only if it is the real file.
+        if have == size and sha256 is not None and sha256_file(part) == sha256:
+            os.replace(part, dest)
+            return dest
         part.unlink()
         have = 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
@@ -84,7 +88,7 @@ def fetch_verified(url: str, dest: str | os.PathLike, size: int, sha256: str, de
     if dest.is_file() and dest.stat().st_size == size and sha256_file(dest) == sha256:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    http_download(url, dest, size, desc)
+    http_download(url, dest, size, desc, sha256=sha256)
     got = sha256_file(dest)
     if got != sha256:
         dest.unlink()

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,11 +155,45 @@ class PreviewReport:
         return not self.failed
 
 
+class PreviewProgress:
+    """Progress of a :func:`prepare_previews` run, for a page to show while it runs in the background
+    (thread-safe: the run updates it, the page reads :meth:`line`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.total = self.ready = self.failed = 0
+        self.finished = False
+        self.error = ""
+
+    def update(self, report: PreviewReport, total: int) -> None:
+        with self._lock:
+            self.total, self.ready = total, report.ready + report.cut
+            self.failed = len(report.failed) + len(report.skipped)
+
+    def finish(self, error: str = "") -> None:
+        with self._lock:
+            self.finished, self.error = True, error
+
+    def line(self) -> str:
+        """One line for the page: "Preparing previews 120/286 …", then what came of it."""
+        with self._lock:
+            if self.error:
+                return f"⚠️ Previews could not be prepared ({self.error}); cards say \"preview unavailable\"."
+            if not self.finished:
+                return (f"⏳ Preparing previews {self.ready}/{self.total} (first start: downloading and cutting the "
+                        "recordings) — cards say \"preview unavailable\" until theirs is ready." if self.total
+                        else "⏳ Preparing previews …")
+            if self.failed:
+                return (f"⚠️ {self.ready}/{self.total} previews ready; {self.failed} could not be prepared "
+                        "(see the server log; they are tried again at the next start).")
+            return f"✅ All {self.total} previews ready."
+
+
 def prepare_previews(
     bundle: str | os.PathLike,
     cache_dir: str | os.PathLike | None = None,
     keep_downloads: bool = False,
-    progress: bool = True,
+    progress: bool | PreviewProgress = True,
     retry_failed: bool = False,
 ) -> PreviewReport:
     """Make sure every ``deb://`` track of the bundle has its preview on disk; idempotent.
@@ -171,7 +206,7 @@ def prepare_previews(
         bundle: catalog bundle directory (with tracks.parquet and sources.json).
         cache_dir: where .deb files are downloaded (default: :func:`default_cache_dir`).
         keep_downloads: keep the .deb files after cutting (the maintainer build keeps them).
-        progress: show progress bars.
+        progress: show progress bars; or a PreviewProgress to update instead (a page's progress line).
         retry_failed: try again sources that failed verification before.
     Returns:
         A PreviewReport; tracks that failed are listed with the reason, the others are done.
@@ -192,6 +227,14 @@ def prepare_previews(
             report.skipped[t.track_id] = entry.get("reason", "failed before")
         else:
             todo.append(t)
+    watcher = progress if isinstance(progress, PreviewProgress) else None
+    total = report.ready + len(report.skipped) + len(todo)
+
+    def tell() -> None:
+        if watcher is not None:
+            watcher.update(report, total)
+
+    tell()
     if not todo:
         return report
     packages = load_sources(bundle)
@@ -205,7 +248,7 @@ def prepare_previews(
         index[track.track_id] = {**_cut_key(track), "status": status, **({"reason": reason} if reason else {})}
 
     bar = None
-    if progress:
+    if progress is True:
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo), desc="previews", unit="track")
@@ -220,6 +263,7 @@ def prepare_previews(
                     report.failed[track.track_id] = str(err)
                 if bar is not None:
                     bar.update(len(items))
+                tell()
                 shutil.rmtree(work, ignore_errors=True)
                 continue
             for track, src in items:
@@ -238,6 +282,7 @@ def prepare_previews(
                     record(track, "failed", str(err))
                 if bar is not None:
                     bar.update(1)
+                tell()
             shutil.rmtree(work, ignore_errors=True)
     finally:
         if bar is not None:

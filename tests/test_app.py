@@ -130,3 +130,17 @@ def test_browser_chat_preview_and_like(served):
     kinds = [(r["kind"], r["value"]) for r in rows]
     assert ("like_track", "1") in kinds and ("rating", "5") in kinds and ("like_reply", "1") in kinds
     assert all(r["user_message"] == "play me some calm jazz please" and r["track_id"].startswith("t") for r in rows)
+
+
+def test_launch_address_follows_the_space(monkeypatch, tmp_path):
+    """A Space's proxy reaches the app on 0.0.0.0:$GRADIO_SERVER_PORT; a laptop serves loopback only."""
+    for name in ("TALKPLAY_HOST", "TALKPLAY_PORT", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT", "SPACE_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert (app.launch_kwargs(tmp_path)["server_name"], app.launch_kwargs(tmp_path)["server_port"]) == ("127.0.0.1", 7860)
+    monkeypatch.setenv("SPACE_ID", "user/talkplay")
+    assert app.launch_kwargs(tmp_path)["server_name"] == "0.0.0.0"
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7861")
+    assert app.launch_kwargs(tmp_path)["server_port"] == 7861
+    monkeypatch.setenv("TALKPLAY_HOST", "127.0.0.1")
+    monkeypatch.setenv("TALKPLAY_PORT", "7999")
+    assert (app.launch_kwargs(tmp_path)["server_name"], app.launch_kwargs(tmp_path)["server_port"]) == ("127.0.0.1", 7999)

@@ -111,8 +111,19 @@ def test_prepare_previews_end_to_end(fake_package, tmp_path, monkeypatch):
     save_catalog(bundle, tracks)
     (bundle / "sources.json").write_text(json.dumps({"packages": [
         {"name": pkg.name, "version": pkg.version, "pool_path": pkg.pool_path, "sha256": pkg.sha256, "size": pkg.size}]}))
-    report = prepare_previews(bundle, cache_dir=tmp_path / "cache", progress=False)
+    from talkplay.previews import PreviewProgress
+
+    seen = []
+    watch = PreviewProgress()
+    watch.update = lambda report, total, _up=watch.update: (seen.append((report.ready + report.cut, total)),
+                                                            _up(report, total))
+    assert watch.line() == "⏳ Preparing previews …"
+    report = prepare_previews(bundle, cache_dir=tmp_path / "cache", progress=watch)
     assert report.ok and report.cut == 2 and report.downloaded_bytes == pkg.size
+    assert seen == [(0, 2), (1, 2), (2, 2)]  # the page's line counts up, track by track
+    assert watch.line().startswith("⏳ Preparing previews 2/2")
+    watch.finish()
+    assert watch.line() == "✅ All 2 previews ready."
     cat = load_catalog(bundle)
     assert all(cat.preview_file(t) is not None for t in cat)
     assert not list((tmp_path / "cache" / "debs").glob("*.deb"))  # downloads are removed by default
@@ -129,8 +140,13 @@ def test_prepare_previews_reports_checksum_mismatch(fake_package, tmp_path, monk
                                 preview_path="previews/x.mp3", source_sha256="f" * 64, preview_start_s=0.0)])
     (bundle / "sources.json").write_text(json.dumps({"packages": [
         {"name": pkg.name, "version": pkg.version, "pool_path": pkg.pool_path, "sha256": pkg.sha256, "size": pkg.size}]}))
-    report = prepare_previews(bundle, cache_dir=tmp_path / "cache", progress=False)
+    from talkplay.previews import PreviewProgress
+
+    watch = PreviewProgress()
+    report = prepare_previews(bundle, cache_dir=tmp_path / "cache", progress=watch)
     assert not report.ok and "checksum" in report.failed["x"]
+    watch.finish()
+    assert watch.line().startswith("⚠️ 0/1 previews ready; 1 could not be prepared")
     assert not (bundle / "previews" / "x.mp3").exists()
 
 

@@ -23,3 +23,16 @@ def test_cache_root_follows_the_platform(tmp_path):
 def test_space_and_zero_gpu_flags():
     assert not on_space({}) and on_space({"SPACE_ID": "u/s"})
     assert not zero_gpu({}) and zero_gpu({"SPACES_ZERO_GPU": "true"}) and not zero_gpu({"SPACES_ZERO_GPU": "false"})
+
+
+def test_space_front_matter_matches_the_pins():
+    """Spaces install the Gradio of ``sdk_version`` (not requirements.txt's) and run ``app_file``: they must agree."""
+    import re
+
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text(encoding="utf-8")
+    front = readme.split("---")[1]
+    meta = dict(re.findall(r"^(\w+):\s*\"?([^\"\n]+)\"?$", front, flags=re.M))
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s#]+)", (repo / "requirements.txt").read_text(), flags=re.M))
+    assert meta["sdk"] == "gradio" and meta["sdk_version"] == pins["gradio"]
+    assert (repo / meta["app_file"]).is_file() and meta["python_version"] == "3.11"
