@@ -144,3 +144,18 @@ def test_launch_address_follows_the_space(monkeypatch, tmp_path):
     monkeypatch.setenv("TALKPLAY_HOST", "127.0.0.1")
     monkeypatch.setenv("TALKPLAY_PORT", "7999")
     assert (app.launch_kwargs(tmp_path)["server_name"], app.launch_kwargs(tmp_path)["server_port"]) == ("127.0.0.1", 7999)
+
+
+def test_page_says_when_the_base_check_is_overridden_and_shows_preview_progress(app_world, monkeypatch):  # noqa: F811
+    from talkplay.previews import PreviewProgress
+
+    def shown(demo, elem_id):
+        return [b.value for b in demo.blocks.values() if getattr(b, "elem_id", None) == elem_id]
+
+    monkeypatch.delenv("TALKPLAY_ALLOW_OTHER_BASE", raising=False)
+    plain = app.build_demo(app_world["rec"], None, CatalogBrowser(app_world["catalog"]))
+    assert shown(plain, "other-base-warning") == [] and shown(plain, "previews-status") == []
+    monkeypatch.setenv("TALKPLAY_ALLOW_OTHER_BASE", "1")
+    demo = app.build_demo(app_world["rec"], None, CatalogBrowser(app_world["catalog"]), previews=PreviewProgress())
+    assert "TALKPLAY_ALLOW_OTHER_BASE=1" in shown(demo, "other-base-warning")[0]
+    assert shown(demo, "previews-status") == ["⏳ Preparing previews …"]
