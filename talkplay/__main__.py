@@ -12,7 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from talkplay.catalog import CatalogError, load_catalog
+from talkplay.catalog import CatalogError, load_catalog  # noqa: F401
+from talkplay.preflight import StartupError
 from talkplay.previews import default_cache_dir, prepare_previews
 
 
@@ -26,8 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-downloads", action="store_true", help="keep the .deb files after cutting the previews")
     p.add_argument("--retry-failed", action="store_true",
                    help="download again sources whose checksum did not match in an earlier run")
-    v = sub.add_parser("validate", help="validate a catalog bundle and print a summary")
-    v.add_argument("--catalog", type=Path, default=Path("catalog/demo"), help="bundle directory (default: catalog/demo)")
+    v = sub.add_parser("validate", help="check a bundle exactly as the app does before serving it, and summarize it")
+    v.add_argument("bundle", type=Path, nargs="?", default=None, help="bundle directory (default: catalog/demo)")
+    v.add_argument("--catalog", type=Path, default=None, help=argparse.SUPPRESS)  # the older spelling
     c = sub.add_parser("chat", help="chat with the bundle's model in the terminal")
     c.add_argument("--catalog", type=Path, default=Path("catalog/demo"), help="bundle directory (default: catalog/demo)")
     c.add_argument("--mode", choices=("constrained", "paper"), default="constrained",
@@ -85,11 +87,18 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {track_id}: {why}", file=sys.stderr)
             # A few missing previews must not keep the demo from starting; the cards say so.
             return 0 if report.ready + report.cut > 0 or not report.failed else 1
-        catalog = load_catalog(args.catalog)
+        from talkplay.preflight import check_bundle
+        from talkplay.token_store import default_variant
+
+        bundle = args.bundle or args.catalog or Path("catalog/demo")
+        catalog = check_bundle(bundle)  # what the app checks at start: catalog, default store, checkpoint
         licenses = sorted({t.license for t in catalog})
-        print(f"{args.catalog}: {len(catalog)} valid tracks; licenses: {', '.join(licenses)}")
+        with_preview = sum(catalog.preview_file(t) is not None for t in catalog)
+        print(f"{bundle}: {len(catalog)} valid tracks ({with_preview} with a preview on disk); "
+              f"token store {default_variant(bundle)!r} and model checkpoint match; ready to serve "
+              f"(TALKPLAY_CATALOG={bundle} python app.py). Licenses: {', '.join(licenses)}")
         return 0
-    except CatalogError as err:
+    except StartupError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

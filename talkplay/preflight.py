@@ -13,7 +13,7 @@ from pathlib import Path
 
 from talkplay.catalog import Catalog, CatalogError, load_catalog
 from talkplay.checkpoint import CheckpointError, checkpoint_dir, verify_checkpoint
-from talkplay.token_store import load_default_store
+from talkplay.token_store import TOKENS_DIR, load_default_store, variants
 
 StartupError = (CatalogError, CheckpointError)  # both name the offending file
 
@@ -28,12 +28,17 @@ def check_bundle(bundle: str | os.PathLike, require_model: bool = True) -> Catal
     """
     bundle = Path(bundle)
     catalog = load_catalog(bundle)
+    if not variants(bundle):
+        raise CatalogError(bundle / TOKENS_DIR, "no token store: the model cannot name these tracks. Give them the "
+                           f"shipped model's codes with `python -m train.byo prepare --tracks … --out {bundle}`, "
+                           "or make your own (README, \"Retrain for the best fit\")")
     store = load_default_store(bundle, catalog)
     try:
         checkpoint_dir(bundle)
-    except CheckpointError:
+    except CheckpointError as err:
         if require_model:
-            raise
+            raise CheckpointError(f"{err}: `python -m train.byo prepare` copies the shipped model into a new bundle; "
+                                  "`python -m train.byo retrain` trains one (README, \"Bring your own catalog\")") from None
         return catalog
     verify_checkpoint(bundle, store)
     return catalog

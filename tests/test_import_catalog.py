@@ -124,5 +124,15 @@ def test_unreadable_audio_names_row_and_leaves_bundle_untouched(tmp_path):
     with pytest.raises(CatalogError) as err:
         import_tracks(tmp_path / "t.csv", tmp_path / "b", progress=False)
     assert (err.value.row, err.value.field) == (2, "audio_path") and "broken.wav" in str(err.value)
-    assert not (tmp_path / "b" / "tracks.parquet").exists()
-    assert not list((tmp_path / "b").rglob("*.mp3"))
+    assert not (tmp_path / "b").exists()  # no trace: not even the empty bundle folder
+
+
+def test_every_bad_row_is_reported_in_one_run(tmp_path):
+    (tmp_path / "t.csv").write_text("title,artist,license,year\nA,B,MIT,1999\n,D,MIT,\nE,F,nope,\nG,H,MIT,soon\n")
+    with pytest.raises(CatalogError) as err:
+        import_tracks(tmp_path / "t.csv", tmp_path / "b", progress=False)
+    message = str(err.value)
+    assert message.count("\n  ") == 3 and "3 rows have errors" in message
+    for where in ("row 2, field 'title'", "row 3, field 'license'", "row 4, field 'year'"):
+        assert where in message
+    assert not (tmp_path / "b").exists()

@@ -4,14 +4,17 @@ from talkplay.__main__ import main
 from talkplay.catalog import Track, save_catalog
 
 
-def test_validate_ok_and_error(tmp_path, capsys):
+def test_validate_checks_what_the_app_checks(tmp_path, capsys):
+    """A catalog alone is not servable: validate says what is missing and which command makes it; a damaged file
+    is named. (A complete bundle passing it: tests/test_byo.py.)"""
     save_catalog(tmp_path / "ok", [Track(track_id="a", title="A", artist="B", license="MIT", attribution="c",
                                          source="user")])
-    assert main(["validate", "--catalog", str(tmp_path / "ok")]) == 0
-    assert "1 valid tracks" in capsys.readouterr().out
+    assert main(["validate", str(tmp_path / "ok")]) == 2
+    err = capsys.readouterr().err
+    assert "no token store" in err and "python -m train.byo prepare" in err
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "tracks.parquet").write_bytes(b"not parquet")
-    assert main(["validate", "--catalog", str(tmp_path / "bad")]) == 2
+    assert main(["validate", "--catalog", str(tmp_path / "bad")]) == 2  # the older spelling still works
     assert "tracks.parquet: not a readable Parquet file" in capsys.readouterr().err
 
 

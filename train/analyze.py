@@ -34,11 +34,12 @@ def audio_file(catalog: Catalog, track: Track) -> Path | None:
 
 
 def analyse_tracks(tracks: list[Track], audio: dict[str, Path], table_path: Path, cache_dir: Path,
-                   analyzer=None) -> tuple[list[Track], list[dict]]:
+                   analyzer=None, progress: bool = False) -> tuple[list[Track], list[dict]]:
     """Analyse each track's audio; return tracks completed with tags/caption/preview section and features rows.
 
     Raises:
-        CatalogError: naming ``table_path``, the row (from 1) and ``audio_path`` for missing or unreadable audio.
+        CatalogError: naming ``table_path``, the row (from 1) and ``audio_path`` of every track whose audio is
+            missing or unreadable (all of them, after trying each).
     """
     from train.demo_catalog import Analyzer
     from train.descriptors import Descriptors
@@ -46,15 +47,22 @@ def analyse_tracks(tracks: list[Track], audio: dict[str, Path], table_path: Path
     from train.tagging import compose_caption, descriptor_tags, merge_tags, select_auto_tags
 
     analyzer = analyzer or Analyzer(cache_dir)
-    done, features = [], []
-    for row, t in enumerate(tracks, 1):
+    done, features, errors = [], [], []
+    items = enumerate(tracks, 1)
+    if progress and len(tracks) > 1:
+        from tqdm import tqdm
+
+        items = tqdm(items, total=len(tracks), desc="analysing audio", unit="track")
+    for row, t in items:
         src = audio.get(t.track_id)
         if src is None:
-            raise CatalogError(table_path, "no audio to analyse for this track", row=row, field="audio_path")
+            errors.append(CatalogError(table_path, "no audio to analyse for this track", row=row, field="audio_path"))
+            continue
         try:
-            a = analyzer.analyze(src, sha256_file(src))
+            a = analyzer.analyze(src, sha256_file(src))  # cached by checksum: a rerun resumes
         except (RuntimeError, OSError, ValueError) as err:
-            raise CatalogError(table_path, f"cannot analyse {src} ({err})", row=row, field="audio_path") from err
+            errors.append(CatalogError(table_path, f"cannot read {src} as audio ({err})", row=row, field="audio_path"))
+            continue
         desc = Descriptors(**a["descriptors"])
         auto = select_auto_tags(dict(zip(MSD_TAGS, a["msd"])), dict(zip(MTT_TAGS, a["mtt"])))
         dtags = descriptor_tags(desc)
@@ -67,6 +75,11 @@ def analyse_tracks(tracks: list[Track], audio: dict[str, Path], table_path: Path
                          "curated_tags": list(t.tags), "auto_tags": auto, "descriptor_tags": dtags,
                          **a["descriptors"], "msd_tags": a["msd"], "mtt_tags": a["mtt"],
                          "musicnn_embedding": a["embedding"]})
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise CatalogError(table_path, f"{len(errors)} rows have unusable audio (nothing was written):\n"
+                           + "\n".join(f"  {e}" for e in errors[:50]), row=errors[0].row, field="audio_path")
     return done, features
 
 

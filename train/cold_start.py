@@ -66,12 +66,12 @@ def add_tracks(bundle: str | Path, table: str | Path, audio_root: str | Path | N
     # Code the new tracks in every store, in memory, before writing anything.
     features_path = bundle / FEATURES_FILE
     old_features = pq.read_table(features_path).to_pylist() if features_path.exists() else []
-    staged_catalog = _Staged(catalog, new, old_features + feature_rows)
+    staged_catalog = Staged(catalog, new, old_features + feature_rows)
     grown = {}
     for variant in variants(bundle):
         store = load_store(store_dir(bundle, variant), catalog)
         grown[variant] = store.with_tracks([t.track_id for t in new],
-                                           _codes_for(store, staged_catalog, new, text_embedder, cache_dir))
+                                           codes_for(store, staged_catalog, new, text_embedder, cache_dir))
 
     # Write: previews, features, tracks, then stores (each file atomically).
     for t in new:
@@ -88,7 +88,7 @@ def add_tracks(bundle: str | Path, table: str | Path, audio_root: str | Path | N
     return result
 
 
-class _Staged:
+class Staged:
     """The catalog as it will be after the import: features include the new rows (read by the embedders)."""
 
     def __init__(self, catalog, new, feature_rows):
@@ -102,16 +102,20 @@ class _Staged:
 class _StagedAudio(BundleAudioFeatures):
     """Reads features from the staged rows instead of the bundle file."""
 
-    def __init__(self, staged: _Staged, with_descriptors: bool, state: dict | None):
+    def __init__(self, staged: Staged, with_descriptors: bool, state: dict | None):
         super().__init__(with_descriptors, state)
         self.staged = staged
+
+    def has_data(self, catalog, tracks):
+        return np.array([t.track_id in self.staged._features for t in tracks], bool)
 
     def __call__(self, catalog, tracks):
         rows = {t.track_id: self.staged.feature(t.track_id) for t in tracks}
         return self.vectors(rows, tracks)
 
 
-def _codes_for(store, staged: _Staged, new: list[Track], text_embedder, cache_dir: Path) -> np.ndarray:
+def codes_for(store, staged: Staged, new: list[Track], text_embedder, cache_dir: Path) -> np.ndarray:
+    """Codes of ``new`` tracks from ``store``'s saved quantizers (features from ``staged``); nothing is refitted."""
     from safetensors.numpy import load_file
 
     from train.tokenize import encode_new

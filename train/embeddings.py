@@ -194,6 +194,14 @@ class BundleAudioFeatures:
         self.state = state
         self.id = "musicnn-MSD-penultimate" + ("+librosa-descriptors" if with_descriptors else "")
 
+    def has_data(self, catalog: Catalog, tracks: Sequence[Track]) -> np.ndarray:
+        """Which tracks have a features row (analysed audio); none when the bundle has no features file."""
+        import pyarrow.parquet as pq
+
+        path = catalog.root / FEATURES_FILE
+        have = set(pq.read_table(path, columns=["track_id"]).column("track_id").to_pylist()) if path.exists() else set()
+        return np.array([t.track_id in have for t in tracks], bool)
+
     def __call__(self, catalog: Catalog, tracks: Sequence[Track]) -> np.ndarray:
         import pyarrow.parquet as pq
 
@@ -388,8 +396,15 @@ def embed_catalog(
             out[m] = ModalityEmbeddings(m, full, has, text_id)
         elif m == "audio":
             audio_embedder = audio_embedder or BundleAudioFeatures(config.audio_with_descriptors)
-            vecs = np.asarray(audio_embedder(catalog, tracks), dtype=np.float32)
-            out[m] = ModalityEmbeddings(m, vecs, np.ones(len(tracks), bool), getattr(audio_embedder, "id", "audio"))
+            # Tracks without analysed audio (an imported row without audio_path) get the "no data" code.
+            has_data = getattr(audio_embedder, "has_data", None)
+            has = np.asarray(has_data(catalog, tracks), bool) if has_data else np.ones(len(tracks), bool)
+            heard = [t for t, h in zip(tracks, has) if h]
+            vecs = np.asarray(audio_embedder(catalog, heard), dtype=np.float32) if heard else None
+            full = np.zeros((len(tracks), vecs.shape[1] if vecs is not None else 1), np.float32)
+            if vecs is not None:
+                full[has] = vecs
+            out[m] = ModalityEmbeddings(m, full, has, getattr(audio_embedder, "id", "audio"))
         elif m != "playlist":
             raise ValueError(f"unknown modality {m!r}: expected playlist, semantic, metadata, lyrics or audio")
     audio_state = getattr(audio_embedder, "state", None)

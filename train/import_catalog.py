@@ -28,6 +28,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 from dataclasses import replace
@@ -54,6 +55,7 @@ from talkplay.licenses import normalize_license
 KNOWN_COLUMNS = {"track_id", "title", "artist", "album", "year", "duration_s", "tags", "caption", "lyrics",
                  "license", "attribution", "source", "audio_path", "preview_start_s"}
 REQUIRED = ("title", "artist", "license")
+MAX_REPORTED_ERRORS = 50  # a table with more bad rows than this reports the first 50 and the count
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -133,49 +135,66 @@ def rows_to_tracks(path: Path, rows: list[dict], audio_root: Path | None = None)
     unknown = sorted(columns - KNOWN_COLUMNS)
     if unknown:
         raise CatalogError(path, f"unknown column(s) {unknown}; known: {sorted(KNOWN_COLUMNS)}", field=unknown[0])
-    tracks, audio, used_ids = [], {}, {}
+    tracks, audio, used_ids, errors = [], {}, {}, []
     base = audio_root or path.parent
     for row, r in enumerate(rows, 1):
-        title, artist = _text(r.get("title")), _text(r.get("artist"))
-        for name, value in (("title", title), ("artist", artist)):
-            if not value:
-                raise CatalogError(path, "must not be empty", row=row, field=name)
-        raw_license = _text(r.get("license"))
-        license_id = normalize_license(raw_license)
-        if license_id is None:
-            raise CatalogError(path, f"unknown license {raw_license!r}: use an SPDX id (e.g. CC-BY-4.0, "
-                               "GPL-3.0-or-later) or LicenseRef-<Name>", row=row, field="license")
-        track_id = _text(r.get("track_id")) or slugify(f"{artist}-{title}")
-        if track_id in used_ids:
-            if _text(r.get("track_id")):
-                raise CatalogError(path, f"duplicate track_id {track_id!r} (first in row {used_ids[track_id]})",
-                                   row=row, field="track_id")
-            n = 2
-            while f"{track_id}-{n}" in used_ids:
-                n += 1
-            track_id = f"{track_id}-{n}"
-        used_ids[track_id] = row
-        audio_path = _text(r.get("audio_path"))
-        audio_file = None
-        if audio_path:
-            audio_file = Path(audio_path) if Path(audio_path).is_absolute() else base / audio_path
-            if not audio_file.is_file():
-                raise CatalogError(path, f"audio file {audio_file} not found", row=row, field="audio_path")
-        track = Track(
-            track_id=track_id, title=title, artist=artist, license=license_id,
-            attribution=_text(r.get("attribution")) or f"“{title}” by {artist}, licensed {license_id}.",
-            source=_text(r.get("source")) or (audio_file.resolve().as_uri() if audio_file else "user"),
-            album=_text(r.get("album")), year=_number(path, row, "year", r.get("year"), int),
-            duration_s=_number(path, row, "duration_s", r.get("duration_s"), float),
-            tags=_tags(path, row, r.get("tags")), caption=_text(r.get("caption")),
-            lyrics=_text(r.get("lyrics")) or None,
-            preview_start_s=_number(path, row, "preview_start_s", r.get("preview_start_s"), float),
-        )
-        validate_track(track, path, row)
+        try:
+            track, audio_file = _row_to_track(path, row, r, base, used_ids)
+        except CatalogError as err:
+            errors.append(err)
+            continue
         tracks.append(track)
         if audio_file is not None:
-            audio[track_id] = audio_file
+            audio[track.track_id] = audio_file
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        shown = "\n".join(f"  {e}" for e in errors[:MAX_REPORTED_ERRORS])
+        more = f"\n  … and {len(errors) - MAX_REPORTED_ERRORS} more" if len(errors) > MAX_REPORTED_ERRORS else ""
+        raise CatalogError(path, f"{len(errors)} rows have errors (nothing was written):\n{shown}{more}",
+                           row=errors[0].row, field=errors[0].field)
     return tracks, audio
+
+
+def _row_to_track(path: Path, row: int, r: dict, base: Path, used_ids: dict) -> tuple[Track, Path | None]:
+    """One row as a Track (and its audio file); CatalogError naming the row and field of its first problem."""
+    title, artist = _text(r.get("title")), _text(r.get("artist"))
+    for name, value in (("title", title), ("artist", artist)):
+        if not value:
+            raise CatalogError(path, "must not be empty", row=row, field=name)
+    raw_license = _text(r.get("license"))
+    license_id = normalize_license(raw_license)
+    if license_id is None:
+        raise CatalogError(path, f"unknown license {raw_license!r}: use an SPDX id (e.g. CC-BY-4.0, "
+                           "GPL-3.0-or-later) or LicenseRef-<Name>", row=row, field="license")
+    track_id = _text(r.get("track_id")) or slugify(f"{artist}-{title}")
+    if track_id in used_ids:
+        if _text(r.get("track_id")):
+            raise CatalogError(path, f"duplicate track_id {track_id!r} (first in row {used_ids[track_id]})",
+                               row=row, field="track_id")
+        n = 2
+        while f"{track_id}-{n}" in used_ids:
+            n += 1
+        track_id = f"{track_id}-{n}"
+    used_ids[track_id] = row
+    audio_path = _text(r.get("audio_path"))
+    audio_file = None
+    if audio_path:
+        audio_file = Path(audio_path) if Path(audio_path).is_absolute() else base / audio_path
+        if not audio_file.is_file():
+            raise CatalogError(path, f"audio file {audio_file} not found", row=row, field="audio_path")
+    track = Track(
+        track_id=track_id, title=title, artist=artist, license=license_id,
+        attribution=_text(r.get("attribution")) or f"“{title}” by {artist}, licensed {license_id}.",
+        source=_text(r.get("source")) or (audio_file.resolve().as_uri() if audio_file else "user"),
+        album=_text(r.get("album")), year=_number(path, row, "year", r.get("year"), int),
+        duration_s=_number(path, row, "duration_s", r.get("duration_s"), float),
+        tags=_tags(path, row, r.get("tags")), caption=_text(r.get("caption")),
+        lyrics=_text(r.get("lyrics")) or None,
+        preview_start_s=_number(path, row, "preview_start_s", r.get("preview_start_s"), float),
+    )
+    validate_track(track, path, row)
+    return track, audio_file
 
 
 def import_tracks(path: str | Path, out: str | Path, audio_root: str | Path | None = None, name: str | None = None,
@@ -191,14 +210,20 @@ def import_tracks(path: str | Path, out: str | Path, audio_root: str | Path | No
         return save_catalog(out, tracks, name=name or out.name, imported_from=path.name)
     # Previews are cut into a scratch folder and moved in only after every row succeeded, so a bad
     # audio file leaves an existing bundle exactly as it was.
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".import-", dir=out) as scratch:
-        tracks = _add_previews(path, tracks, audio, Path(scratch), progress)
-        validate_tracks(tracks, out / "tracks.parquet")
-        (out / "previews").mkdir(exist_ok=True)
-        for t in tracks:
-            if t.preview_path:
-                os.replace(Path(scratch) / t.preview_path, out / t.preview_path)
+    try:
+        with tempfile.TemporaryDirectory(prefix=".import-", dir=out) as scratch:
+            tracks = _add_previews(path, tracks, audio, Path(scratch), progress)
+            validate_tracks(tracks, out / "tracks.parquet")
+            (out / "previews").mkdir(exist_ok=True)
+            for t in tracks:
+                if t.preview_path:
+                    os.replace(Path(scratch) / t.preview_path, out / t.preview_path)
+    except BaseException:
+        if created:  # a failed import leaves no trace: not even the empty folder it made
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     return save_catalog(out, tracks, name=name or out.name, imported_from=path.name)
 
 
