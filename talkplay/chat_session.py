@@ -56,6 +56,8 @@ class LazyRecommender:
                 rec = self.get()
                 if hasattr(rec, "prior"):  # the prior correction's one ranking pass, before the first listener
                     rec.prior()
+                if hasattr(rec, "text_match"):  # the cards' text index (and the sentence embedder, if any)
+                    rec.text_match()
             except Exception:  # reported again (briefly) on the first request
                 log.exception("loading the recommender failed")
 

@@ -28,7 +28,7 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +49,7 @@ from talkplay.constraints import (
 from talkplay.conversation import ConversationState, Done, Event, TextDelta, TrackChosen, Turn
 from talkplay.matching import PAPER_WEIGHTS, match
 from talkplay.prior import NEUTRAL_REQUEST, Compose, PriorCorrection, TriePrior
+from talkplay.textmatch import TextEmbedderFn, TextMatch, TextMatchBonus, load_text_embedder
 from talkplay.render import RenderConfig, end_of_turn_ids, grounding_ids, render_prompt
 from talkplay.token_store import TokenStore
 from talkplay.tokens import DISAMBIGUATION
@@ -56,6 +57,7 @@ from talkplay.tokens import DISAMBIGUATION
 log = logging.getLogger(__name__)
 
 MUSIC_TEMPERATURE = 0.0  # default music-span temperature (greedy): valid-split played fit 0.55 / 0.54 / 0.53 / 0.55 / 0.67 at 1.0 / 0.7 / 0.5 / 0.3 / 0
+TEXT_WEIGHT = 1.0  # default λ of the text match (talkplay.textmatch); tuned with train.fit_check --tune-text
 PRIOR_WEIGHT = 0.5  # default β of the prior correction: top-1 fit on the valid split 0.55 / 0.60 / 0.63 / 0.63 / 0.55 at β = 0 / .25 / .5 / .75 / 1
 
 
@@ -104,6 +106,7 @@ class GenerationConfig:
     temperature: float = 1.0  # reply sampling temperature; 0 = greedy (span included)
     music_temperature: float | None = MUSIC_TEMPERATURE  # music-span temperature; None = ``temperature``
     prior_weight: float = PRIOR_WEIGHT  # β: subtract β × the neutral request's log-probs (talkplay.prior); 0 = off
+    text_weight: float = TEXT_WEIGHT  # λ: add λ × the request's text match to the span (talkplay.textmatch); 0 = off
     top_p: float = 0.9
     max_reply_tokens: int = 96
     seed: int | None = None  # None: fresh randomness per turn; an int makes every turn reproducible
@@ -111,14 +114,15 @@ class GenerationConfig:
     hierarchical: bool = True  # paper mode: 3MToken's level-by-level matching of residual codes
 
     def __post_init__(self) -> None:
-        for name in ("temperature", "top_p", "music_temperature", "prior_weight"):
+        for name in ("temperature", "top_p", "music_temperature", "prior_weight", "text_weight"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"GenerationConfig.{name}={value}: must be a finite number")
         if self.music_temperature is not None and self.music_temperature < 0:
             raise ValueError(f"GenerationConfig.music_temperature {self.music_temperature} must be ≥ 0")
-        if self.prior_weight < 0:
-            raise ValueError(f"GenerationConfig.prior_weight {self.prior_weight} must be ≥ 0")
+        if self.prior_weight < 0 or self.text_weight < 0:
+            raise ValueError(f"GenerationConfig: prior_weight {self.prior_weight} and text_weight {self.text_weight} "
+                             "must be ≥ 0")
         if self.mode not in ("constrained", "paper"):
             raise ValueError(f"GenerationConfig.mode {self.mode!r}: expected 'constrained' or 'paper'")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
@@ -146,7 +150,8 @@ class Recommender:
 
     def __init__(self, model: Any, tokenizer: Any, catalog: Catalog, store: TokenStore,
                  generation: GenerationConfig = GenerationConfig(), render: RenderConfig = RenderConfig(),
-                 exhaustive_limit: int = 4096, rank_batch: int = 32):
+                 exhaustive_limit: int = 4096, rank_batch: int = 32,
+                 text_embedder: Callable[[], TextEmbedderFn | None] | None = None):
         missing = [t for t in store.track_ids if t not in catalog]
         if missing:
             raise ValueError(f"token store {store.variant!r} has {len(missing)} tracks missing from catalog "
@@ -169,6 +174,9 @@ class Recommender:
         self.all_modalities = tuple(names)
         self._prior: TriePrior | None = None
         self._prior_lock = threading.Lock()  # concurrent first turns build the prior once
+        self._text_embedder = text_embedder  # loads a sentence embedder for the text match (None: BM25 only)
+        self._text_match: TextMatch | None = None
+        self._text_lock = threading.Lock()
         self._key = next(_ENGINE_KEYS)
         _ENGINES[self._key] = self
 
@@ -182,6 +190,7 @@ class Recommender:
         catalog = load_catalog(bundle)
         store = load_default_store(bundle, catalog)
         model, tokenizer, _ = load_checkpoint(bundle, model_config, store=store)
+        kwargs.setdefault("text_embedder", load_text_embedder)
         return cls(model, tokenizer, catalog, store, generation, render, **kwargs)
 
     # ------------------------------------------------------------------------------------ model steps
@@ -288,8 +297,15 @@ class Recommender:
         logits = self._step(prompt, cache)
         constrained = MusicSpanConstraint(self.ids, self.trie, excluded)
         if config.mode == "constrained":
-            rule = constrained if not config.prior_weight else \
-                Compose(constrained, PriorCorrection(self.ids, self.prior(), config.prior_weight))
+            rules = [constrained]
+            if config.prior_weight:
+                rules.append(PriorCorrection(self.ids, self.prior(), config.prior_weight))
+            if config.text_weight:
+                allowed = np.zeros(len(self.store), bool)
+                allowed[self.trie.rows([], excluded)] = True
+                rules.append(TextMatchBonus(self.ids, self.store.codes, self.text_match().scores(user_text),
+                                            config.text_weight, allowed))
+            rule = rules[0] if len(rules) == 1 else Compose(*rules)
             span, logprob = self._span(prompt, logits, cache, rule, config, gen)
             codes = [c for _, c in self.ids.decode(span)]
             track_id = resolve(self.store, codes, excluded)
@@ -366,10 +382,12 @@ class Recommender:
 
     @torch.no_grad()
     def rank(self, state: ConversationState, user_text: str, k: int = 10, method: str = "auto",
-             beam: int | None = None, prior_weight: float | None = None) -> list[Ranked]:
+             beam: int | None = None, prior_weight: float | None = None,
+             text_weight: float | None = None) -> list[Ranked]:
         """Top-``k`` allowed tracks (not played, not rejected) for ``user_text`` by music-token log-likelihood,
-        minus ``prior_weight`` (default: the engine's GenerationConfig's) × the track's prior score
-        (:mod:`talkplay.prior`; exhaustive ranking only — beam search ranks by the likelihood alone).
+        minus ``prior_weight`` × the track's prior score (:mod:`talkplay.prior`), plus ``text_weight`` × its
+        text match (:mod:`talkplay.textmatch`) — both default to the engine's GenerationConfig and apply to
+        exhaustive ranking only (beam search ranks by the likelihood alone).
 
         Args:
             method: "exhaustive" (every allowed track, batched, prompt cache shared), "beam" (constrained
@@ -391,6 +409,9 @@ class Recommender:
             beta = self.generation.prior_weight if prior_weight is None else prior_weight
             if beta:
                 scores = scores - beta * self.prior().row_scores[rows]
+            lam = self.generation.text_weight if text_weight is None else text_weight
+            if lam:
+                scores = scores + lam * self.text_match().scores(user_text)[rows]
         elif method == "beam":
             scores = self._beam(cache, first, excluded, beam or max(k, 16))
             rows = np.asarray([r for r, _ in scores], dtype=np.int64)
@@ -435,6 +456,15 @@ class Recommender:
             chunk = ids[i:i + lp.shape[0]]
             out[i:i + lp.shape[0]] += lp.gather(2, chunk[:, 1:, None].to(lp.device))[..., 0].sum(dim=1).double().cpu().numpy()
         return out
+
+    def text_match(self) -> TextMatch:
+        """The text match of the store's tracks (:mod:`talkplay.textmatch`), built once per engine: BM25, plus
+        sentence vectors when the engine was given an embedder loader and it loads."""
+        with self._text_lock:
+            if self._text_match is None:
+                embed = self._text_embedder() if self._text_embedder is not None else None
+                self._text_match = TextMatch.build([self.catalog[t] for t in self.store.track_ids], embed)
+            return self._text_match
 
     @torch.no_grad()
     def prior(self) -> TriePrior:

@@ -14,8 +14,8 @@ Systems:
 * ``RandomRanker(seed)`` — uniform scores, seeded by (seed, history) so results do not depend on order.
 * ``PopularityRanker`` — track frequency in the TRAIN playlists plus accepted tracks of TRAIN
   conversations; tracks never seen score 0 (they tie at the bottom).
-* ``BM25Ranker`` — Okapi BM25 (k1=1.5, b=0.75, Lucene idf ``log(1 + (N−df+0.5)/(df+0.5))``), implemented
-  here in numpy, over "{title} by {artist} from {album} {tags} {year}", the query being all user and
+* ``BM25Ranker`` — Okapi BM25 (k1=1.5, b=0.75, Lucene idf ``log(1 + (N−df+0.5)/(df+0.5))``), in numpy
+  (``talkplay.textmatch.BM25Index``, which the engine's own text match uses too), over "{title} by {artist} from {album} {tags} {year}", the query being all user and
   assistant text so far (the paper's setup). Lower-cased ``[a-z0-9]+`` tokens minus a small English
   stop-word list.
 * ``DenseRanker`` — cosine between a text embedding (default MiniLM, ``train.embeddings.TextEmbedder``)
@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,12 +41,10 @@ from typing import Protocol
 import numpy as np
 
 from talkplay.catalog import Catalog, Track
+from talkplay.textmatch import STOPWORDS, BM25Index, bm25_document, dense_document, tokenize  # noqa: F401 (one definition, shared with the engine)
 from train.conversation_schema import Conversation, Message
 
 TextEmbedderFn = Callable[[Sequence[str]], np.ndarray]
-
-STOPWORDS = frozenset(
-    ["a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have", "i", "i'm", "im", "in", "is", "it", "it's", "its", "me", "my", "of", "on", "or", "so", "some", "something", "that", "the", "this", "to", "was", "we", "with", "you", "your", "can", "could", "would", "like", "want", "play", "more", "please", "just", "give", "let's", "lets", "let", "me", "one", "m", "s", "t", "d", "ll", "re", "ve"])  # contraction tails: "I'm" → i, m
 
 
 class Ranker(Protocol):
@@ -109,28 +106,6 @@ def _index(catalog: Catalog) -> dict[str, int]:
     return hit[1]
 
 
-def tokenize(text: str) -> list[str]:
-    """Lower-case alphanumeric tokens without stop words."""
-    return [w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in STOPWORDS]
-
-
-def bm25_document(track: Track) -> str:
-    """The text BM25 indexes: "{title} by {artist} from {album} {tags} {year}"."""
-    return f"{track.title} by {track.artist} from {track.album} {' '.join(track.tags)} {track.year or ''}".strip()
-
-
-def dense_document(track: Track) -> str:
-    """The text the dense ranker embeds for a track."""
-    text = f"{track.title} by {track.artist}"
-    if track.album:
-        text += f" from {track.album}"
-    if track.tags:
-        text += ". " + ", ".join(track.tags)
-    if track.caption:
-        text += ". " + track.caption
-    return text
-
-
 # ---------------------------------------------------------------- random / popularity
 
 
@@ -173,42 +148,6 @@ class PopularityRanker:
 
 
 # ---------------------------------------------------------------- BM25
-
-
-@dataclass(frozen=True)
-class BM25Index:
-    """Okapi BM25 term weights for a fixed set of documents (dense numpy, fine for catalogs ≤ ~100k)."""
-
-    vocab: Mapping[str, int]
-    weights: np.ndarray  # (n_terms, n_docs): idf * tf*(k1+1)/(tf + k1*(1-b+b*len/avglen))
-
-    @classmethod
-    def build(cls, documents: Sequence[Sequence[str]], k1: float = 1.5, b: float = 0.75) -> BM25Index:
-        vocab: dict[str, int] = {}
-        for doc in documents:
-            for w in doc:
-                vocab.setdefault(w, len(vocab))
-        n = len(documents)
-        tf = np.zeros((len(vocab), n), np.float64)
-        for j, doc in enumerate(documents):
-            for w, c in Counter(doc).items():
-                tf[vocab[w], j] = c
-        lengths = np.array([len(d) for d in documents], np.float64)
-        avg = lengths.mean() if n and lengths.mean() > 0 else 1.0
-        df = (tf > 0).sum(axis=1)
-        idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5))
-        norm = k1 * (1.0 - b + b * lengths / avg)
-        weights = idf[:, None] * tf * (k1 + 1.0) / (tf + norm[None, :])
-        return cls(vocab, weights)
-
-    def score(self, query: Sequence[str]) -> np.ndarray:
-        """Sum of term weights over query tokens (repeated query tokens count each time)."""
-        out = np.zeros(self.weights.shape[1], np.float64)
-        for w, c in Counter(query).items():
-            row = self.vocab.get(w)
-            if row is not None:
-                out += c * self.weights[row]
-        return out
 
 
 class BM25Ranker:

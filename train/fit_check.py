@@ -256,6 +256,38 @@ def tune(args) -> dict:
     return {"top1_by_prior": top1, "best_prior": best, "played_by_temperature": played}
 
 
+def tune_text(args) -> dict:
+    """Choose the text-match weight λ (talkplay.textmatch) on the validation split: top-1 fit of the ranking and
+    fit of the greedy played track for each λ (prior weight and temperature at their defaults)."""
+    from talkplay.conversation import ConversationState
+    from talkplay.recommender import GenerationConfig, load_recommender
+
+    rec = load_recommender(args.catalog, "cpu", args.precision)
+    catalog = load_catalog(args.catalog)
+    valid = split_requests(args.catalog, "valid", args.tune_requests)
+    ids = rec.store.track_ids
+    beta = rec.generation.prior_weight
+    prior = rec.prior().row_scores
+    match = rec.text_match()
+    print(f"text match: BM25{' + sentence vectors' if match.vectors is not None else ' only'}", flush=True)
+    top1 = {lam: [] for lam in args.tune_text}
+    for req in valid:
+        raw = {r.track_id: r.logprob for r in rec.rank(ConversationState(), req.text, k=len(ids), prior_weight=0.0,
+                                                       text_weight=0.0)}
+        model = np.array([raw[t] for t in ids]) - beta * prior
+        text = match.scores(req.text)
+        for lam in args.tune_text:
+            top1[lam].append(req.fits(catalog[ids[int(np.argmax(model + lam * text))]]))
+    result = {"top1_by_text_weight": {}, "played_by_text_weight": {}, "requests": len(valid), "prior_weight": beta}
+    for lam in args.tune_text:
+        result["top1_by_text_weight"][lam] = float(np.mean(top1[lam]))
+        result["played_by_text_weight"][lam] = played_fit(rec, catalog, valid, 1,
+                                                          GenerationConfig(text_weight=lam, seed=0))
+        print(f"text weight {lam}: top-1 fit {result['top1_by_text_weight'][lam]:.3f}, greedy played fit "
+              f"{result['played_by_text_weight'][lam]:.3f} on {len(valid)} valid first requests", flush=True)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.fit_check", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -271,11 +303,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tune-temperatures", type=float, nargs="+", default=[1.0, 0.7, 0.5], metavar="T",
                    help="music-span temperatures tried with --tune-priors")
     p.add_argument("--tune-requests", type=int, default=80, help="valid first requests used for tuning")
+    p.add_argument("--tune-text", type=float, nargs="+", default=None, metavar="LAMBDA",
+                   help="instead of the report: top-1 and greedy played fit on the VALID split's first requests for "
+                        "each text-match weight λ (talkplay.textmatch)")
     args = p.parse_args(argv)
     from talkplay.previews import default_cache_dir
 
     if args.tune_priors:
         tune(args)
+        return 0
+    if args.tune_text:
+        tune_text(args)
         return 0
     catalog = load_catalog(args.catalog)
     requests = read_requests(args.requests or args.catalog / REQUESTS_FILE, catalog)
