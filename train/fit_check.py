@@ -266,7 +266,7 @@ def tune_text(args) -> dict:
     catalog = load_catalog(args.catalog)
     valid = split_requests(args.catalog, "valid", args.tune_requests)
     ids = rec.store.track_ids
-    beta = rec.generation.prior_weight
+    beta = rec.generation.prior_weight if args.prior_weight is None else args.prior_weight
     prior = rec.prior().row_scores
     match = rec.text_match()
     print(f"text match: BM25{' + sentence vectors' if match.vectors is not None else ' only'}", flush=True)
@@ -282,8 +282,8 @@ def tune_text(args) -> dict:
     for lam in args.tune_text:
         result["top1_by_text_weight"][lam] = float(np.mean(top1[lam]))
         result["played_by_text_weight"][lam] = played_fit(rec, catalog, valid, 1,
-                                                          GenerationConfig(text_weight=lam, seed=0))
-        print(f"text weight {lam}: top-1 fit {result['top1_by_text_weight'][lam]:.3f}, greedy played fit "
+                                                          GenerationConfig(text_weight=lam, prior_weight=beta, seed=0))
+        print(f"prior weight {beta}, text weight {lam}: top-1 fit {result['top1_by_text_weight'][lam]:.3f}, greedy played fit "
               f"{result['played_by_text_weight'][lam]:.3f} on {len(valid)} valid first requests", flush=True)
     return result
 
@@ -306,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tune-text", type=float, nargs="+", default=None, metavar="LAMBDA",
                    help="instead of the report: top-1 and greedy played fit on the VALID split's first requests for "
                         "each text-match weight λ (talkplay.textmatch)")
+    p.add_argument("--prior-weight", type=float, default=None, help="β used with --tune-text (default: the engine's)")
     args = p.parse_args(argv)
     from talkplay.previews import default_cache_dir
 
