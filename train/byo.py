@@ -72,7 +72,8 @@ def credits_markdown(name: str, tracks: list[Track]) -> str:
             lic = t.license
         album = f", *{t.album}*" if t.album else ""
         year = f" ({t.year})" if t.year else ""
-        lines.append(f"- **{t.title}** — {t.artist}{album}{year}. {t.attribution} License: {lic}.")
+        credit = t.attribution if t.attribution.rstrip().endswith((".", "!", "?")) else t.attribution.rstrip() + "."
+        lines.append(f"- **{t.title}** — {t.artist}{album}{year}. {credit} License: {lic}.")
     return "\n".join(lines) + "\n"
 
 
