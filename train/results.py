@@ -17,7 +17,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- results:begin (python -m train.results) -->", "<!-- results:end -->"
-LABELS = {"random": "random", "popularity": "popularity", "bm25": "BM25 (bm25s)", "dense": "dense MiniLM",
+LABELS = {"random": "random", "popularity": "popularity", "bm25": "BM25", "dense": "dense MiniLM",
           "item2vec": "item2vec (previous tracks)", "talkplay": "**TalkPlay, constrained** (ours)",
           "talkplay-paper": "TalkPlay, paper mode (ours)"}
 
