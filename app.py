@@ -37,6 +37,27 @@ SYNTHETIC_NOTE = ("The model was trained on **synthetic** conversations and play
                   "(no real listening data). Recordings are real, freely licensed, credited on each card.")
 
 
+# Runs in the browser after the player gets a new track: waits (≤ 10 s) for the waveform player's <audio> (in a
+# shadow root) to load the new file, rewinds it, and plays it when the autoplay box is ticked.
+PLAYER_JS = """(autoplay) => {
+  const host = document.querySelector('#now-playing');
+  const audios = () => { const found = []; const walk = (root) => root.querySelectorAll('*').forEach(el => {
+    if (el.tagName === 'AUDIO') found.push(el); if (el.shadowRoot) walk(el.shadowRoot); }); if (host) walk(host);
+    return found; };
+  const before = new Set(audios().map(el => el.currentSrc));
+  let tries = 0;
+  const start = () => {
+    const ready = audios().filter(el => el.readyState >= 1 && el.currentSrc && !before.has(el.currentSrc));
+    const fallback = tries > 20 ? audios().filter(el => el.readyState >= 1) : [];
+    const els = ready.length ? ready : fallback;
+    if (!els.length) { if (tries++ < 100) setTimeout(start, 100); return; }
+    els.forEach(el => { el.currentTime = 0; if (autoplay) { el.play().catch(() => {}); } else { el.pause(); } });
+  };
+  setTimeout(start, 50);
+  return [];
+}"""
+
+
 def _chat_tab(ctrl: ChatController) -> None:
     session = gr.State(None)
     with gr.Row():
@@ -52,7 +73,7 @@ def _chat_tab(ctrl: ChatController) -> None:
         with gr.Column(scale=2):
             audio = gr.Audio(label="Now playing (30-s preview)", type="filepath", interactive=False, autoplay=False,
                              elem_id="now-playing")
-            autoplay = gr.Checkbox(False, label="Autoplay previews")
+            autoplay = gr.Checkbox(False, label="Autoplay previews (off by default)", elem_id="autoplay")
             card = gr.Markdown(ctrl.card(None)[0], elem_id="track-card")
             with gr.Row():
                 like = gr.Button("👍 Like track", elem_id="like-track", size="sm")
@@ -82,7 +103,7 @@ def _chat_tab(ctrl: ChatController) -> None:
     chatbot.clear(ctrl.new_session, None, turn_out, **hidden)  # the chat's own trash button starts over too
     like.click(lambda s: ctrl.like_track(s, True), session, status, api_name="like_track")
     dislike.click(lambda s: ctrl.like_track(s, False), session, status, api_name="dislike_track")
-    stars.change(ctrl.rate, [session, stars], status, api_name="rate")
+    stars.input(ctrl.rate, [session, stars], status, api_name="rate")  # .input: a reset below is not a rating
     comment_send.click(ctrl.comment, [session, comment], status, api_name="comment").then(
         lambda: "", None, comment, **hidden)
 
@@ -90,7 +111,12 @@ def _chat_tab(ctrl: ChatController) -> None:
         return ctrl.like_reply(s, data.index, bool(data.liked))
 
     chatbot.like(on_like, session, status, api_visibility="private")
-    autoplay.change(lambda on: gr.Audio(autoplay=bool(on)), autoplay, audio, api_visibility="private")
+    # A new track, a skip or a new conversation clears the previous track's rating, comment and status at once.
+    for event in (send.click, request.submit, skip.click, new.click, chatbot.clear):
+        event(lambda: (gr.Radio(value=None), "", ""), None, [stars, comment, status], queue=False, **hidden)
+    # Each new preview starts at 0:00 and plays when autoplay is on. Updating gr.Audio(autoplay=…) does not start
+    # playback, and the player keeps the previous position, so this runs in the page (the checkbox is read there).
+    audio.change(None, [autoplay], None, js=PLAYER_JS, **hidden)
 
 
 def _browse_tab(browser: CatalogBrowser) -> None:

@@ -103,7 +103,7 @@ def test_browser_chat_preview_and_like(served):
                   " if (el.shadowRoot) walk(el.shadowRoot); }); walk(document.querySelector('#now-playing'));"
                   " return found.length ? found[0] : null; }")
         page.wait_for_function(loaded, timeout=90_000)
-        assert abs(page.evaluate(loaded) - 1.0) < 0.05  # the 1-s fixture preview
+        assert abs(page.evaluate(loaded) - 4.0) < 0.05  # the 4-s fixture preview
         assert any("/gradio_api/file=" in u and u.endswith(".wav") for u, status in responses if status == 200)
         page.locator("#like-track").click()
         expect(page.locator("#feedback-status")).to_contain_text("feedback saved", timeout=90_000)
@@ -130,6 +130,62 @@ def test_browser_chat_preview_and_like(served):
     kinds = [(r["kind"], r["value"]) for r in rows]
     assert ("like_track", "1") in kinds and ("rating", "5") in kinds and ("like_reply", "1") in kinds
     assert all(r["user_message"] == "play me some calm jazz please" and r["track_id"].startswith("t") for r in rows)
+
+
+AUDIO_STATE = ("() => { const found = []; const walk = (root) => root.querySelectorAll('*').forEach(el => {"
+               " if (el.tagName === 'AUDIO' && el.readyState >= 1) found.push({src: el.currentSrc, t: el.currentTime,"
+               " paused: el.paused, played: el.played.length}); if (el.shadowRoot) walk(el.shadowRoot); });"
+               " walk(document.querySelector('#now-playing')); return found; }")
+
+
+def test_browser_player_and_widgets_follow_each_track(served):
+    """Autoplay off by default and working when ticked; each new preview starts at 0:00; the rating, comment
+    and status of the previous track are cleared by a new track and by a new conversation."""
+    from playwright.sync_api import expect, sync_playwright
+
+    base = served[0]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(),
+                                    args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(base + "/")
+        expect(page.locator("#autoplay")).to_contain_text("off by default")
+        assert not page.locator("#autoplay input").is_checked()
+
+        def ask(text: str, n_bot: int) -> None:
+            page.locator("#request textarea").fill(text)
+            page.locator("#send").click()
+            expect(page.locator("#chat [data-testid='bot']")).to_have_count(n_bot, timeout=120_000)
+            expect(page.locator("#chat [data-testid='bot']").last).to_contain_text("♪ Song", timeout=120_000)
+
+        ask("play me some calm jazz please", 1)
+        page.wait_for_function(f"() => ({AUDIO_STATE})().length > 0", timeout=90_000)
+        first = page.evaluate(AUDIO_STATE)[-1]
+        assert first["paused"] and first["t"] < 0.05  # autoplay off: waits at 0:00
+        page.evaluate("() => { const walk = (root) => root.querySelectorAll('*').forEach(el => {"
+                      " if (el.tagName === 'AUDIO') el.currentTime = 2.5; if (el.shadowRoot) walk(el.shadowRoot); });"
+                      " walk(document.querySelector('#now-playing')); }")  # the listener heard part of it
+        page.locator("#stars label").filter(has_text="4").click()
+        expect(page.locator("#feedback-status")).to_contain_text("rating 4/5", timeout=60_000)
+        page.locator("#comment textarea").fill("nice but too slow")
+
+        page.locator("#autoplay input").check()
+        ask("something upbeat for running", 2)
+        # the new preview plays, from the start (not from 2.5 s where the last one was left)
+        page.wait_for_function(f"() => ({AUDIO_STATE})().some(a => a.src !== {first['src']!r} && a.played > 0)",
+                               timeout=30_000)
+        now = [a for a in page.evaluate(AUDIO_STATE) if a["src"] != first["src"]][-1]
+        assert now["t"] < 2.0, now
+        expect(page.locator("#feedback-status")).to_have_text("", timeout=10_000)
+        assert page.locator("#comment textarea").input_value() == ""
+        assert page.locator("#stars input:checked").count() == 0, page.locator("#stars").inner_html()[:1500]
+
+        page.locator("#stars label").filter(has_text="5").click()
+        expect(page.locator("#feedback-status")).to_contain_text("rating 5/5", timeout=60_000)
+        page.locator("#new-conversation").click()
+        expect(page.locator("#feedback-status")).to_have_text("", timeout=10_000)
+        assert page.locator("#stars input:checked").count() == 0
+        browser.close()
 
 
 def test_launch_address_follows_the_space(monkeypatch, tmp_path):

@@ -19,13 +19,13 @@ XSS = '<img src=x onerror="window.__pwned=1">'
 
 @pytest.fixture(scope="module")
 def app_world(world, tmp_path_factory):  # noqa: F811
-    """The fixture store's tracks as a catalog with real (1-s WAV) previews, and a tiny engine over it."""
+    """The fixture store's tracks as a catalog with real (4-s WAV) previews, and a tiny engine over it."""
     root = tmp_path_factory.mktemp("app")
     bundle = root / "bundle"
     (bundle / "previews").mkdir(parents=True)
     tracks = []
     for i in range(N_TRACKS):
-        t = np.arange(8000) / 8000
+        t = np.arange(4 * 8000) / 8000  # 4 s: long enough to see where playback starts
         sf.write(bundle / "previews" / f"t{i}.wav", 0.2 * np.sin(2 * np.pi * (220 + 40 * i) * t), 8000)
         tracks.append(Track(f"t{i}", f"Song {i}", f"Band {i}", "CC-BY-4.0", f"“Song {i}” by Band {i}",
                             f"https://example.org/{i}.ogg", tags=["calm", "piano"] if i % 2 else ["upbeat"],
