@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 if os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true"):
     import spaces  # noqa: F401  (ZeroGPU: must be imported before torch, which it patches; talkplay.space.zero_gpu)
 
-import gradio as gr
+# Gradio serves files from its temp folder; the default (/tmp/gradio) is shared by every Gradio app of the machine,
+# so this app gets its own (read by gradio at import, hence before it), cleaned of files older than an hour.
+os.environ.setdefault("GRADIO_TEMP_DIR", os.path.join(tempfile.gettempdir(), f"talkplay-gradio-{os.getuid()}"))
+
+import gradio as gr  # noqa: E402
 
 from talkplay.browse import ALL_SOURCES, TABLE_COLUMNS, CatalogBrowser
 from talkplay.checkpoint import ALLOW_OTHER_BASE_ENV
@@ -33,6 +38,7 @@ from talkplay.chat_session import (
 )
 
 ROOT = Path(__file__).resolve().parent
+MAX_UPLOAD = "64kb"
 SYNTHETIC_NOTE = ("The model was trained on **synthetic** conversations and playlists generated from the catalog "
                   "(no real listening data). Recordings are real, freely licensed, credited on each card.")
 
@@ -94,11 +100,13 @@ def _chat_tab(ctrl: ChatController) -> None:
     settings = [temperature, top_p, mode]
     # Named API endpoints (gradio_client, the load test); every other event stays out of the API.
     hidden = dict(api_visibility="private")
-    send.click(ctrl.send, [request, session, *settings], turn_out, api_name="send").then(
+    # One cap on turns generating at once, whatever started them (send, Enter, skip share one queue slot pool).
+    turns = dict(concurrency_id="model-turns", concurrency_limit=int(os.environ.get("TALKPLAY_CONCURRENCY", "4")))
+    send.click(ctrl.send, [request, session, *settings], turn_out, api_name="send", **turns).then(
         lambda: "", None, request, **hidden)
-    request.submit(ctrl.send, [request, session, *settings], turn_out, **hidden).then(lambda: "", None, request,
-                                                                                       **hidden)
-    skip.click(ctrl.skip, [session, *settings], turn_out, api_name="skip")
+    request.submit(ctrl.send, [request, session, *settings], turn_out, **hidden, **turns).then(
+        lambda: "", None, request, **hidden)
+    skip.click(ctrl.skip, [session, *settings], turn_out, api_name="skip", **turns)
     new.click(ctrl.new_session, None, turn_out, api_name="new_conversation")
     chatbot.clear(ctrl.new_session, None, turn_out, **hidden)  # the chat's own trash button starts over too
     like.click(lambda s: ctrl.like_track(s, True), session, status, api_name="like_track")
@@ -148,7 +156,7 @@ def build_demo(recommender, feedback_store, browser: CatalogBrowser, model_versi
     (None: not stored), the catalog browser and its credits; ``previews``: a background preview preparation
     whose progress the page shows until it ends."""
     ctrl = ChatController(recommender, browser, feedback_store, model_version, catalog_version)
-    with gr.Blocks(title="TalkPlay — conversational music recommendation") as demo:
+    with gr.Blocks(title="TalkPlay — conversational music recommendation", delete_cache=(1800, 3600)) as demo:
         gr.Markdown("# 🎧 TalkPlay\nTell it what you want to hear; it answers with a real track from the catalog "
                     "and a few words about it.\n\n" + SYNTHETIC_NOTE)
         if ctrl.feedback_warning():  # not writable at start (each click says so too), or lost at a Space restart
@@ -184,6 +192,7 @@ def launch_kwargs(catalog: Path) -> dict:
         server_name=env.get("TALKPLAY_HOST") or env.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if on_space() else "127.0.0.1"),
         server_port=int(env.get("TALKPLAY_PORT") or env.get("GRADIO_SERVER_PORT") or "7860"),
         allowed_paths=[str(catalog / "previews"), str(ROOT / "assets")],
+        max_file_size=MAX_UPLOAD,  # nothing on the page takes a file: uploads are refused above this
     )
 
 

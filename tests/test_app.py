@@ -70,6 +70,17 @@ def test_page_and_file_access(served):
         assert status in (403, 404), (path, status)
 
 
+def test_uploads_are_capped(served):
+    base = served[0]
+    body = b"--x\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.bin\"\r\n\r\n" + \
+        b"0" * 200_000 + b"\r\n--x--\r\n"
+    request = urllib.request.Request(f"{base}/gradio_api/upload", data=body, method="POST",
+                                     headers={"Content-Type": "multipart/form-data; boundary=x"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request, timeout=20)
+    assert err.value.code in (400, 413)
+
+
 def store_path(served) -> str:
     return str(served[3].path)
 

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -145,6 +146,28 @@ def test_space_from_requirements_alone_recommends_and_keeps_ratings(space):
     models = space["volume"] / "talkplay" / "cache" / "models"
     assert (models / "smollm2-135m-instruct" / "talkplay-conversion.json").is_file(), log[-3000:]
     assert list(models.glob("talkplay-merged-*")), "the merged demo model is cached on the persistent storage"
+
+    # the app's files only: another Gradio app's temp file is not served, and uploads are capped
+    other = Path("/tmp/gradio/another-app")
+    other.mkdir(parents=True, exist_ok=True)
+    (other / "secret.txt").write_text("another app's file")
+    for path in (other / "secret.txt",):
+        try:
+            urllib.request.urlopen(f"{space['url']}gradio_api/file={path}", timeout=30)
+            served = True
+        except urllib.error.HTTPError as err:
+            served = err.code not in (403, 404)
+        assert not served, f"{path} was served"
+    body = b"--x\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.bin\"\r\n\r\n" + \
+        b"0" * 200_000 + b"\r\n--x--\r\n"
+    upload = urllib.request.Request(f"{space['url']}gradio_api/upload", data=body, method="POST",
+                                    headers={"Content-Type": "multipart/form-data; boundary=x"})
+    try:
+        urllib.request.urlopen(upload, timeout=30)
+        refused = False
+    except urllib.error.HTTPError as err:
+        refused = err.code in (400, 413)
+    assert refused, "a 200 kB upload was accepted"
 
     said = str(client.predict("5", api_name="/rate"))
     assert "saved" in said, said
