@@ -58,6 +58,7 @@ def run_summary(run: Path) -> dict:
         "best_valid_ce_request": float(best_row["valid_ce_request"]) if best_row.get("valid_ce_request") else None,
         "final_train_ce_last20": mean("train_ce"), "final_self_sim_last20": mean("self_sim"),
         "step_seconds_mean": mean("step_seconds", rows), "step_seconds_sum": sum(float(r["step_seconds"]) for r in rows),
+        "last_lr": float(rows[-1]["lr"]) if rows and rows[-1].get("lr") else None,
     }
     if (run / SUMMARY_FILE).exists():
         out.update(json.loads((run / SUMMARY_FILE).read_text()))
@@ -71,6 +72,14 @@ def read_evaluation(path: Path) -> dict | None:
     data = json.loads(path.read_text())
     return {"turns": data["turns"], "conversations": data["conversations"], "paper_mode": data.get("paper_mode"),
             "systems": {k: v["macro_over_turns"] for k, v in data["systems"].items()}}
+
+
+def _stopped_early(summary: dict, cfg: dict) -> str:
+    """"; stopped after N of the schedule's M steps, at learning rate …" when the run ended before its schedule."""
+    if not cfg.get("max_steps") or summary["steps"] >= int(cfg["max_steps"]):
+        return "."
+    lr = f", at learning rate {summary['last_lr']:.1e} (peak {cfg['lr']})" if summary.get("last_lr") is not None else ""
+    return f"; stopped after {summary['steps']} of the schedule's {cfg['max_steps']} steps{lr}."
 
 
 def _fmt(v, digits=3) -> str:
@@ -120,8 +129,7 @@ def model_card(bundle: Path, summary: dict, ablation: dict | None, info_base: st
         f"linear layers + the music-token rows; AdamW lr {cfg['lr']}, warm-up {cfg['warmup_steps']} steps, cosine decay.",
         f"- Steps: {summary['steps']} × batch {cfg['batch_size']}×{cfg['grad_accum']} "
         f"(best valid loss at step {summary['best_step']})"
-        + (f"; stopped after {summary['steps']} of the schedule's {cfg['max_steps']} steps, its learning rate "
-           "already near zero." if cfg.get("max_steps") and summary["steps"] < int(cfg["max_steps"]) else "."),
+        + _stopped_early(summary, cfg),
         f"- Hardware: {summary.get('hardware', 'CPU (see the training note)')}; mean {_fmt(summary['step_seconds_mean'], 1)} s "
         f"per step; {_fmt(summary['step_seconds_sum'] / 60, 1)} min in training steps"
         + (f", {_fmt(wall / 60, 1)} min wall time including evaluation." if wall else "."),
