@@ -195,7 +195,8 @@ def run_fit_check(bundle: Path, requests: Sequence[FitRequest], samples: int = 5
         summary[f"{name}_top5_fit"] = mean(f"{name}_top5_fit")
     return {"summary": summary, "requests": rows, "bundle": str(bundle), "generation": {
         "temperature": app_config.temperature, "music_temperature": app_config.music_temperature,
-        "top_p": app_config.top_p, "mode": app_config.mode},
+        "top_p": app_config.top_p, "mode": app_config.mode, "prior_weight": app_config.prior_weight,
+        "text_weight": app_config.text_weight},
         "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -205,10 +206,12 @@ def markdown(result: dict) -> str:
     lines = [
         f"# Fit check — `{result['bundle']}`", "",
         f"{s['requests']} typical first requests (`eval/fit_requests.jsonl`), each with the tags a fitting track "
-        f"must carry. *Played*: the track the app plays (constrained sampling of the music span at temperature "
-        f"{result['generation'].get('music_temperature') or result['generation']['temperature']}, top-p "
-        f"{result['generation']['top_p']}), {s['samples_per_request']} "
-        f"samples per request. Reproduce: `python -m train.fit_check --catalog {result['bundle']}`.", "",
+        f"must carry. *Played*: the track the app plays with its default settings (music temperature "
+        f"{result['generation'].get('music_temperature')}, prior weight {result['generation'].get('prior_weight', '–')}, "
+        f"text-match weight {result['generation'].get('text_weight', '–')}: the text match's shortlist scored by the "
+        f"model, or the model's constrained span alone when the words name nothing on a card), "
+        f"{s['samples_per_request']} sample(s) per request. "
+        f"Reproduce: `python -m train.fit_check --catalog {result['bundle']} --samples {s['samples_per_request']}`.", "",
         "| system | played / top-1 fits | top-5 fits | distinct top-1 tracks |", "|---|---|---|---|",
         f"| **TalkPlay, played** | **{s['talkplay_played_fit']:.2f}** | – | {s['played_distinct']} (all samples) |",
         f"| TalkPlay, top-1 of its ranking | {s['talkplay_top1_fit']:.2f} | {s['talkplay_top5_fit']:.2f} | "
