@@ -17,7 +17,9 @@ Everything is built in a hidden sibling folder and renamed into place only after
 app's own start check (``python -m talkplay validate``); a failed run leaves nothing behind. Errors name the
 file, row and field — every bad row of the table at once.
 
-For the best fit, retrain on the new catalog (README, "Bring your own catalog" → "Retrain for the best fit").
+For the best fit, retrain on the new catalog — the demo bundle's build path as resumable stages (``train.retrain``)::
+
+    python -m train.byo retrain --catalog catalog/mine [--steps 420]
 """
 
 from __future__ import annotations
@@ -157,6 +159,30 @@ def prepare(table: str | Path, out: str | Path, audio_root: str | Path | None = 
     return result
 
 
+def retrain_doc() -> str:
+    from train import retrain
+
+    return retrain.__doc__.split("\n\n")[0]
+
+
+def _retrain(args, argv: list[str] | None) -> int:
+    """``train.byo retrain``: every stage of :mod:`train.retrain` not done yet; exit 2 on a failed stage, 3 when
+    training stopped before its last step (rerun to resume)."""
+    from train.retrain import Interrupted, RetrainError, describe, options_from_args, retrain
+
+    command = "python -m train.byo " + " ".join(argv if argv is not None else sys.argv[1:])
+    try:
+        records = retrain(options_from_args(args), command, cache_dir=args.cache)
+    except RetrainError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Interrupted as err:
+        print(f"stopped: {err}", file=sys.stderr)
+        return 3
+    print(json.dumps(describe(records), indent=2, ensure_ascii=False))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.byo", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -169,7 +195,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="bundle whose checkpoint and token store are used (default: catalog/demo)")
     p.add_argument("--playlists", type=Path, nargs="*", default=(), help="optional MPD-style playlist JSON files")
     p.add_argument("--cache", type=Path, default=None, help="analysis cache (default: the TalkPlay cache)")
+    r = sub.add_parser("retrain", help="fit tokens and train a model for the bundle (the demo's build path, resumable)",
+                       description=retrain_doc())
+    from train.retrain import add_arguments
+
+    add_arguments(r)
     args = parser.parse_args(argv)
+    if args.command == "retrain":
+        return _retrain(args, argv)
     try:
         result = prepare(args.tracks, args.out, args.audio_root, args.model_from, args.playlists, args.cache)
     except (CatalogError, CheckpointError) as err:
