@@ -52,15 +52,23 @@ def bm25_document(track: Track) -> str:
 
 
 def dense_document(track: Track) -> str:
-    """The text a sentence embedder reads for a track: "{title} by {artist} from {album}. {tags}. {caption}"."""
-    text = f"{track.title} by {track.artist}"
-    if track.album:
-        text += f" from {track.album}"
-    if track.tags:
-        text += ". " + ", ".join(track.tags)
+    """The text a sentence embedder reads for a track: what the music is, "{tags}. {caption}"; a card with
+    neither reads as its name, "{title} by {artist} from {album}".
+
+    Names stay out of a described track's sentence vector: in one vector a title's or album's own meaning ("Track 10
+    … Drascula: The Vampire Strikes Back") drowns the few words that say what the music is, so a request written
+    from a track's tags found other tracks' cards closer. BM25 (:func:`bm25_document`) still matches names word
+    for word. With the shipped checkpoint (β = 1, λ = 2) this raised the ranking's top-1 fit on 80 validation first
+    requests from 0.61 to 0.68 (top-5 0.59 → 0.68), left the fit-check requests' top-1 at 0.70 (top-5 0.67 → 0.69),
+    and put all 12 Drascula tracks added by cold start in the top 10 for their own tags (11 of 12 before;
+    ``python -m train.cold_start_check``).
+    """
+    parts = [", ".join(track.tags)] if track.tags else []
     if track.caption:
-        text += ". " + track.caption
-    return text
+        parts.append(track.caption)
+    if parts:
+        return ". ".join(parts)
+    return f"{track.title} by {track.artist}" + (f" from {track.album}" if track.album else "")
 
 
 def positive_text(request: str) -> str:

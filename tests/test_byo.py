@@ -140,3 +140,17 @@ def test_missing_store_or_model_names_the_command(tmp_path):
     save_catalog(tmp_path, [Track("a", "A", "B", "MIT", "c", "user")])
     with pytest.raises(CatalogError, match="train.byo prepare"):
         check_bundle(tmp_path)
+
+
+def test_a_described_tracks_sentence_vector_reads_what_the_music_is_not_its_name():
+    """A new catalog's names ("Track 10 … The Vampire Strikes Back") must not drown the words of its tags in the text
+    match's sentence vectors (the cold-start check: a request made of a track's own tags ranks it in the top 10)."""
+    from talkplay.catalog import Track
+    from talkplay.textmatch import bm25_document, dense_document
+
+    described = Track("d-10", "Track 10", "Alcachofa Soft", "CC0-1.0", "c", "user", album="The Vampire Strikes Back",
+                      tags=("piano", "rock", "slow"), caption="A slow rock track with piano.")
+    assert dense_document(described) == "piano, rock, slow. A slow rock track with piano."
+    assert "Vampire" in bm25_document(described)  # names are still matched word for word
+    bare = Track("b", "Heroes Rite", "Wansti", "CC0-1.0", "c", "user", album="Battle")
+    assert dense_document(bare) == "Heroes Rite by Wansti from Battle"  # a card with nothing else reads as its name

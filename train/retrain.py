@@ -481,8 +481,10 @@ def retrain(options: RetrainOptions, command: str | None = None, log: Callable[[
         check_bundle(options.catalog)
     except Interrupted:
         raise
-    except (CatalogError, ValueError, FileNotFoundError, OSError, RuntimeError) as err:
+    except (CatalogError, ValueError, OSError) as err:  # CheckpointError is a ValueError; FileNotFoundError an OSError
         raise RetrainError(stage, str(err), command) from err
+    except Exception as err:  # anything else still names the stage and the way back in
+        raise RetrainError(stage, f"{type(err).__name__}: {err}", command) from err
     log(f"{options.catalog} passes the app's start check. Serve it: TALKPLAY_CATALOG={options.catalog} python app.py")
     return ctx.records
 
