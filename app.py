@@ -100,15 +100,34 @@ def _chat_tab(ctrl: ChatController) -> None:
     settings = [temperature, top_p, mode]
     # Named API endpoints (gradio_client, the load test); every other event stays out of the API.
     hidden = dict(api_visibility="private")
-    # One cap on turns generating at once, whatever started them (send, Enter, skip share one queue slot pool).
-    turns = dict(concurrency_id="model-turns", concurrency_limit=int(os.environ.get("TALKPLAY_CONCURRENCY", "4")))
-    send.click(ctrl.send, [request, session, *settings], turn_out, api_name="send", **turns).then(
-        lambda: "", None, request, **hidden)
-    request.submit(ctrl.send, [request, session, *settings], turn_out, **hidden, **turns).then(
-        lambda: "", None, request, **hidden)
-    skip.click(ctrl.skip, [session, *settings], turn_out, api_name="skip", **turns)
-    new.click(ctrl.new_session, None, turn_out, api_name="new_conversation")
-    chatbot.clear(ctrl.new_session, None, turn_out, **hidden)  # the chat's own trash button starts over too
+    # One cap on turns generating at once, whatever started them (send, Enter, skip share one queue slot pool);
+    # the model's batching scheduler decodes that many together (load_from_env).
+    turns = dict(concurrency_id="model-turns", concurrency_limit=concurrency())
+
+    # Rate limits follow the visitor (address + browser session), not the conversation: see ChatSession.visitor.
+    def on_send(text, s, t, p, m, req: gr.Request):
+        yield from ctrl.send(text, s, t, p, m, visitor=visitor_key(req))
+
+    def on_skip(s, t, p, m, req: gr.Request):
+        yield from ctrl.skip(s, t, p, m, visitor=visitor_key(req))
+
+    def on_new(req: gr.Request):
+        return ctrl.new_session(visitor_key(req))
+
+    # While a turn streams, the buttons that would start another one in this conversation are off (the
+    # controller also runs a conversation's turns one at a time, for API clients).
+    buttons = [send, skip]
+    busy = (lambda: [gr.Button(interactive=False)] * len(buttons), None, buttons)
+    idle = (lambda: [gr.Button(interactive=True)] * len(buttons), None, buttons)
+    for trigger, fn, inputs, api in ((send.click, on_send, [request, session, *settings], dict(api_name="send")),
+                                     (request.submit, on_send, [request, session, *settings], hidden),
+                                     (skip.click, on_skip, [session, *settings], dict(api_name="skip"))):
+        trigger(*busy, queue=False, **hidden)
+        done = trigger(fn, inputs, turn_out, **api, **turns).then(*idle, queue=False, **hidden)
+        if fn is on_send:
+            done.then(lambda: "", None, request, **hidden)
+    new.click(on_new, None, turn_out, api_name="new_conversation")
+    chatbot.clear(on_new, None, turn_out, **hidden)  # the chat's own trash button starts over too
     like.click(lambda s: ctrl.like_track(s, True), session, status, api_name="like_track")
     dislike.click(lambda s: ctrl.like_track(s, False), session, status, api_name="dislike_track")
     stars.input(ctrl.rate, [session, stars], status, api_name="rate")  # .input: a reset below is not a rating
@@ -224,7 +243,8 @@ def load_from_env(bundle: Path):
 
     return LazyRecommender(lambda: load_recommender(bundle, os.environ.get("TALKPLAY_DEVICE", "auto"),
                                                     os.environ.get("TALKPLAY_PRECISION", "auto"),
-                                                    base_model=os.environ.get("TALKPLAY_BASE_MODEL") or None))
+                                                    base_model=os.environ.get("TALKPLAY_BASE_MODEL") or None,
+                                                    max_batch=concurrency()))
 
 
 def create_demo(previews: PreviewProgress | None = None) -> gr.Blocks:
@@ -237,10 +257,34 @@ def create_demo(previews: PreviewProgress | None = None) -> gr.Blocks:
                       previews)
 
 
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise StartupError(f"environment variable {name}={raw!r}: expected a whole number ≥ 1")
+    return value
+
+
+def concurrency() -> int:
+    """Turns generating at once (``TALKPLAY_CONCURRENCY``, default 16): the queue's cap on send/Enter/skip and the
+    number of rows the batching scheduler decodes together."""
+    return _env_int("TALKPLAY_CONCURRENCY", 16)
+
+
+def visitor_key(request: gr.Request | None) -> str:
+    """Who is asking, for rate limits: client address and the browser's Gradio session."""
+    if request is None:
+        return ""
+    host = getattr(getattr(request, "client", None), "host", None) or "?"
+    return f"{host}|{getattr(request, 'session_hash', None) or '?'}"
+
+
 def queue_kwargs() -> dict:
     """Queue limits: requests run at once (model turns share the CPU/GPU) and requests waiting."""
-    return dict(default_concurrency_limit=int(os.environ.get("TALKPLAY_CONCURRENCY", "4")),
-                max_size=int(os.environ.get("TALKPLAY_QUEUE_MAX", "64")))
+    return dict(default_concurrency_limit=concurrency(), max_size=_env_int("TALKPLAY_QUEUE_MAX", 64))
 
 
 def _create_or_exit() -> gr.Blocks:

@@ -29,8 +29,13 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 1000  # longer requests are cut (the model's context is small anyway)
 MAX_TURNS = 40  # then the conversation asks to start over (old turns no longer fit the context anyway)
-TURNS_PER_MINUTE = 12  # per session (TALKPLAY_TURNS_PER_MINUTE); a CPU turn takes seconds, people type slower
-FEEDBACK_PER_MINUTE = 60  # per session (TALKPLAY_FEEDBACK_PER_MINUTE)
+TURNS_PER_MINUTE = 12  # per visitor (TALKPLAY_TURNS_PER_MINUTE); a CPU turn takes seconds, people type slower
+TURNS_PER_MINUTE_TOTAL = 600  # all visitors together (TALKPLAY_TURNS_PER_MINUTE_TOTAL): the server's budget
+FEEDBACK_PER_MINUTE = 60  # per visitor (TALKPLAY_FEEDBACK_PER_MINUTE)
+TURN_WAIT_S = 300.0  # a send or skip waits this long for the same conversation's streaming turn to end
+TEMPERATURE_RANGE = (0.0, 1.5)  # what the page's sliders offer; the API accepts the same
+TOP_P_RANGE = (0.05, 1.0)
+MODES = ("constrained", "paper")
 FEEDBACK_WAIT_S = 5.0  # a click waits this long for its row to be committed before "saved" is said
 SKIP_REQUEST = "Skip — another one, please."
 EXAMPLES = ("something epic and orchestral for a boss fight", "upbeat chiptune for a road trip",
@@ -66,12 +71,18 @@ class LazyRecommender:
 
 @dataclass
 class ChatSession:
-    """One browser's conversation (kept in a ``gr.State``)."""
+    """One browser's conversation (kept in a ``gr.State``).
+
+    ``visitor`` keys the rate limits: the client address and the browser's Gradio session (``app.py``), kept by
+    *New conversation*, so starting over does not reset them. ``on_screen`` is the track whose card is shown
+    (set as soon as a turn's track is chosen): what a skip skips."""
 
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     conversation: ConversationState = field(default_factory=ConversationState)
     messages: list[dict] = field(default_factory=list)  # chat messages shown (role, content)
     turn_of_message: dict[int, int] = field(default_factory=dict)  # assistant message index → turn index (1-based)
+    visitor: str = ""
+    on_screen: str | None = None
 
 
 def version_of(path: Path) -> str:
@@ -92,8 +103,21 @@ class ChatController:
         self.browser, self.feedback = browser, feedback
         self.model_version, self.catalog_version = model_version, catalog_version
         self.turn_limit = turn_limit or RateLimiter.from_env("TALKPLAY_TURNS_PER_MINUTE", TURNS_PER_MINUTE)
+        self.total_turn_limit = RateLimiter.from_env("TALKPLAY_TURNS_PER_MINUTE_TOTAL", TURNS_PER_MINUTE_TOTAL)
         self.feedback_limit = feedback_limit or RateLimiter.from_env("TALKPLAY_FEEDBACK_PER_MINUTE",
                                                                      FEEDBACK_PER_MINUTE)
+        self._turn_locks: dict[str, threading.Lock] = {}  # per conversation: its events run one at a time
+        self._locks_guard = threading.Lock()
+
+    def _turn_lock(self, session: ChatSession) -> threading.Lock:
+        with self._locks_guard:
+            if len(self._turn_locks) > 10_000:  # forget idle conversations rather than grow without bound
+                self._turn_locks = {k: v for k, v in self._turn_locks.items() if v.locked()}
+            return self._turn_locks.setdefault(session.session_id, threading.Lock())
+
+    @staticmethod
+    def _visitor(session: ChatSession) -> str:
+        return session.visitor or session.session_id
 
     def feedback_warning(self) -> str:
         """A line for the page when the feedback database is not writable, or when (on a Space) ratings would
@@ -137,11 +161,45 @@ class ChatController:
     # ------------------------------------------------------------------ turns
 
     def send(self, text: str, session: ChatSession | None, temperature: float = 1.0, top_p: float = 0.9,
-             mode: str = "constrained") -> Iterator[tuple[list[dict], str, str | None, str, ChatSession]]:
-        """Stream one turn: yields (messages, card, audio path, played list, session) as it progresses."""
+             mode: str = "constrained", visitor: str | None = None
+             ) -> Iterator[tuple[list[dict], str, str | None, str, ChatSession]]:
+        """Stream one turn: yields (messages, card, audio path, played list, session) as it progresses.
+
+        Turns of one conversation run one at a time: a send arriving while a reply streams waits for it (the
+        page disables its buttons meanwhile; an API client may not)."""
+        session = session or ChatSession()
+        if visitor:
+            session.visitor = visitor
+        lock = self._turn_lock(session)
+        if not lock.acquire(timeout=TURN_WAIT_S):
+            yield self._say(session, "The previous reply is still being written — please try again in a moment.")
+            return
+        try:
+            yield from self._send(text, session, temperature, top_p, mode)
+        finally:
+            lock.release()
+
+    def _say(self, session: ChatSession, text: str, card: tuple[str, str | None] | None = None):
+        """Append an assistant line; the update tuple to yield."""
+        card, audio = card or self.card(None)
+        session.messages.append({"role": "assistant", "content": text})
+        return session.messages, card, audio, self.played_markdown(session), session
+
+    def _settings(self, temperature, top_p, mode) -> tuple[float, float, str] | None:
+        """The sampling settings as numbers in the page's ranges; None (one log line) when any is not."""
+        try:
+            t, p = float(temperature), float(top_p)
+        except (TypeError, ValueError):
+            t = p = math.nan
+        if math.isfinite(t) and TEMPERATURE_RANGE[0] <= t <= TEMPERATURE_RANGE[1] and math.isfinite(p) and \
+                TOP_P_RANGE[0] <= p <= TOP_P_RANGE[1] and mode in MODES:
+            return t, p, mode
+        log.warning("rejected settings: temperature=%.40r top_p=%.40r mode=%.40r", temperature, top_p, mode)
+        return None
+
+    def _send(self, text, session, temperature, top_p, mode):
         from talkplay.recommender import GenerationConfig
 
-        session = session or ChatSession()
         text = clean_text(text).strip()
         card, audio = self.card(None)
         if not text:  # empty, whitespace or control characters only: nothing to answer, nothing changes
@@ -152,32 +210,42 @@ class ChatController:
             text, notice = text[:MAX_MESSAGE_CHARS], f" *(cut to {MAX_MESSAGE_CHARS} characters)*"
         session.messages.append({"role": "user", "content": escape(text) + notice})
         yield session.messages, card, audio, self.played_markdown(session), session
-        wait = self.turn_limit.allow(session.session_id)
+        settings = self._settings(temperature, top_p, mode)
+        if settings is None:
+            yield self._say(session, f"Those settings are out of range: temperature {TEMPERATURE_RANGE[0]:g}–"
+                                     f"{TEMPERATURE_RANGE[1]:g}, top-p {TOP_P_RANGE[0]:g}–{TOP_P_RANGE[1]:g}, "
+                                     f"decoding {' or '.join(MODES)}.")
+            return
+        temperature, top_p, mode = settings
+        wait = self.turn_limit.allow(self._visitor(session))
         if wait:
-            session.messages.append({"role": "assistant", "content": "You're sending requests faster than this "
-                                     f"demo can answer — please wait {math.ceil(wait)} s and try again."})
-            yield session.messages, card, audio, self.played_markdown(session), session
+            yield self._say(session, "You're sending requests faster than this demo can answer — please wait "
+                                     f"{math.ceil(wait)} s and try again.")
+            return
+        wait = self.total_turn_limit.allow("all")
+        if wait:
+            yield self._say(session, f"This demo is busy right now — please try again in {math.ceil(wait)} s.")
             return
         if len(session.conversation.turns) >= MAX_TURNS:
-            session.messages.append({"role": "assistant", "content": f"This conversation has reached {MAX_TURNS} "
-                                     "tracks — press *New conversation* to keep listening."})
-            yield session.messages, card, audio, self.played_markdown(session), session
+            yield self._say(session, f"This conversation has reached {MAX_TURNS} tracks — press *New conversation* "
+                                     "to keep listening.")
             return
         try:
             rec = self.recommender()
         except (OSError, ValueError) as err:  # e.g. CheckpointError naming a missing/damaged file
-            log.error("recommender unavailable: %s", err)
-            session.messages.append({"role": "assistant", "content": "The recommender is not available on this "
-                                     f"server right now: {escape(str(err).splitlines()[0][:300])}"})
-            yield session.messages, card, audio, self.played_markdown(session), session
+            error_id = uuid.uuid4().hex[:8]
+            log.error("recommender unavailable (error %s): %s", error_id, str(err).splitlines()[0] if str(err) else err)
+            yield self._say(session, "The recommender is not available on this server right now "
+                                     f"(error {error_id}; the server log says why).")
             return
         try:
-            config = GenerationConfig(mode=mode, temperature=float(temperature), top_p=float(top_p),
+            config = GenerationConfig(mode=mode, temperature=temperature, top_p=top_p,
                                       max_reply_tokens=rec.generation.max_reply_tokens)
             header, raw = "", ""
             for event in rec.respond(session.conversation, text, generation=config):
                 if isinstance(event, TrackChosen):
                     card, audio = self.card(event)
+                    session.on_screen = event.track.track_id
                     header = f"**♪ {escape(event.track.title)}** — {escape(event.track.artist)}\n\n"
                     session.messages.append({"role": "assistant", "content": header})
                     session.turn_of_message[len(session.messages) - 1] = len(session.conversation.turns) + 1
@@ -188,9 +256,8 @@ class ChatController:
                     session.messages[-1]["content"] = header + escape(event.turn.reply)
                 yield session.messages, card, audio, self.played_markdown(session), session
         except NoAllowedTrack:
-            session.messages.append({"role": "assistant", "content": "You have heard every track of this catalog in "
-                                     "this conversation — press *New conversation* to start over."})
-            yield session.messages, card, audio, self.played_markdown(session), session
+            yield self._say(session, "You have heard every track of this catalog in this conversation — press "
+                                     "*New conversation* to start over.", (card, audio))
         except Exception:
             error_id = uuid.uuid4().hex[:8]
             log.exception("turn failed (error %s)", error_id)
@@ -199,22 +266,37 @@ class ChatController:
                     len(session.conversation.turns) < session.turn_of_message[len(session.messages) - 1]:
                 session.turn_of_message.pop(len(session.messages) - 1)
                 session.messages.pop()  # a half-streamed reply of a failed turn
-            session.messages.append({"role": "assistant", "content": f"Sorry — something went wrong with this "
-                                     f"request (error {error_id}). Please try again."})
-            yield session.messages, card, audio, self.played_markdown(session), session
+            yield self._say(session, f"Sorry — something went wrong with this request (error {error_id}). "
+                                     "Please try again.", (card, audio))
 
     def skip(self, session: ChatSession | None, temperature: float = 1.0, top_p: float = 0.9,
-             mode: str = "constrained") -> Iterator[tuple[list[dict], str, str | None, str, ChatSession]]:
-        """"Skip — another one": the last track counts as rejected (never again here), then a new turn."""
+             mode: str = "constrained", visitor: str | None = None
+             ) -> Iterator[tuple[list[dict], str, str | None, str, ChatSession]]:
+        """"Skip — another one": the track on screen when the button was pressed counts as rejected (never again
+        in this conversation), then a new turn. Pressed while that track's reply still streams, the skip waits
+        for the turn to end and then takes effect on that track — never on an earlier one."""
         session = session or ChatSession()
-        if session.conversation.turns:
-            track_id = session.conversation.reject()
-            self._record(session, "skip", "", len(session.conversation.turns))
-            log.info("session %s skipped %s", session.session_id, track_id)
-        yield from self.send(SKIP_REQUEST, session, temperature, top_p, mode)
+        if visitor:
+            session.visitor = visitor
+        target = session.on_screen  # read now: the skip is about what the listener sees at the click
+        lock = self._turn_lock(session)
+        if not lock.acquire(timeout=TURN_WAIT_S):
+            yield self._say(session, "The previous reply is still being written — please try again in a moment.")
+            return
+        try:
+            conversation = session.conversation
+            if target is not None and target not in conversation.rejected:
+                conversation.reject(target)
+                turn_index = next((i for i, t in enumerate(conversation.turns, 1) if t.track_id == target), None)
+                if turn_index is not None:
+                    self._record(session, "skip", "", turn_index)
+                log.info("session %s skipped %s", session.session_id, target)
+            yield from self._send(SKIP_REQUEST, session, temperature, top_p, mode)
+        finally:
+            lock.release()
 
-    def new_session(self) -> tuple[list[dict], str, str | None, str, ChatSession]:
-        session = ChatSession()
+    def new_session(self, visitor: str | None = None) -> tuple[list[dict], str, str | None, str, ChatSession]:
+        session = ChatSession(visitor=visitor or "")
         card, audio = self.card(None)
         return session.messages, card, audio, self.played_markdown(session), session
 
@@ -230,7 +312,7 @@ class ChatController:
         turn = turns[turn_index - 1]
         if self.feedback is None:
             return "Feedback is not being stored on this server."
-        wait = self.feedback_limit.allow(session.session_id)
+        wait = self.feedback_limit.allow(self._visitor(session))
         if wait:
             return f"Too many ratings at once — please wait {math.ceil(wait)} s."
         try:

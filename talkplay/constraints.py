@@ -22,6 +22,7 @@ thus ignored, and a prompt ending in ``<start_of_music>`` starts a constrained s
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -172,6 +173,7 @@ class CatalogTrie:
             head = [0] if n else []
             self.starts.append(np.concatenate([head, np.flatnonzero(changed) + 1, [n]]).astype(dtype))
         self._alive_cache: dict[ExcludeTracks, np.ndarray | None] = {}
+        self._alive_lock = threading.Lock()  # concurrent turns (scheduler, rankings) share the trie
 
     def __len__(self) -> int:
         return len(self.order)
@@ -194,18 +196,21 @@ class CatalogTrie:
         """Prefix sum (length n+1) of non-excluded slots; None when nothing in the store is excluded."""
         if not exclude:
             return None
-        if exclude not in self._alive_cache:
-            rows = exclude.rows(self.store)
-            if len(rows) == 0:
-                cum = None
-            else:
-                alive = np.ones(len(self.order), dtype=np.int32)
-                alive[self.rank[rows]] = 0
-                cum = np.concatenate([[0], np.cumsum(alive, dtype=np.int64)])
+        with self._alive_lock:
+            if exclude in self._alive_cache:
+                return self._alive_cache[exclude]
+        rows = exclude.rows(self.store)
+        if len(rows) == 0:
+            cum = None
+        else:
+            alive = np.ones(len(self.order), dtype=np.int32)
+            alive[self.rank[rows]] = 0
+            cum = np.concatenate([[0], np.cumsum(alive, dtype=np.int64)])
+        with self._alive_lock:
             if len(self._alive_cache) >= 8:
                 self._alive_cache.pop(next(iter(self._alive_cache)))
             self._alive_cache[exclude] = cum
-        return self._alive_cache[exclude]
+        return cum
 
     def allowed(self, prefix: Sequence[int], exclude: ExcludeTracks | None = None) -> np.ndarray:
         """Sorted codes of position ``len(prefix)`` that lead to at least one non-excluded track."""

@@ -9,6 +9,7 @@ brings back a rejected one.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -77,6 +78,8 @@ class ConversationState:
 
     turns: list[Turn] = field(default_factory=list)
     rejected: set[str] = field(default_factory=set)
+    # identifies the conversation to the engine's per-conversation caches (talkplay.kvcache.PrefixCache)
+    key: str = field(default_factory=lambda: uuid.uuid4().hex, compare=False)
 
     @property
     def played(self) -> list[str]:

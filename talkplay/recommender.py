@@ -47,6 +47,7 @@ from talkplay.constraints import (
     resolve,
 )
 from talkplay.conversation import ConversationState, Done, Event, TextDelta, TrackChosen, Turn
+from talkplay.kvcache import PrefixCache
 from talkplay.matching import PAPER_WEIGHTS, match
 from talkplay.prior import NEUTRAL_REQUEST, Compose, PriorCorrection, TriePrior
 from talkplay.textmatch import TextEmbedderFn, TextMatch, load_text_embedder
@@ -63,6 +64,7 @@ SHORTLIST = 16  # candidates the text match proposes and the model scores (the f
 # β = 0 / .25 / .5 / .75 / 1; with the text match 0.62 / 0.63 / 0.60 / 0.65 at β = .5, λ = 0 / 1 / 2 / 4 and
 # 0.58 / 0.72 / 0.73 / 0.70 at β = 1, λ = 0 / 1 / 2 / 3 (60 valid first requests; reports/text_match_tuning.md)
 PRIOR_WEIGHT = 1.0
+PREFIX_CACHE_MB = 512  # KV caches kept for conversations' next turns (~46 kB a token in fp32: ~11k tokens)
 
 
 _ENGINES: "weakref.WeakValueDictionary[int, Recommender]" = weakref.WeakValueDictionary()
@@ -143,6 +145,50 @@ class Ranked:
     logprob: float
 
 
+class ReplyRow:
+    """The reply of one turn once its track is chosen: the grounding span is fed, then one token per step is
+    sampled under the reply rule (music and control tokens banned), streamed as ``TextDelta`` pieces (whole
+    UTF-8 characters only) and closed by ``Done`` at an end-of-turn token or ``max_reply_tokens``.
+
+    The same object is decoded alone (:meth:`Recommender._respond`) or batched with other turns
+    (:mod:`talkplay.scheduler`): the caller feeds the token :meth:`push` returns and passes the next logits back.
+    ``fed`` is every token the turn's KV cache holds (prompt, span, grounding, reply so far).
+    """
+
+    def __init__(self, engine: "Recommender", key: str, chosen: TrackChosen, context: list[int], user_text: str,
+                 config: GenerationConfig, t0: float):
+        self.engine, self.key, self.chosen, self.user_text, self.config, self.t0 = \
+            engine, key, chosen, user_text, config, t0
+        self.fed = list(context) + [engine.ids.end_id] + grounding_ids(engine.tokenizer, chosen.track)
+        self.reply: list[int] = []
+        self.shown = ""
+        self.gen = engine._generator(replace(config, seed=None if config.seed is None else config.seed + 1))
+        self.logits: torch.Tensor | None = None  # the first reply token's logits, once the grounding span is fed
+
+    def push(self, logits: torch.Tensor) -> tuple[int | None, list[Event]]:
+        """Sample the next reply token from ``logits`` (V,); returns (token to feed next, or None when the reply
+        is complete, and the events it produced)."""
+        engine = self.engine
+        token = engine._sample(engine.reply_rule(None, logits[None])[0], self.config, self.gen)
+        events: list[Event] = []
+        if token not in engine.stop_ids:
+            self.reply.append(token)
+            text = engine.tokenizer.decode(self.reply, skip_special_tokens=True)
+            if not text.endswith("\ufffd") and len(text) > len(self.shown):  # wait for complete UTF-8 characters
+                events.append(TextDelta(text[len(self.shown):]))
+                self.shown = text
+            if len(self.reply) < self.config.max_reply_tokens:
+                self.fed.append(token)
+                return token, events
+        text = engine.tokenizer.decode(self.reply, skip_special_tokens=True)
+        if len(text) > len(self.shown):
+            events.append(TextDelta(text[len(self.shown):]))
+        c = self.chosen
+        turn = Turn(self.user_text, c.track.track_id, text.strip(), c.match, c.score, c.matched_modalities, c.tokens)
+        events.append(Done(turn, len(self.reply), time.perf_counter() - self.t0))
+        return None, events
+
+
 class Recommender:
     """Base model + checkpoint + catalog bundle, ready to answer turns.
 
@@ -155,7 +201,8 @@ class Recommender:
     def __init__(self, model: Any, tokenizer: Any, catalog: Catalog, store: TokenStore,
                  generation: GenerationConfig = GenerationConfig(), render: RenderConfig = RenderConfig(),
                  exhaustive_limit: int = 4096, rank_batch: int = 32,
-                 text_embedder: Callable[[], TextEmbedderFn | None] | None = None, shortlist: int = SHORTLIST):
+                 text_embedder: Callable[[], TextEmbedderFn | None] | None = None, shortlist: int = SHORTLIST,
+                 prefix_cache_mb: float = PREFIX_CACHE_MB):
         missing = [t for t in store.track_ids if t not in catalog]
         if missing:
             raise ValueError(f"token store {store.variant!r} has {len(missing)} tracks missing from catalog "
@@ -182,6 +229,8 @@ class Recommender:
         self._text_embedder = text_embedder  # loads a sentence embedder for the text match (None: BM25 only)
         self._text_match: TextMatch | None = None
         self._text_lock = threading.Lock()
+        self.prefix = PrefixCache(int(prefix_cache_mb * 2**20))  # each conversation's last turn, reused by its next
+        self.scheduler: Any = None  # a running talkplay.scheduler.Scheduler batches concurrent turns (serve())
         self._key = next(_ENGINE_KEYS)
         _ENGINES[self._key] = self
 
@@ -201,11 +250,13 @@ class Recommender:
     # ------------------------------------------------------------------------------------ model steps
 
     @torch.no_grad()
+    def forward(self, input_ids: torch.Tensor, cache: Any, **kwargs) -> torch.Tensor:
+        """The model's logits for ``input_ids`` fed after ``cache`` (extended in place)."""
+        return self.model(input_ids=input_ids.to(self.device), cache=cache, use_cache=True, **kwargs).logits
+
     def _step(self, ids: list[int], cache: Any) -> torch.Tensor:
         """Feed ``ids`` after ``cache`` (extended in place); fp32 logits of the next token, shape (V,)."""
-        x = torch.tensor([ids], dtype=torch.long, device=self.device)
-        out = self.model(input_ids=x, past_key_values=cache, use_cache=True)
-        return out.logits[0, -1].float()
+        return self.forward(torch.tensor([ids], dtype=torch.long), cache)[0, -1].float()
 
     def _fit_prompt(self, state: ConversationState, user_text: str) -> tuple[list[int], str]:
         """Prompt ids and the request they hold: a request too long for the context budget even without
@@ -297,11 +348,31 @@ class Recommender:
         Raises:
             NoAllowedTrack: every catalog track has been played or rejected in this conversation.
         """
-        for event in _turn_events_on_device(self._key, state, user_text, generation or self.generation,
-                                            tuple(exclude)):
-            if isinstance(event, Done):
-                state.turns.append(event.turn)
-            yield event
+        config = generation or self.generation
+        scheduler = self.scheduler
+        if scheduler is not None and scheduler.running:
+            events = scheduler.submit(state, user_text, config, tuple(exclude))
+        else:
+            events = _turn_events_on_device(self._key, state, user_text, config, tuple(exclude))
+        try:
+            for event in events:
+                if isinstance(event, Done):
+                    state.turns.append(event.turn)
+                yield event
+        finally:
+            events.close()  # a listener gone mid-turn (generator closed): its row leaves the batch at once
+
+    def serve(self, max_batch: int = 16) -> Any:
+        """Start batching concurrent turns (:class:`talkplay.scheduler.Scheduler`, one thread owning the model);
+        :meth:`respond` then goes through it. Not on ZeroGPU, where each turn gets the GPU for one call."""
+        from talkplay.scheduler import Scheduler
+        from talkplay.space import zero_gpu
+
+        if zero_gpu():
+            return None
+        if self.scheduler is None or not self.scheduler.running:
+            self.scheduler = Scheduler(self, max_batch=max_batch)
+        return self.scheduler
 
     def choose(self, state: ConversationState, user_text: str, *, generation: GenerationConfig | None = None,
                exclude: tuple[str, ...] = ()) -> TrackChosen:
@@ -316,15 +387,14 @@ class Recommender:
 
     def _choose(self, state, user_text, config, extra, gen, t0) -> tuple[TrackChosen, list[int], list[int], Any, str]:
         """Prompt → music span → track. Returns (event, prompt ids, span ids, KV cache after the span, the
-        request as the model read it)."""
-        from transformers import DynamicCache
-
+        request as the model read it). The prompt's prefix that the conversation's last turn computed is
+        reused from :attr:`prefix` (only the rest is prefilled)."""
         excluded = state.exclude(extra)
         if len(self.trie.rows([], excluded)) == 0:
             raise NoAllowedTrack(f"all {len(self.store)} tracks were played or rejected in this conversation")
         prompt, user_text = self._fit_prompt(state, user_text)
-        cache = DynamicCache()
-        logits = self._step(prompt, cache)
+        cache, reused = self.prefix.take(state.key, prompt)
+        logits = self._step(prompt[reused:], cache)
         constrained = MusicSpanConstraint(self.ids, self.trie, excluded)
         if config.mode == "constrained" and config.text_weight and \
                 self.text_match().has_evidence(user_text, first_turn=not state.turns):
@@ -355,35 +425,30 @@ class Recommender:
         event = TrackChosen(self.catalog[track_id], score, matched, kind, tokens, time.perf_counter() - t0)
         return event, prompt, span, cache, user_text
 
-    def _respond(self, state, user_text, config, extra) -> Iterator[Event]:
-        """The turn's events; ``state`` is only read (:meth:`respond` records the turn from ``Done``)."""
+    def _start_turn(self, state, user_text, config, extra) -> tuple[TrackChosen, "ReplyRow", Any]:
+        """Everything of a turn before its reply tokens: prompt, music span, track, grounding span fed.
+        Returns (the TrackChosen event, the reply's row, KV cache holding all of it)."""
         t0 = time.perf_counter()
         chosen, prompt, span, cache, user_text = self._choose(state, user_text, config, extra,
                                                               self._generator(config), t0)
+        row = ReplyRow(self, state.key, chosen, prompt + span, user_text, config, t0)
+        row.logits = self._step(row.fed[len(prompt) + len(span):], cache)
+        return chosen, row, cache
+
+    def _respond(self, state, user_text, config, extra) -> Iterator[Event]:
+        """The turn's events, one row decoded alone; ``state`` is only read (:meth:`respond` records the turn
+        from ``Done``). :mod:`talkplay.scheduler` runs the same :class:`ReplyRow` batched with other turns."""
+        chosen, row, cache = self._start_turn(state, user_text, config, extra)
         yield chosen
-        gen = self._generator(replace(config, seed=None if config.seed is None else config.seed + 1))
-        track = chosen.track
-        ids = prompt + span + [self.ids.end_id] + grounding_ids(self.tokenizer, track)
-        logits = self._step(ids[len(prompt) + len(span):], cache)
-        reply: list[int] = []
-        shown = ""
-        for _ in range(config.max_reply_tokens):
-            scores = self.reply_rule(torch.tensor([ids + reply], device=self.device), logits[None])[0]
-            token = self._sample(scores, config, gen)
-            if token in self.stop_ids:
-                break
-            reply.append(token)
-            text = self.tokenizer.decode(reply, skip_special_tokens=True)
-            if not text.endswith("\ufffd") and len(text) > len(shown):  # wait for complete UTF-8 characters
-                yield TextDelta(text[len(shown):])
-                shown = text
+        logits = row.logits
+        while True:
+            token, events = row.push(logits)
+            if token is None:  # kept before Done is yielded: a caller may stop reading at Done
+                self.prefix.put(state.key, row.fed, cache)
+            yield from events
+            if token is None:
+                return
             logits = self._step([token], cache)
-        text = self.tokenizer.decode(reply, skip_special_tokens=True)
-        if len(text) > len(shown):
-            yield TextDelta(text[len(shown):])
-        turn = Turn(user_text, track.track_id, text.strip(), chosen.match, chosen.score, chosen.matched_modalities,
-                    chosen.tokens)
-        yield Done(turn, len(reply), time.perf_counter() - t0)
 
     def chat(self, state: ConversationState, user_text: str, **kwargs) -> Turn:
         """Non-streaming convenience: run :meth:`respond` to the end and return the turn."""
@@ -405,8 +470,7 @@ class Recommender:
         """fp32 log-softmax after each token of ``prefixes`` (B, L) fed after the prompt cache: (B, L, V)."""
         c = copy.deepcopy(cache)
         c.batch_repeat_interleave(prefixes.shape[0])
-        out = self.model(input_ids=prefixes.to(self.device), past_key_values=c, use_cache=True)
-        return torch.log_softmax(out.logits.float(), dim=-1)
+        return torch.log_softmax(self.forward(prefixes, c).float(), dim=-1)
 
     @torch.no_grad()
     def rank(self, state: ConversationState, user_text: str, k: int = 10, method: str = "auto",
@@ -467,9 +531,8 @@ class Recommender:
             step = torch.arange(width).repeat(n)
             own = (item[:, None] == item[None, :]) & (step[None, :] <= step[:, None])
             mask = torch.cat([torch.ones(n * width, past, dtype=torch.bool), own], dim=1)[None, None]
-            logits = self.model(input_ids=chunk[:, :-1].reshape(1, -1).to(self.device),
-                                attention_mask=mask.to(self.device), position_ids=(past + step)[None].to(self.device),
-                                past_key_values=cache, use_cache=True).logits
+            logits = self.forward(chunk[:, :-1].reshape(1, -1), cache, attention_mask=mask.to(self.device),
+                                  position_ids=(past + step)[None].to(self.device))
             cache.crop(-n * width)
             yield i, torch.log_softmax(logits[0].float(), dim=-1).view(n, width, -1)
 
@@ -545,12 +608,19 @@ class Recommender:
 
 
 def load_recommender(bundle: str | Path = "catalog/demo", device: str = "auto", precision: str = "auto",
-                     generation: GenerationConfig = GenerationConfig(), base_model: str | None = None) -> Recommender:
-    """One call from a bundle path to a ready :class:`Recommender` (device/precision per ModelConfig)."""
+                     generation: GenerationConfig = GenerationConfig(), base_model: str | None = None,
+                     max_batch: int = 1) -> Recommender:
+    """One call from a bundle path to a ready :class:`Recommender` (device/precision per ModelConfig).
+
+    ``max_batch`` > 1 starts the batching scheduler (:meth:`Recommender.serve`) for that many concurrent turns,
+    and makes "auto" precision fp32 on a CPU (faster than bf16 there once rows are batched)."""
     from talkplay.checkpoint import read_info
     from talkplay.model import ModelConfig
 
     info = read_info(bundle)
-    config = ModelConfig(base_model=base_model or info.base_model, device=device, precision=precision)
-    return Recommender.load(bundle, config, generation)
-
+    config = ModelConfig(base_model=base_model or info.base_model, device=device, precision=precision,
+                         batch=max_batch)
+    rec = Recommender.load(bundle, config, generation)
+    if max_batch > 1:
+        rec.serve(max_batch)
+    return rec

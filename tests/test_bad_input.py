@@ -162,7 +162,7 @@ def test_queue_limits_come_from_the_environment(monkeypatch):
     os.environ["TALKPLAY_NO_AUTOLOAD"] = "1"
     import app
 
-    assert app.queue_kwargs() == {"default_concurrency_limit": 4, "max_size": 64}
+    assert app.queue_kwargs() == {"default_concurrency_limit": 16, "max_size": 64}
     monkeypatch.setenv("TALKPLAY_CONCURRENCY", "1")
     monkeypatch.setenv("TALKPLAY_QUEUE_MAX", "8")
     assert app.queue_kwargs() == {"default_concurrency_limit": 1, "max_size": 8}

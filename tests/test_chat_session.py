@@ -155,7 +155,8 @@ def test_unloadable_model_is_reported_in_one_line(app_world):
 
     ctrl = ChatController(LazyRecommender(fail), CatalogBrowser(app_world["catalog"]), None)
     messages = last(ctrl.send("hello", None))[0]
-    assert "not available" in messages[-1]["content"] and "checkpoint.json" in messages[-1]["content"]
+    assert "not available" in messages[-1]["content"] and "error " in messages[-1]["content"]
+    assert "checkpoint.json" not in messages[-1]["content"] and "catalog/" not in messages[-1]["content"]
 
 
 def test_long_messages_are_cut_and_long_conversations_offer_a_reset(ctrl, monkeypatch):
@@ -167,3 +168,76 @@ def test_long_messages_are_cut_and_long_conversations_offer_a_reset(ctrl, monkey
     monkeypatch.setattr(cs, "MAX_TURNS", 1)
     messages = last(ctrl.send("more", session))[0]
     assert "New conversation" in messages[-1]["content"] and len(session.conversation.turns) == 1
+
+
+# ------------------------------------------------------------------------------------------ one state per session
+
+
+def test_skip_during_streaming_skips_the_track_on_screen(ctrl):
+    """Skip pressed while turn 2's reply streams: turn 2's track is the one skipped (not turn 1's), it never
+    plays again, and the chat stays user/assistant/user/assistant (the skip waits for the reply to end)."""
+    import threading
+
+    session = last(ctrl.send("calm piano", None))[-1]
+    first = session.conversation.turns[0].track_id
+    stream = ctrl.send("something upbeat", session)
+    for _, _, _, _, session in stream:
+        if session.messages[-1]["content"].startswith("**♪ "):
+            break  # turn 2's track is on screen, its reply is still to come
+    on_screen = session.on_screen
+    assert on_screen is not None and on_screen != first
+    skipped = []
+    worker = threading.Thread(target=lambda: skipped.append(last(ctrl.skip(session))))
+    worker.start()
+    worker.join(0.5)
+    assert worker.is_alive()  # waits for the streaming turn
+    for _ in stream:  # the reply finishes
+        pass
+    worker.join(60)
+    assert not worker.is_alive()
+    conv = session.conversation
+    assert conv.rejected == {on_screen} and first not in conv.rejected
+    assert [t.track_id for t in conv.turns][:2] == [first, on_screen] and len(set(conv.played)) == 3
+    roles = [m["role"] for m in session.messages]
+    assert roles == ["user", "assistant"] * 3
+    assert session.messages[4]["content"] == SKIP_REQUEST
+    ctrl.feedback.flush()
+    assert [(r["kind"], r["turn_index"], r["track_id"]) for r in ctrl.feedback.rows()] == [("skip", 2, on_screen)]
+
+
+def test_a_second_skip_of_the_same_track_is_not_stored_twice(ctrl):
+    session = last(ctrl.send("calm piano", None))[-1]
+    target = session.on_screen
+    session.on_screen = target
+    last(ctrl.skip(session))
+    session.on_screen = target  # a stale click naming the same track again
+    last(ctrl.skip(session))
+    ctrl.feedback.flush()
+    assert [r["track_id"] for r in ctrl.feedback.rows() if r["kind"] == "skip"] == [target]
+
+
+def test_rate_limit_follows_the_visitor_across_new_conversations(ctrl):
+    from talkplay.limits import RateLimiter
+
+    ctrl.turn_limit = RateLimiter(2, 60)
+    for _ in range(2):
+        session = ctrl.new_session("10.0.0.1|abc")[-1]
+        assert last(ctrl.send("calm", session))[0][-1]["content"].startswith("**♪ ")
+    session = ctrl.new_session("10.0.0.1|abc")[-1]
+    assert "faster than this demo" in last(ctrl.send("calm", session))[0][-1]["content"]
+    other = ctrl.new_session("10.0.0.2|def")[-1]  # another visitor is not limited by the first
+    assert last(ctrl.send("calm", other))[0][-1]["content"].startswith("**♪ ")
+    ctrl.total_turn_limit = RateLimiter(1, 60)  # the server's budget over all visitors
+    ctrl.total_turn_limit.allow("all")
+    assert "busy" in last(ctrl.send("calm", ctrl.new_session("10.0.0.3|x")[-1]))[0][-1]["content"]
+
+
+@pytest.mark.parametrize("settings", [(float("nan"), 0.9, "constrained"), (1.0, float("inf"), "constrained"),
+                                      ("1e999", 0.9, "constrained"), (9.0, 0.9, "constrained"), (1.0, 0.0, "constrained"),
+                                      (None, 0.9, "constrained"), (1.0, 0.9, "/etc/passwd")])
+def test_bad_numbers_are_refused_before_the_model_with_one_log_line(ctrl, caplog, settings):
+    with caplog.at_level("WARNING"):
+        messages, _, _, _, session = last(ctrl.send("calm", None, *settings))
+    assert "out of range" in messages[-1]["content"] and not session.conversation.turns
+    lines = [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+    assert len(lines) == 1 and lines[0].exc_info is None and "rejected settings" in lines[0].getMessage()
