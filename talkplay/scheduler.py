@@ -83,6 +83,7 @@ class _Row:
     ticket: Ticket
     reply: Any  # talkplay.recommender.ReplyRow
     token: int  # the token this row feeds at the next step
+    dtype: Any  # of its start's KV cache (the prefix cache keeps it so for the next start)
 
 
 @dataclass
@@ -115,7 +116,7 @@ class Scheduler:
         self.stats = SchedulerStats()
         self._pending: deque[Ticket] = deque()
         self._rows: list[_Row] = []  # row i lives in slot i of the slot cache
-        self._slots = SlotCache(engine.model.config.num_hidden_layers)
+        self._slots = self._new_slots()
         self._cv = threading.Condition()
         self.running = True
         self._thread = threading.Thread(target=self._loop, name="talkplay-scheduler", daemon=True)
@@ -137,6 +138,12 @@ class Scheduler:
             self.running = False
             self._cv.notify()
         self._thread.join(timeout)
+
+    def _new_slots(self) -> SlotCache:
+        engine = self.engine
+        split = engine.decode_model is not engine.model  # split_precision: the buffers take the decoding model's dtype
+        return SlotCache(engine.decode_model.config.num_hidden_layers,
+                         dtype=engine.decode_model.dtype if split else None)
 
     @property
     def active(self) -> int:
@@ -193,7 +200,7 @@ class Scheduler:
             self._finish(ticket, reply, cache)
             return
         self._slots.add(cache)
-        self._rows.append(_Row(ticket, reply, token))
+        self._rows.append(_Row(ticket, reply, token, cache.layers[0].keys.dtype))
         self.stats.max_rows = max(self.stats.max_rows, len(self._rows))
 
     def _finish(self, ticket: Ticket, reply: Any, cache: Any) -> None:
@@ -219,7 +226,8 @@ class Scheduler:
         try:
             mask, positions = self._slots.step_inputs(engine.device)
             tokens = torch.tensor([[row.token] for row in self._rows], dtype=torch.long)
-            logits = engine.forward(tokens, self._slots, attention_mask=mask, position_ids=positions)[:, -1].float()
+            logits = engine.forward(tokens, self._slots, model=engine.decode_model, attention_mask=mask,
+                                    position_ids=positions)[:, -1].float()
             self._slots.advance()
         except Exception as err:  # the whole step failed: its rows fail, the scheduler goes on
             log.exception("batched decoding step failed for %d rows", len(self._rows))
@@ -227,7 +235,7 @@ class Scheduler:
                 row.ticket.put(err)
             self.stats.failed += len(self._rows)
             self._rows.clear()
-            self._slots = SlotCache(engine.model.config.num_hidden_layers)
+            self._slots = self._new_slots()
             return
         done: list[int] = []
         for i, row in enumerate(self._rows):
@@ -241,7 +249,7 @@ class Scheduler:
             for event in events:
                 row.ticket.put(event)
             if token is None:
-                self._finish(row.ticket, row.reply, self._slots.extract(i))
+                self._finish(row.ticket, row.reply, self._slots.extract(i, row.dtype))
                 done.append(i)
             else:
                 row.token = token

@@ -8,6 +8,10 @@ Parts (each replaces its own section of ``reports/bench.json``; run them on an o
 * ``engine`` — per precision (bf16, 4-bit): time to the first track and reply tokens/s of a turn, next to a
   bare ``model.generate`` producing the same number of new tokens from the same prompt
   (:func:`train.bench_engine.speed`).
+* ``batching`` — per precision (fp32, bf16) and batch size (1, 4, 8, 16): turns decoded together by the
+  batching scheduler (:mod:`talkplay.scheduler`; twice as many turns as rows, so the batch stays full) —
+  reply tokens/s and milliseconds per batched step, and time to first track at batch 1 — next to a bare
+  ``model.generate`` of the same batch (greedy, 48 new tokens, same prompt in every row).
 * ``app`` — peak resident memory (VmHWM) of the real app process (``python app.py``) after it loaded the
   model and answered a few turns through ``gradio_client`` (:mod:`train.load_test`, 1 session).
 * ``store`` — the decoding constraint (catalog trie: build, allowed-set query per decoding step) and the
@@ -37,7 +41,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-PARTS = ("engine", "app", "store", "train", "catalog")
+PARTS = ("engine", "batching", "app", "store", "train", "catalog")
+BATCHES = (1, 4, 8, 16)
 STORE_SIZES = (1_000, 10_000, 100_000, 1_000_000)
 CATALOG_PACKAGE = "singularity-music"  # 16 tracks, 52 MB: the smallest pinned package
 
@@ -71,6 +76,79 @@ def bench_engine(catalog: Path, precisions: list[str], repeats: int) -> dict:
         del rec
         gc.collect()
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return out
+
+
+def bench_batching(catalog: Path, precisions: list[str], batches: tuple[int, ...], reply_tokens: int = 48) -> dict:
+    import statistics
+    import threading
+
+    import torch
+
+    from talkplay.conversation import ConversationState, Done, TrackChosen
+    from talkplay.recommender import GenerationConfig, load_recommender
+    from train.load_test import REQUESTS
+
+    gen = GenerationConfig(temperature=0.0, max_reply_tokens=reply_tokens)
+    out: dict = {}
+    for p in precisions:
+        rec = load_recommender(catalog, "cpu", p)
+        rec.prior(), rec.text_match()
+        rows = {}
+        for b in batches:
+            scheduler = rec.serve(max_batch=b)
+            first_track, replies = [], []
+
+            def one(i: int) -> None:
+                t0 = time.perf_counter()
+                for event in rec.respond(ConversationState(), REQUESTS[i % len(REQUESTS)], generation=gen):
+                    if isinstance(event, TrackChosen):
+                        first_track.append(time.perf_counter() - t0)
+                    elif isinstance(event, Done):
+                        replies.append(event.reply_tokens)
+
+            one(0)  # warm-up
+            first_track.clear(), replies.clear()
+            steps0, rows0, secs0 = scheduler.stats.steps, scheduler.stats.step_rows, scheduler.stats.step_seconds
+            n = 3 if b == 1 else 2 * b
+            t0 = time.perf_counter()
+            if b == 1:
+                for i in range(n):
+                    one(i)
+            else:
+                threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+            wall = time.perf_counter() - t0
+            st = scheduler.stats
+            steps, step_rows, step_s = st.steps - steps0, st.step_rows - rows0, st.step_seconds - secs0
+            scheduler.close()
+            prompt = torch.tensor([rec._prompt(ConversationState(), REQUESTS[0])] * b, device=rec.device)
+            bare = []
+            for i in range(2):
+                t1 = time.perf_counter()
+                with torch.no_grad():
+                    rec.model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=reply_tokens,
+                                       min_new_tokens=reply_tokens, do_sample=False,
+                                       pad_token_id=rec.tokenizer.pad_token_id or rec.tokenizer.eos_token_id)
+                if i:  # the first call warms up
+                    bare.append(time.perf_counter() - t1)
+            rows[b] = {
+                "turns": n, "mean_batch": round(step_rows / max(steps, 1), 2),
+                "step_ms": round(1e3 * step_s / max(steps, 1), 1),
+                "decode_tokens_per_s": round(step_rows / step_s, 1) if step_s else None,
+                "turns_reply_tokens_per_s": round(sum(replies) / wall, 1),
+                "ttft_s_median": round(statistics.median(first_track), 3),
+                "bare_generate_tokens_per_s": round(b * reply_tokens / bare[0], 1),
+                "bare_generate_step_ms": round(1e3 * bare[0] / reply_tokens, 1),
+            }
+            print(f"batching {p} batch {b}: {json.dumps(rows[b])}", file=sys.stderr, flush=True)
+        base = rows[batches[0]]["decode_tokens_per_s"]
+        out[p] = {"rows": rows, "speedup_at_largest": round(rows[batches[-1]]["decode_tokens_per_s"] / base, 2)}
+        del rec
+        gc.collect()
     return out
 
 
@@ -191,6 +269,22 @@ def markdown(r: dict) -> str:
                          f"{e['bare_generate_tokens_per_s']:.1f} | {e['bare_generate_time_to_span_s']:.2f} s |")
         lines += ["", "Time to first track includes the prompt and the constrained music span (trie masks at every "
                   "step); the bare `generate` column is the same model without constraints or grounding.", ""]
+    if "batching" in r:
+        lines += ["## Batched decoding of concurrent turns (the app's scheduler)", "",
+                  "Turns decoded together by `talkplay.scheduler` (twice as many turns as rows, greedy, up to 48 reply "
+                  "tokens) next to a bare `model.generate` of the same batch (48 tokens, no constraints):", "",
+                  "| precision | rows | mean batch | ms per batched step | decode tokens/s | turns' reply tokens/s "
+                  "(starts included) | time to first track (median) | bare `generate` tokens/s | bare ms per step |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for p, v in r["batching"]["results"].items():
+            for b, row in v["rows"].items():
+                lines.append(f"| {p} | {b} | {row['mean_batch']} | {row['step_ms']} | {row['decode_tokens_per_s']} | "
+                             f"{row['turns_reply_tokens_per_s']} | {row['ttft_s_median']:.2f} s | "
+                             f"{row['bare_generate_tokens_per_s']} | {row['bare_generate_step_ms']} |")
+        speedups = ", ".join(f"{p} ×{v['speedup_at_largest']}" for p, v in r["batching"]["results"].items())
+        lines += ["", f"Decode tokens/s at the largest batch over batch 1: {speedups}. Time to first track rises with "
+                  "the batch because every start waits for the batched step in progress and for the starts queued "
+                  "before it.", ""]
     if "app" in r:
         a = r["app"]["results"]
         lines += ["## App memory", "", f"Peak resident memory of the app process: **{a['peak_rss_mb']} MB** ({a['note']}; "
@@ -228,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--catalog", type=Path, default=Path("catalog/demo"))
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
-    parser.add_argument("--precisions", nargs="+", default=["bf16", "4bit"])
+    parser.add_argument("--precisions", nargs="+", default=["bf16", "4bit"], help="engine part")
+    parser.add_argument("--batch-precisions", nargs="+", default=["fp32", "bf16"], help="batching part")
+    parser.add_argument("--batches", nargs="+", type=int, default=list(BATCHES))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", nargs="+", type=int, default=list(STORE_SIZES))
     parser.add_argument("--train-steps", type=int, default=3)
@@ -243,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         if part == "engine":
             value = bench_engine(args.catalog, args.precisions, args.repeats)
+        elif part == "batching":
+            value = bench_batching(args.catalog, args.batch_precisions, tuple(args.batches))
         elif part == "app":
             value = bench_app(args.catalog)
         elif part == "store":

@@ -5,8 +5,8 @@
 Starts ``python app.py`` on a loopback port (its own fresh feedback database), waits until the model
 answers a warm-up turn, then runs ``--sessions`` clients, each a separate ``gradio_client.Client`` (so a
 separate browser session with its own conversation), for ``--minutes``: every client sends a request
-through the ``/send`` endpoint (streamed), then rates the track (``/rate``) and likes or dislikes it
-(``/like_track``), and starts over with a new request, a *New conversation* now and then. Turns still
+through the ``/send`` endpoint (streamed), then rates the track (``/rate``) and likes it (``/like_track``);
+every third turn is a skip (``/skip``) instead of a request, and every 6 turns a *New conversation*. Turns still
 running at the deadline are finished and counted.
 
 Measured per turn: time to first track (request sent → the streamed update that carries the track
@@ -48,6 +48,7 @@ class SessionLog:
     turns: list[dict] = field(default_factory=list)  # {ttft, total, track}
     errors: list[str] = field(default_factory=list)
     feedback_sent: int = 0
+    skips: int = 0
     feedback_saved: int = 0  # acknowledged "saved" by the app (committed row)
 
 
@@ -78,12 +79,14 @@ def _last_text(chat) -> str:
     return str(content)
 
 
-def one_turn(client, text: str) -> dict:
-    """Send one request through /send and time it; raises RuntimeError on a failed turn."""
+def one_turn(client, text: str | None) -> dict:
+    """Send one request through /send (``text``) or press skip (None) and time it; raises RuntimeError on a
+    failed turn. The track is identified by its card's title and artist lines."""
     t0 = time.perf_counter()
     ttft = None
     final = None
-    job = client.submit(text, 1.0, 0.9, "constrained", api_name="/send")
+    job = client.submit(text, 1.0, 0.9, "constrained", api_name="/send") if text is not None else \
+        client.submit(1.0, 0.9, "constrained", api_name="/skip")
     for out in job:
         final = out
         if ttft is None and "Why this track" in str(out[1]):
@@ -95,22 +98,36 @@ def one_turn(client, text: str) -> dict:
         raise RuntimeError(f"error in chat: {reply[:120]}")
     if ttft is None or "♪" not in reply:
         raise RuntimeError(f"turn without a track: {reply[:120]!r}")
-    return {"ttft": ttft, "total": total, "track": reply.split("**")[1] if "**" in reply else ""}
+    card = str(final[1]).splitlines()
+    return {"ttft": ttft, "total": total, "track": reply.split("**")[1] if "**" in reply else "",
+            "key": " / ".join(card[:2])}  # the card's title and credit line: one track, whatever its preview
 
 
 def run_session(url: str, deadline: float, seed: int, log: SessionLog) -> None:
+    """One listener: requests, a rating and a like after each track, a skip every third turn, a new
+    conversation every 6 turns. Counts tracks heard twice in one conversation and skipped tracks coming back."""
     from gradio_client import Client
 
     rng = random.Random(seed)
     client = Client(url, verbose=False, download_files=False)
-    turns_here = 0
+    heard: list[str] = []  # track keys of this conversation
+    rejected: set[str] = set()
     while time.monotonic() < deadline:
         try:
-            if turns_here >= 6:  # a new conversation now and then, as people do
+            if len(heard) >= 6:  # a new conversation now and then, as people do
                 client.predict(api_name="/new_conversation")
-                turns_here = 0
-            log.turns.append(one_turn(client, rng.choice(REQUESTS)))
-            turns_here += 1
+                heard, rejected = [], set()
+            skip = len(heard) % 3 == 2
+            turn = one_turn(client, None if skip else rng.choice(REQUESTS))
+            if skip:
+                rejected.add(heard[-1])  # the skip rejected the track on screen (and stored a skip row)
+                log.skips += 1
+                log.feedback_sent += 1
+                log.feedback_saved += 1  # acknowledged by the next turn arriving; counted in SQLite below
+            turn["repeat"] = turn["key"] in heard
+            turn["rejected_returned"] = turn["key"] in rejected
+            heard.append(turn["key"])
+            log.turns.append(turn)
             for endpoint, args in (("/rate", (str(rng.randint(1, 5)),)), ("/like_track", ())):
                 log.feedback_sent += 1
                 said = str(client.predict(*args, api_name=endpoint))
@@ -164,7 +181,8 @@ def run(catalog: Path, sessions: int, minutes: float, out: Path, concurrency: in
 
     work = Path(tempfile.mkdtemp(prefix="talkplay-load-"))
     db = work / "feedback.sqlite3"
-    app, url, app_log = start_app(catalog, work, TALKPLAY_CONCURRENCY=str(concurrency))
+    # the per-visitor rate limit is lifted: this measures capacity, and each session turns faster than people do
+    app, url, app_log = start_app(catalog, work, TALKPLAY_CONCURRENCY=str(concurrency), TALKPLAY_TURNS_PER_MINUTE="1000")
     peak = {"rss_mb": 0.0}
     stop_sampling = threading.Event()
 
@@ -211,7 +229,7 @@ def run(catalog: Path, sessions: int, minutes: float, out: Path, concurrency: in
         "command": "python -m train.load_test " + " ".join(sys.argv[1:]),
         "catalog": catalog.name, "sessions": sessions, "minutes": minutes, "concurrency_limit": concurrency,
         "wall_seconds": round(wall, 1), "app_page_seconds": round(page_s, 1),
-        "warmup_turn": {k: round(v, 2) for k, v in warm.items() if k != "track"},
+        "warmup_turn": {k: round(v, 2) for k, v in warm.items() if k in ("ttft", "total")},
         "requests": {"turns": len(turns), "feedback": sent, "new_conversation": "every 6 turns",
                      "total": len(turns) + sent},
         "errors": len(errors), "error_samples": errors[:10],
@@ -219,7 +237,10 @@ def run(catalog: Path, sessions: int, minutes: float, out: Path, concurrency: in
         "time_to_first_track_s": {"p50": _pct(ttft, 0.5), "p95": _pct(ttft, 0.95), "max": max(ttft, default=None)},
         "total_reply_s": {"p50": _pct(total, 0.5), "p95": _pct(total, 0.95), "max": max(total, default=None),
                           "mean": statistics.fmean(total) if total else None},
-        "distinct_tracks": len({t["track"] for t in turns}),
+        "distinct_tracks": len({t["key"] for t in turns}),
+        "repeated_tracks": sum(t["repeat"] for t in turns),
+        "rejected_tracks_returned": sum(t["rejected_returned"] for t in turns),
+        "skips": sum(log.skips for log in logs),
         "feedback": {"sent": sent, "acknowledged_saved": sum(log.feedback_saved for log in logs),
                      "rows_in_sqlite": stored, "equal": sent == stored, "integrity_check": integrity},
         "app_peak_rss_mb": round(peak["rss_mb"], 1), "app_peak_hwm_mb": round(peak.get("hwm_mb", 0.0), 1),
@@ -239,9 +260,10 @@ def markdown(r: dict) -> str:
 
     return "\n".join([
         f"# Load test — {r['sessions']} sessions × {r['minutes']} min, `{r['catalog']}` catalog, CPU", "",
-        f"`{r['command']}` — the real app (`python app.py`, demo checkpoint, CPU, queue concurrency "
-        f"{r['concurrency_limit']}) on loopback; each session is its own `gradio_client.Client` sending a request, "
-        "then a 1–5 rating and a like/dislike, with a new conversation every 6 turns.", "",
+        f"`{r['command']}` — the real app (`python app.py`, demo checkpoint, CPU, {r['concurrency_limit']} turns at "
+        "once, decoded together by the batching scheduler) on loopback; each session is its own `gradio_client.Client`"
+        " sending a request (every third turn a skip), then a 1–5 rating and a like, with a new conversation every 6 "
+        "turns. The per-visitor turn rate limit is lifted for the run (it measures capacity).", "",
         "| measure | value |", "|---|---|",
         f"| wall time of the run | {r['wall_seconds']} s |",
         f"| requests (turns + feedback) | {r['requests']['total']} ({r['requests']['turns']} turns, "
@@ -253,14 +275,17 @@ def markdown(r: dict) -> str:
         f"| total reply time p50 / p95 / max | {s(r['total_reply_s']['p50'])} / {s(r['total_reply_s']['p95'])} / "
         f"{s(r['total_reply_s']['max'])} s |",
         f"| distinct tracks played | {r['distinct_tracks']} |",
+        f"| skips / tracks heard twice in a conversation / skipped tracks returned | {r.get('skips', '—')} / "
+        f"{r.get('repeated_tracks', '—')} / {r.get('rejected_tracks_returned', '—')} |",
         f"| feedback events sent / rows in SQLite | {f['sent']} / {f['rows_in_sqlite']} "
         f"({'equal' if f['equal'] else 'NOT EQUAL'}; {f['acknowledged_saved']} acknowledged as saved; "
         f"integrity {f['integrity_check']}) |",
         f"| app peak resident memory | {r.get('app_peak_hwm_mb') or r['app_peak_rss_mb']} MB |",
         f"| app start → page / first answer (model load, warm-up) | {r['app_page_seconds']} s / "
         f"{r['warmup_turn']['total']} s turn |", "",
-        "Times are seen by the clients, queueing included: with one CPU model shared by all sessions, the "
-        "waiting for a turn grows with the number of listeners (turns run a few at a time, the queue orders the rest).",
+        "Times are seen by the clients, queueing included. One scheduler thread owns the model: each turn's start "
+        "(prompt, track, grounding) runs alone between two batched reply steps, replies of all turns advance one token "
+        "per step together (`talkplay/scheduler.py`).",
         *(["", "Errors seen: " + "; ".join(r["error_samples"])] if r["error_samples"] else []), ""])
 
 
@@ -269,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--catalog", type=Path, default=Path("catalog/demo"), help="bundle directory")
     parser.add_argument("--sessions", type=int, default=16, help="concurrent listeners")
     parser.add_argument("--minutes", type=float, default=2.0, help="how long new turns are started")
-    parser.add_argument("--concurrency", type=int, default=4, help="the app's queue concurrency limit")
+    parser.add_argument("--concurrency", type=int, default=16,
+                        help="the app's cap on turns at once = rows the scheduler batches (TALKPLAY_CONCURRENCY)")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="where load.json/.md go")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
