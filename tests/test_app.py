@@ -226,3 +226,63 @@ def test_page_says_when_the_base_check_is_overridden_and_shows_preview_progress(
     demo = app.build_demo(app_world["rec"], None, CatalogBrowser(app_world["catalog"]), previews=PreviewProgress())
     assert "TALKPLAY_ALLOW_OTHER_BASE=1" in shown(demo, "other-base-warning")[0]
     assert shown(demo, "previews-status") == ["⏳ Preparing previews …"]
+
+
+def test_one_cap_on_turns_whatever_the_event(app_world, tmp_path, monkeypatch):  # noqa: F811
+    """TALKPLAY_CONCURRENCY=2 with sends and skips from six API sessions at once: never more than two turns
+    generate at the same time (and two do: the cap is shared, not one per event)."""
+    import threading
+    import time
+
+    from gradio_client import Client
+
+    class Counting:  # the fixture engine, holding each turn long enough to overlap
+        def __init__(self, rec):
+            self.rec, self.generation, self.running, self.peak = rec, rec.generation, 0, 0
+            self.lock = threading.Lock()
+
+        def respond(self, *args, **kwargs):
+            with self.lock:
+                self.running += 1
+                self.peak = max(self.peak, self.running)
+            try:
+                for event in self.rec.respond(*args, **kwargs):
+                    time.sleep(0.15)
+                    yield event
+            finally:
+                with self.lock:
+                    self.running -= 1
+
+    engine = Counting(app_world["rec"])
+    monkeypatch.setenv("TALKPLAY_CONCURRENCY", "2")
+    monkeypatch.setenv("TALKPLAY_TURNS_PER_MINUTE", "100")
+    store = FeedbackStore(tmp_path / "feedback.sqlite3")
+    demo = app.build_demo(engine, store, CatalogBrowser(app_world["catalog"]), "m1", "c1")
+    port = free_port()
+    monkeypatch.setenv("TALKPLAY_PORT", str(port))
+    demo.queue(**app.queue_kwargs()).launch(**app.launch_kwargs(app_world["bundle"]), prevent_thread_lock=True,
+                                            quiet=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        errors = []
+
+        def session(i):
+            try:
+                client = Client(url, verbose=False, download_files=False)
+                if i % 2:
+                    client.predict(1.0, 0.9, "constrained", api_name="/skip")
+                else:
+                    client.predict(f"calm piano {i}", 1.0, 0.9, "constrained", api_name="/send")
+            except Exception as err:  # noqa: BLE001
+                errors.append(err)
+
+        threads = [threading.Thread(target=session, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors
+        assert engine.peak == 2
+    finally:
+        demo.close()
+        store.close()
