@@ -52,7 +52,7 @@ from talkplay.kvcache import PrefixCache
 from talkplay.matching import PAPER_WEIGHTS, match
 from talkplay.prior import NEUTRAL_REQUEST, Compose, PriorCorrection, TriePrior
 from talkplay.textmatch import TextEmbedderFn, TextMatch, load_text_embedder
-from talkplay.render import RenderConfig, end_of_turn_ids, grounding_ids, render_prompt
+from talkplay.render import RenderConfig, end_of_turn_ids, grounding_ids, render_prompt, reply_opening_ids
 from talkplay.token_store import TokenStore
 from talkplay.tokens import DISAMBIGUATION
 
@@ -117,6 +117,7 @@ class GenerationConfig:
     top_p: float = 0.9
     max_reply_tokens: int = 96
     seed: int | None = None  # None: fresh randomness per turn; an int makes every turn reproducible
+    faithful: bool = True  # the reply opens with the track's name and never starts an attribute word its card lacks
     modality_weights: Mapping[str, float] | None = None  # paper mode; None → PAPER_WEIGHTS (25/16/9/4/1)
     hierarchical: bool = True  # paper mode: 3MToken's level-by-level matching of residual codes
 
@@ -162,6 +163,11 @@ class ReplyRow:
             engine, key, chosen, user_text, config, t0
         self.fed = list(context) + [engine.ids.end_id] + grounding_ids(engine.tokenizer, chosen.track)
         self.reply: list[int] = []
+        self.ban: torch.Tensor | None = None
+        if config.faithful:  # talkplay.faithful: the name first, no attribute the card lacks
+            self.reply = reply_opening_ids(engine.tokenizer, chosen.track)[: config.max_reply_tokens - 1]
+            self.fed += self.reply
+            self.ban = torch.as_tensor(engine.attribute_ban().ids(chosen.track), dtype=torch.long)
         self.shown = ""
         self.gen = engine._generator(replace(config, seed=None if config.seed is None else config.seed + 1))
         self.logits: torch.Tensor | None = None  # the first reply token's logits, once the grounding span is fed
@@ -170,7 +176,10 @@ class ReplyRow:
         """Sample the next reply token from ``logits`` (V,); returns (token to feed next, or None when the reply
         is complete, and the events it produced)."""
         engine = self.engine
-        token = engine._sample(engine.reply_rule(None, logits[None])[0], self.config, self.gen)
+        scores = engine.reply_rule(None, logits[None])[0]
+        if self.ban is not None and len(self.ban):
+            scores[self.ban.to(scores.device)] = float("-inf")
+        token = engine._sample(scores, self.config, self.gen)
         events: list[Event] = []
         if token not in engine.stop_ids:
             self.reply.append(token)
@@ -235,6 +244,7 @@ class Recommender:
         self._text_embedder = text_embedder  # loads a sentence embedder for the text match (None: BM25 only)
         self._text_match: TextMatch | None = None
         self._text_lock = threading.Lock()
+        self._attribute_ban: Any = None
         self.prefix = PrefixCache(int(prefix_cache_mb * 2**20))  # each conversation's last turn, reused by its next
         self.scheduler: Any = None  # a running talkplay.scheduler.Scheduler batches concurrent turns (serve())
         self._key = next(_ENGINE_KEYS)
@@ -568,6 +578,15 @@ class Recommender:
             chunk = ids[i:i + lp.shape[0]]
             out[i:i + lp.shape[0]] += lp.gather(2, chunk[:, 1:, None].to(lp.device))[..., 0].sum(dim=1).double().cpu().numpy()
         return out
+
+    def attribute_ban(self) -> Any:
+        """Attribute words each track's card lacks, as banned reply tokens (:mod:`talkplay.faithful`), built once."""
+        with self._text_lock:
+            if self._attribute_ban is None:
+                from talkplay.faithful import AttributeBan
+
+                self._attribute_ban = AttributeBan(self.tokenizer, [self.catalog[t] for t in self.store.track_ids])
+            return self._attribute_ban
 
     def text_match(self) -> TextMatch:
         """The text match of the store's tracks (:mod:`talkplay.textmatch`), built once per engine: BM25, plus

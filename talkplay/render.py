@@ -332,6 +332,14 @@ def grounding_ids(tokenizer, track: Any) -> list[int]:
     return _encode(tokenizer, make_inert(grounding_text(track), _control_strings(tokenizer)))
 
 
+def reply_opening_ids(tokenizer, track: Any) -> list[int]:
+    """Ids of the reply's forced opening (:func:`talkplay.faithful.reply_opening`), tokenized as the start of a
+    reply is in training (right after the grounding span's newline)."""
+    from talkplay.faithful import reply_opening
+
+    return _encode(tokenizer, make_inert(reply_opening(track), _control_strings(tokenizer)))
+
+
 def end_of_turn_ids(tokenizer) -> list[int]:
     """The special id(s) that end an assistant message in the chat template (e.g. ``<|im_end|>``).
 

@@ -8,7 +8,7 @@ import torch
 from talkplay.constraints import NoAllowedTrack, TokenIdMap
 from talkplay.conversation import ConversationState, Done, TextDelta, TrackChosen
 from talkplay.recommender import GenerationConfig, Recommender
-from talkplay.render import RenderConfig, grounding_ids, render_prompt
+from talkplay.render import RenderConfig, grounding_ids, render_prompt, reply_opening_ids
 from tests.test_sft import make_model, world  # noqa: F401  (fixture)
 
 GEN = GenerationConfig(max_reply_tokens=8, seed=0)
@@ -58,6 +58,7 @@ def test_same_seed_same_turn(rec):
 @pytest.mark.parametrize("text_weight", [0.0, 2.0])
 def test_grounding_span_is_fed_after_the_music_span(rec, world, text_weight):  # noqa: F811
     """Decoded token by token (the model alone) or chosen among the text match's shortlist and fed at once."""
+    rec.prior()  # built on first use through _step: build it before spying
     fed = []
     original = rec._step
 
@@ -80,11 +81,15 @@ def test_grounding_span_is_fed_after_the_music_span(rec, world, text_weight):  #
         assert len(fed[1]) == span_len  # the chosen track's music tokens, in one step
     else:
         assert all(len(f) == 1 for f in fed[1:1 + span_len])  # one music token per step
-    assert fed[1 + steps] == [ids.end_id] + grounding_ids(world["tokenizer"], world["catalog"][turn.track_id])
+    track = world["catalog"][turn.track_id]
+    # the reply starts with the track's name (talkplay.faithful), as much of it as the 8-token cap leaves room for
+    opening = reply_opening_ids(world["tokenizer"], track)[:7]
+    assert fed[1 + steps] == [ids.end_id] + grounding_ids(world["tokenizer"], track) + opening
+    assert turn.reply.startswith(world["tokenizer"].decode(opening))
     # the next prompt renders the history with the same grounding span (training layout)
     nxt = render_prompt(world["tokenizer"], state.messages("more"), world["store"], world["catalog"],
                         RenderConfig(max_tokens=512))
-    flat = sum(fed[:2 + steps], [])
+    flat = sum(fed[:1 + steps], []) + fed[1 + steps][:len(fed[1 + steps]) - len(opening)]  # up to the reply
     assert nxt[:len(flat)] == flat
 
 

@@ -30,7 +30,7 @@ def model(world):  # noqa: F811
 
 def engine(world, model, **kw):  # noqa: F811
     return Recommender(model, world["tokenizer"], world["catalog"], world["store"],
-                       GenerationConfig(max_reply_tokens=12), RenderConfig(max_tokens=512), **kw)
+                       GenerationConfig(max_reply_tokens=32), RenderConfig(max_tokens=512), **kw)
 
 
 def run_script(rec, script, config, out, index):
@@ -62,7 +62,7 @@ def run_all(rec, configs, concurrent: bool):
 
 @pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "seeded-sampling"])
 def test_concurrent_conversations_get_what_they_get_alone(world, model, sampled):  # noqa: F811
-    configs = [GenerationConfig(max_reply_tokens=12, temperature=1.0 if sampled else 0.0, seed=i * 7 if sampled else 0,
+    configs = [GenerationConfig(max_reply_tokens=32, temperature=1.0 if sampled else 0.0, seed=i * 7 if sampled else 0,
                                 music_temperature=1.0 if sampled else None)
                for i in range(len(SCRIPTS))]
     alone = run_all(engine(world, model), configs, concurrent=False)
@@ -84,7 +84,7 @@ def test_concurrent_conversations_get_what_they_get_alone(world, model, sampled)
 
 
 def test_a_cancelled_and_a_failing_turn_leave_the_others_intact(world, model):  # noqa: F811
-    config = GenerationConfig(max_reply_tokens=12, temperature=0.0)
+    config = GenerationConfig(max_reply_tokens=32, temperature=0.0)
     alone = run_all(engine(world, model), [config] * len(SCRIPTS), concurrent=False)
     rec = engine(world, model)
     scheduler = rec.serve(max_batch=8)
@@ -169,7 +169,7 @@ def _copy(cache):
 
 
 def test_prefix_cache_reuses_the_last_turn_and_changes_nothing(world, model):  # noqa: F811
-    config = GenerationConfig(max_reply_tokens=12, temperature=0.0)
+    config = GenerationConfig(max_reply_tokens=32, temperature=0.0)
     cached, plain = engine(world, model), engine(world, model, prefix_cache_mb=0)
     for rec in (cached, plain):
         run_script(rec, SCRIPTS[0], config, out := [None], 0)

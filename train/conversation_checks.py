@@ -12,8 +12,9 @@ reply (a reply may break several rules; it counts once in the violation rate):
 * **wrong numbers** — a tempo ("120 BPM"), key ("E minor") or year that contradicts the card or that the
   card does not state;
 * **absent attributes** — a style, mood, tempo or instrument word of the catalog's tag vocabulary (plus
-  common instruments and styles, "trumpet", "choir", "jazz", …) that is not in the played track's tags or
-  caption (plural forms count as the tag: "synths" for "synth");
+  common instruments and styles, "trumpet", "choir", "jazz", …: :mod:`talkplay.faithful`, the vocabulary the
+  engine's reply rule uses too) that is not in the played track's tags or caption (plural forms count as the
+  tag: "synths" for "synth");
 * **over length** — the reply ran into the engine's token cap instead of ending;
 * **names the played track** — the title appears in the reply.
 
@@ -35,15 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from talkplay.catalog import Catalog, Track, load_catalog
+from talkplay.faithful import attribute_vocabulary, card_words, on_card
 
-# Attribute words a reply may use even when no catalog track carries them as tags (so a catalog's tag
-# vocabulary alone would miss them): instruments and styles people name.
-EXTRA_ATTRIBUTES = ("trumpet", "trumpets", "saxophone", "sax", "harp", "organ", "choir", "brass", "horns",
-                    "accordion", "banjo", "harpsichord", "bagpipes", "ukulele", "marimba", "xylophone", "sitar",
-                    "oboe", "clarinet", "bass guitar", "vocals", "singer", "singing", "drum machine", "violin",
-                    "violins", "cello", "piano", "guitar", "guitars", "drums", "strings", "flute", "synth", "synths",
-                    "jazz", "rock", "metal", "orchestral", "techno", "chiptune", "folk", "ambient", "classical",
-                    "hip-hop", "rap", "reggae", "blues", "country", "funk", "disco", "house", "dubstep")
 _BPM = re.compile(r"(\d{2,3})\s*(?:-ish\s*)?bpm", re.IGNORECASE)
 _KEY = re.compile(r"\b([A-G])\s?([#♯b♭]?)\s+(major|minor)\b")
 _YEAR = re.compile(r"\b(19[5-9]\d|20[0-3]\d)\b")
@@ -66,9 +60,8 @@ class Card:
         caption = track.caption or ""
         bpm = _BPM.search(caption)
         key = _KEY.search(caption)
-        words = {w for text in (*track.tags, caption) for w in re.findall(r"[a-z][a-z-]*", text.lower())}
         return cls(frozenset(n for n in (track.title, track.artist, track.album) if n),
-                   frozenset(words) | frozenset(t.lower() for t in track.tags), frozenset(t.lower() for t in track.tags),
+                   card_words(track), frozenset(t.lower() for t in track.tags),
                    int(bpm.group(1)) if bpm else None, _norm_key(key) if key else None, track.year)
 
 
@@ -96,8 +89,7 @@ class Vocabulary:
             for n in (t.title, t.artist, t.album):
                 if n and (" " in n.strip() or sum(c.isalpha() for c in n) >= MIN_NAME_LETTERS):
                     names.setdefault(n, set()).add(t.track_id)
-        attributes = {tag.lower() for t in catalog for tag in t.tags} | set(EXTRA_ATTRIBUTES)
-        return cls(names, frozenset(attributes - {"instrumental", "soundtrack"}))
+        return cls(names, attribute_vocabulary(catalog))  # the vocabulary the engine's reply rule uses
 
 
 @dataclass
@@ -139,8 +131,7 @@ def check_reply(reply: str, track: Track, vocab: Vocabulary, reply_tokens: int =
     for n in card.names:  # a title may contain an attribute word ("Dark Forest") — that is not a claim
         scrubbed = re.sub(re.escape(n), " ", scrubbed, flags=re.IGNORECASE)
     for word in sorted(vocab.attributes):
-        known = word in card.words or word.removesuffix("s") in card.words or f"{word}s" in card.words
-        if not known and _has_words(scrubbed, word):
+        if not on_card(word, card.words) and _has_words(scrubbed, word):
             out.absent_attributes.append(word)
     return out
 

@@ -1,0 +1,47 @@
+"""Faithful replies (talkplay.faithful): an attribute word the playing track's card lacks cannot start a word of
+the reply, a word the card has stays possible, and the check counts with the same vocabulary."""
+
+from talkplay.catalog import Track
+from talkplay.faithful import AttributeBan, attribute_vocabulary, card_words, on_card, reply_opening
+from tests import tiny_lm
+
+WORDS = ["calm piano with soft strings", "loud metal with drums and violin", "Violin and Drums and Metal",
+         "a calm piano piece", "drums drums violin violin metal metal piano piano calm calm strings strings",
+         "Piano Calm Strings", "fast synths", "synth synth synths"]
+
+
+def tracks():
+    return [Track("a", "Quiet One", "Band A", "CC0-1.0", "credit", "https://example.org/a.ogg",
+                  tags=["calm", "piano"], caption="A calm piano piece with soft strings."),
+            Track("b", "Loud One", "Band B", "CC0-1.0", "credit", "https://example.org/b.ogg",
+                  tags=["metal", "drums", "violin"], caption="Loud metal.")]
+
+
+def test_absent_attribute_words_are_banned_present_ones_kept():
+    tok = tiny_lm.make_tokenizer(WORDS * 20, vocab_size=400)
+    a, b = tracks()
+    ban = AttributeBan(tok, [a, b])
+    assert {"metal", "drums", "violin", "piano", "calm", "trumpet"} <= ban.vocabulary
+    banned_a = set(ban.ids(a))
+
+    def first(text):  # the piece that starts the word (a lone space token before it is not banned)
+        ids = tok.encode(text, add_special_tokens=False)
+        return ids[1] if tok.decode(ids[:1]) == " " else ids[0]
+
+    for word in ("metal", "drums", "violin", "Violin", "Drums"):
+        assert first(f" {word}") in banned_a, word
+    assert tok.encode(" ", add_special_tokens=False)[0] not in banned_a
+    for word in ("piano", "calm", "strings", "Piano"):  # on A's card (tags or caption)
+        assert first(f" {word}") not in banned_a, word
+    banned_b = set(ban.ids(b))
+    assert tok.encode(" metal", add_special_tokens=False)[0] not in banned_b
+    assert tok.encode(" piano", add_special_tokens=False)[0] in banned_b
+
+
+def test_card_words_and_plurals():
+    a, _ = tracks()
+    words = card_words(a)
+    assert {"calm", "piano", "strings", "soft"} <= words
+    assert on_card("string", words) and on_card("pianos", words) and not on_card("violin", words)
+    assert "instrumental" not in attribute_vocabulary([Track("x", "X", "Y", "CC0-1.0", "c", "u", tags=["instrumental"])])
+    assert reply_opening(a) == "“Quiet One” by Band A"
