@@ -65,6 +65,7 @@ SHORTLIST = 16  # candidates the text match proposes and the model scores (the f
 # β = 0 / .25 / .5 / .75 / 1; with the text match 0.62 / 0.63 / 0.60 / 0.65 at β = .5, λ = 0 / 1 / 2 / 4 and
 # 0.58 / 0.72 / 0.73 / 0.70 at β = 1, λ = 0 / 1 / 2 / 3 (60 valid first requests; reports/text_match_tuning.md)
 PRIOR_WEIGHT = 1.0
+RELATIVE_PENALTY = 1e4  # ranking: a track that does not move the asked way ("slower") comes after every one that does
 PREFIX_CACHE_MB = 512  # KV caches kept for conversations' next turns (~46 kB a token in fp32: ~11k tokens)
 
 
@@ -245,6 +246,7 @@ class Recommender:
         self._text_match: TextMatch | None = None
         self._text_lock = threading.Lock()
         self._attribute_ban: Any = None
+        self._attributes: dict[str, Any] | None = None
         self.prefix = PrefixCache(int(prefix_cache_mb * 2**20))  # each conversation's last turn, reused by its next
         self.scheduler: Any = None  # a running talkplay.scheduler.Scheduler batches concurrent turns (serve())
         self._key = next(_ENGINE_KEYS)
@@ -427,7 +429,12 @@ class Recommender:
         cache, reused = self.prefix.take(state.key, prompt)
         logits = self._step(prompt[reused:], cache)
         constrained = MusicSpanConstraint(self.ids, self.trie, excluded)
-        if config.mode == "constrained" and config.text_weight and \
+        relative = self._relative(state, user_text, self.trie.rows([], excluded)) \
+            if config.mode == "constrained" and config.text_weight else None
+        if relative is not None:  # "slower", "less dark": the tracks that move that way, the closest ones first
+            span, logprob, row = self._rerank(logits, cache, *relative, config, gen)
+            track_id, kind, score, matched = self.store.track_ids[row], "constrained", logprob, self.all_modalities
+        elif config.mode == "constrained" and config.text_weight and \
                 self.text_match().has_evidence(user_text, first_turn=not state.turns):
             span, logprob, row = self._rerank(logits, cache, self.trie.rows([], excluded),
                                               self.text_match().scores(user_text), config, gen)
@@ -533,7 +540,11 @@ class Recommender:
             if beta:
                 scores = scores - beta * self.prior().row_scores[rows]
             lam = self.generation.text_weight if text_weight is None else text_weight
-            if lam and self.text_match().has_evidence(user_text, first_turn=not state.turns):
+            relative = self._relative(state, user_text, rows) if lam else None
+            if relative is not None:  # as respond plays it: tracks moving the asked way first, closest first
+                moving, closeness = relative
+                scores = scores + lam * closeness[rows] - RELATIVE_PENALTY * ~np.isin(rows, moving)
+            elif lam and self.text_match().has_evidence(user_text, first_turn=not state.turns):
                 scores = scores + lam * self.text_match().scores(user_text)[rows]
         elif method == "beam":
             scores = self._beam(cache, first, excluded, beam or max(k, 16))
@@ -578,6 +589,40 @@ class Recommender:
             chunk = ids[i:i + lp.shape[0]]
             out[i:i + lp.shape[0]] += lp.gather(2, chunk[:, 1:, None].to(lp.device))[..., 0].sum(dim=1).double().cpu().numpy()
         return out
+
+    def attributes(self) -> dict[str, Any]:
+        """Measured tempo/energy/brightness/percussiveness and tag ranks of the store's tracks
+        (:mod:`talkplay.refine`), read once from the bundle's ``features.parquet``."""
+        with self._text_lock:
+            if self._attributes is None:
+                from talkplay.refine import load_attributes
+
+                self._attributes = load_attributes(self.catalog.root, [self.catalog[t] for t in self.store.track_ids])
+            return self._attributes
+
+    def _relative(self, state: ConversationState, user_text: str, rows: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
+        """For a request relative to the previous track (:func:`talkplay.refine.directions`): the allowed ``rows``
+        that move every asked way from it, and per store row its closeness to it (z-scored card similarity, plus
+        the request's text match when its words name something on a card). None when the request is not
+        relative, nothing played before, or no allowed track moves that way (the model then reads the request
+        against the history alone)."""
+        from talkplay.refine import directions, moves
+
+        wanted = directions(user_text) if state.turns else ()
+        prev = state.turns[-1].track_id if state.turns else None
+        if not wanted or prev not in self.store:
+            return None
+        attrs = self.attributes()
+        a = attrs[prev]
+        ids = self.store.track_ids
+        moving = np.asarray([r for r in rows if all(moves(a, attrs[ids[int(r)]], d) for d in wanted)], dtype=np.int64)
+        if len(moving) == 0:
+            return None
+        closeness = self.text_match().similar_to(self.store.row(prev))
+        if self.text_match().has_evidence(user_text, first_turn=False):
+            closeness = closeness + self.text_match().scores(user_text)
+        return moving, closeness
 
     def attribute_ban(self) -> Any:
         """Attribute words each track's card lacks, as banned reply tokens (:mod:`talkplay.faithful`), built once."""

@@ -15,16 +15,10 @@ from pathlib import Path
 import pytest
 
 from talkplay.catalog import Track, save_catalog
+from talkplay.refine import BRIGHTNESS_STEP, ENERGY_STEP, PERCUSSION_STEP, TEMPO_STEP_BPM
 from train import lexicon as lx
 from train.conversation_schema import ConversationError, validate_conversation
-from train.conversations import (
-    BRIGHTNESS_STEP,
-    ENERGY_STEP,
-    PERCUSSION_STEP,
-    TEMPO_STEP_BPM,
-    ConversationConfig,
-    generate_conversations,
-)
+from train.conversations import ConversationConfig, generate_conversations
 from train.noise import add_noise
 from train.playlists import Playlist
 

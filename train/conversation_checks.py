@@ -19,8 +19,10 @@ reply (a reply may break several rules; it counts once in the violation rate):
 * **names the played track** — the title appears in the reply.
 
 The JSON's ``summary`` holds ``faithfulness_violation_rate``, ``names_played_track_rate`` and
-``over_length_replies``; the talk-without-a-track and refinement checks of the same report are not built
-yet and are reported as ``null``.
+``over_length_replies`` and ``refinement_rate`` (with ``refinement_rate_bm25`` / ``_dense`` beside it): the share
+of relative requests ("slower", "less dark, more upbeat") — test-split turns and our own scripts
+(``eval/refinement_scripts.jsonl`` in the bundle) — after which the played track moves every asked way from the
+previous one (:func:`talkplay.refine.moves`). The talk-without-a-track check is not built yet (``null``).
 """
 
 from __future__ import annotations
@@ -198,6 +200,112 @@ def run_checks(bundle: Path, rec, max_test_turns: int, fit_requests: Iterable[st
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
+REFINEMENT_SCRIPTS = Path("eval/refinement_scripts.jsonl")  # in the bundle: multi-turn scripts written by us
+
+
+def labelled_directions(template: str | None) -> tuple[str, ...]:
+    """The directions a synthetic user message asks for, from its template id ("slower.04",
+    "reject.14+too_slow.06+faster.04": a rejection reason counts as the direction away from it)."""
+    from talkplay.refine import DIRECTIONS
+    from train.lexicon import REASON_DIRECTION
+
+    parts = [p.split(".")[0] for p in (template or "").split("+")]
+    found = {p for p in parts if p in DIRECTIONS} | {REASON_DIRECTION[p] for p in parts if p in REASON_DIRECTION}
+    return tuple(d for d in DIRECTIONS if d in found)
+
+
+def _refinement_turns(bundle: Path, max_turns: int) -> list[tuple[list, tuple[str, ...], str]]:
+    """(history, labelled directions, conversation id) of the test split's first relative requests."""
+    from train.conversation_schema import read_conversations
+    from train.data import conversations_path
+
+    out = []
+    for conv in read_conversations(conversations_path(bundle, "test")):
+        msgs = list(conv.messages)
+        for i in range(3, len(msgs), 3):
+            wanted = labelled_directions(msgs[i].template)
+            if wanted:
+                out.append((msgs[:i + 1], wanted, conv.conversation_id))
+                if len(out) >= max_turns:
+                    return out
+    return out
+
+
+def read_scripts(path: Path) -> list[dict]:
+    """Refinement scripts: {"id", "turns": [first request, {"text", "directions"}, …]} per line."""
+    from talkplay.refine import DIRECTIONS
+
+    scripts = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            script = json.loads(line)
+            for turn in script["turns"][1:]:
+                if isinstance(turn, dict) and not set(turn["directions"]) <= set(DIRECTIONS):
+                    raise ValueError(f"unknown direction in {turn['directions']}")
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}, line {n}: {err}") from err
+        scripts.append(script)
+    return scripts
+
+
+def refinement_check(bundle: Path, rec, max_test_turns: int, scripts: Sequence[dict], seed: int = 0,
+                     log=print) -> dict:
+    """Does the next track move the asked way ("slower", "less dark") from the previous one? Test-split relative
+    turns (labels from their templates) and our scripts; BM25 and dense top-1 on the same turns beside it."""
+    from talkplay.conversation import ConversationState
+    from talkplay.recommender import GenerationConfig
+    from talkplay.refine import moves
+    from talkplay.textmatch import positive_text, tokenize
+    from train.model_eval import state_from_history
+
+    config = GenerationConfig(seed=seed)
+    attrs, match = rec.attributes(), rec.text_match()
+    ids = rec.store.track_ids
+    rows: list[dict] = []
+
+    def judge(source: str, state, text: str, wanted: tuple[str, ...], played: str) -> None:
+        prev = state.turns[-1].track_id
+        allowed = [r for r, t in enumerate(ids) if t not in state.exclude()]
+        query = positive_text(text)
+        bm25 = match.bm25.score(tokenize(query))
+        picks = {"talkplay": played, "bm25": ids[max(allowed, key=lambda r: bm25[r])]}
+        if match.vectors is not None and match.embed is not None:
+            cos = match.vectors @ match.embed([query])[0]
+            picks["dense"] = ids[max(allowed, key=lambda r: cos[r])]
+        row = {"source": source, "request": text, "directions": list(wanted), "previous": prev}
+        for name, track in picks.items():
+            row[name] = track
+            row[f"{name}_moved"] = all(moves(attrs[prev], attrs[track], d) for d in wanted)
+        rows.append(row)
+
+    for history, wanted, cid in _refinement_turns(bundle, max_test_turns):
+        state, text = state_from_history(history)
+        if state.turns[-1].track_id not in attrs:
+            continue
+        judge("test", state, text, wanted, rec.choose(state, text, generation=config).track.track_id)
+    for script in scripts:
+        state = ConversationState()
+        for turn in script["turns"]:
+            text = turn if isinstance(turn, str) else turn["text"]
+            before = ConversationState(list(state.turns), set(state.rejected), state.key)
+            played = rec.chat(state, text, generation=config).track_id
+            if not isinstance(turn, str):
+                judge("scripts", before, text, tuple(turn["directions"]), played)
+        log(f"refinement script {script['id']} done")
+
+    def rate(name: str, source: str | None = None) -> float | None:
+        sel = [r for r in rows if (source is None or r["source"] == source) and f"{name}_moved" in r]
+        return round(sum(r[f"{name}_moved"] for r in sel) / len(sel), 4) if sel else None
+
+    return {"turns": len(rows), "test_turns": sum(r["source"] == "test" for r in rows),
+            "script_turns": sum(r["source"] == "scripts" for r in rows),
+            "rates": {name: {"all": rate(name), "test": rate(name, "test"), "scripts": rate(name, "scripts")}
+                      for name in ("talkplay", "bm25", "dense")},
+            "rows": rows}
+
+
 def markdown(result: dict) -> str:
     s = result["summary"]
     g = result["generation"]
@@ -215,13 +323,41 @@ def markdown(result: dict) -> str:
              f"| replies naming the played track | **{s['names_played_track_rate']:.1%}** |",
              f"| replies cut at the length cap | {s['over_length_replies']} |",
              "| talk without a track (music/no-music decision) | not built yet |",
-             "| refinements moving the asked way | not built yet |", "",
+             f"| refinements moving the asked way (TalkPlay · BM25 · dense) | {_refinement_cell(result)} |", "",
              "Most common violations: " + (", ".join(f"{w} ({c})" for w, c in result["most_common_violations"])
                                          or "none") + ".", "", "## Examples", ""]
     for r in [r for r in result["rows"] if r["violates"]][:10] + [r for r in result["rows"] if not r["violates"]][:5]:
         bad = ", ".join(r["wrong_names"] + r["wrong_numbers"] + r["absent_attributes"]) or "—"
         lines.append(f"- *{r['request']}* → `{r['track_id']}`: “{r['reply']}” — violations: {bad}")
+    ref = result.get("refinement")
+    if ref:
+        rates = ref["rates"]
+        lines += ["", "## Refinements", "",
+                  f"{ref['turns']} relative requests: {ref['test_turns']} test-split turns (synthetic; the direction read from "
+                  f"their template) and {ref['script_turns']} turns of our own multi-turn scripts "
+                  f"(`{REFINEMENT_SCRIPTS}` in the bundle). A turn counts when the played track moves every asked way "
+                  "from the previous one by the rule the data is generated with (`talkplay.refine.moves`: e.g. ≥ 15 BPM "
+                  "slower). BM25 and dense play their top-1 for the request's words (tracks heard excluded).", "",
+                  "| | TalkPlay | BM25 | dense |", "|---|---|---|---|"]
+        for part in ("all", "test", "scripts"):
+            lines.append(f"| {part} | " + " | ".join(_pct(rates[n][part]) for n in ("talkplay", "bm25", "dense")) + " |")
+        lines += ["", "Our scripts' turns:", ""]
+        for r in [r for r in ref["rows"] if r["source"] == "scripts"]:
+            lines.append(f"- *{r['request']}* ({', '.join(r['directions'])}) after `{r['previous']}` → `{r['talkplay']}`: "
+                         + ("moved" if r["talkplay_moved"] else "did not move"))
     return "\n".join(lines) + "\n"
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.0%}"
+
+
+def _refinement_cell(result: dict) -> str:
+    ref = result.get("refinement")
+    if not ref:
+        return "not run"
+    r = ref["rates"]
+    return f"**{_pct(r['talkplay']['all'])}** · {_pct(r['bm25']['all'])} · {_pct(r['dense']['all'])} ({ref['turns']} turns)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -230,6 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--catalog", type=Path, default=Path("catalog/demo"), help="bundle directory (with model/)")
     p.add_argument("--test-turns", type=int, default=150, help="test-split turns to answer (in file order)")
     p.add_argument("--no-fit-requests", action="store_true", help="leave out the fit check's first requests")
+    p.add_argument("--refinement-turns", type=int, default=80, help="test-split relative requests to play (0: none)")
+    p.add_argument("--no-faithfulness", action="store_true", help="only the refinement check (the report keeps "
+                   "the previous faithfulness numbers)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--precision", default="bf16", help="model precision on CPU")
     p.add_argument("--out", type=Path, default=Path("reports"), help="where conversation_checks.{json,md} go")
@@ -239,7 +378,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rec = load_recommender(args.catalog, "cpu", args.precision)
     fit = [] if args.no_fit_requests else [r.text for r in read_requests(args.catalog / REQUESTS_FILE)]
-    result = run_checks(args.catalog, rec, args.test_turns, fit, args.seed)
+    path = args.out / "conversation_checks.json"
+    if args.no_faithfulness:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    else:
+        result = run_checks(args.catalog, rec, args.test_turns, fit, args.seed)
+    scripts_file = args.catalog / REFINEMENT_SCRIPTS
+    scripts = read_scripts(scripts_file) if scripts_file.exists() else []
+    result["refinement"] = refinement_check(args.catalog, rec, args.refinement_turns, scripts, args.seed)
+    result["summary"]["refinement_rate"] = result["refinement"]["rates"]["talkplay"]["all"]
+    result["summary"]["refinement_rate_bm25"] = result["refinement"]["rates"]["bm25"]["all"]
+    result["summary"]["refinement_rate_dense"] = result["refinement"]["rates"]["dense"]["all"]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "conversation_checks.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     (args.out / "conversation_checks.md").write_text(markdown(result))

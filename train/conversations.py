@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from talkplay.catalog import Catalog, Track, slugify
+from talkplay.refine import TEMPO_RANK, moves, tag_rank  # one definition of "slower", "darker", …
 from train import lexicon as lx
 from train.conversation_schema import MAX_TURNS, MIN_TURNS, Conversation, ConversationError, Message
 from train.noise import add_noise
@@ -42,11 +43,6 @@ from train.tagging import KEY_CAPTION_MIN_STRENGTH, MIN_TEMPO_CONFIDENCE
 
 GENERATOR = "offline-templates v1"  # bump when the output for a seed changes
 
-# How far an attribute must move between two tracks before a listener would notice and name it.
-TEMPO_STEP_BPM = 15.0  # "faster" / "slower", "too slow" / "too fast"
-ENERGY_STEP = 0.10  # "more energy" / "calmer", "too much" / "too sleepy" (energy 0..1)
-BRIGHTNESS_STEP = 0.15  # "brighter" / "darker" (brightness 0..1)
-PERCUSSION_STEP = 0.12  # "more / fewer drums" (share of percussive energy 0..1)
 BPM_REQUEST_MIN_CONFIDENCE = 0.3  # "around 120 BPM" only for tracks with a clear pulse
 
 DEFAULT_INTENT_WEIGHTS = (
@@ -96,12 +92,6 @@ class ConversationConfig:
 
 
 # ---------------------------------------------------------------- what the generator knows of a track
-
-_TEMPO_RANK = {"slow": 0, "mid-tempo": 1, "fast": 2}
-
-
-def _rank(tags: frozenset[str], low: set[str], high: set[str]) -> int:
-    return 0 if tags & low else 2 if tags & high else 1
 
 
 @dataclass(frozen=True)
@@ -168,10 +158,10 @@ def build_profiles(catalog: Catalog, features: Mapping[str, Mapping]) -> dict[st
             percussiveness=_num(row, "percussiveness"), key=key, album=album, source=source,
             game=bool(album and source and source != album), artist_ok=_name_ok(t.artist),
             title_unique=titles[t.title.lower()] == 1,
-            tempo_rank=next((_TEMPO_RANK[x] for x in t.tags if x in _TEMPO_RANK), None),
-            energy_rank=_rank(tags, {"calm", "chill", "quiet"}, {"energetic", "loud"}),
-            brightness_rank=_rank(tags, {"dark"}, {"bright"}),
-            drum_rank=_rank(tags, {"drumless"}, {"drums", "beats", "percussive"}),
+            tempo_rank=next((TEMPO_RANK[x] for x in t.tags if x in TEMPO_RANK), None),
+            energy_rank=tag_rank(tags, {"calm", "chill", "quiet"}, {"energetic", "loud"}),
+            brightness_rank=tag_rank(tags, {"dark"}, {"bright"}),
+            drum_rank=tag_rank(tags, {"drumless"}, {"drums", "beats", "percussive"}),
         )
     return out
 
@@ -179,40 +169,6 @@ def build_profiles(catalog: Catalog, features: Mapping[str, Mapping]) -> dict[st
 # ---------------------------------------------------------------- attribute differences
 
 
-def _step(a: float | None, b: float | None, step: float, ranks: tuple[int | None, int | None], up: bool,
-          measured: bool) -> bool:
-    """b is at least ``step`` above (up) / below a, and the tags do not say the opposite. Tags decide
-    alone only for tracks without features; a measured but unreliable value (no clear pulse) decides no."""
-    ra, rb = ranks
-    if a is not None and b is not None:
-        moved = (b - a if up else a - b) >= step
-        agrees = ra is None or rb is None or (rb >= ra if up else rb <= ra)
-        return moved and agrees
-    if measured:
-        return False
-    return ra is not None and rb is not None and (rb > ra if up else rb < ra)
-
-
-def moves(a: Profile, b: Profile, direction: str) -> bool:
-    """Whether going from track ``a`` to track ``b`` is the named direction (train.lexicon.DIRECTIONS)."""
-    m = a.measured and b.measured
-    tempo = (a.tempo_rank, b.tempo_rank)
-    energy, bright, drums = (a.energy_rank, b.energy_rank), (a.brightness_rank, b.brightness_rank), \
-        (a.drum_rank, b.drum_rank)
-    if direction in ("faster", "slower"):
-        return _step(a.bpm, b.bpm, TEMPO_STEP_BPM, tempo, direction == "faster", m)
-    if direction in ("livelier", "calmer"):
-        return _step(a.energy, b.energy, ENERGY_STEP, energy, direction == "livelier", m)
-    if direction in ("brighter", "darker"):
-        return _step(a.brightness, b.brightness, BRIGHTNESS_STEP, bright, direction == "brighter", m)
-    if direction == "more_drums":
-        return b.drum_rank == 2 and _step(a.percussiveness, b.percussiveness, PERCUSSION_STEP, drums, True, m)
-    if direction == "fewer_drums":
-        return a.drum_rank == 2 and _step(a.percussiveness, b.percussiveness, PERCUSSION_STEP, drums, False, m)
-    if direction == "no_drums":
-        return b.drum_rank == 0 and a.drum_rank >= 1 and _step(a.percussiveness, b.percussiveness,
-                                                               PERCUSSION_STEP, drums, False, m)
-    raise ValueError(f"unknown direction {direction!r} (see train.lexicon.DIRECTIONS)")
 
 
 def reason_holds(rejected: Profile, wanted: Profile, reason: str) -> bool:

@@ -31,6 +31,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
+from talkplay.refine import DIRECTIONS as REFINE_DIRECTIONS
+
 HELD_OUT_SALT = "talkplay-heldout-v1"  # change it (and say so) to draw a different held-out partition
 HELD_OUT_SHARE = 0.2  # share of templates per group and of alternative words per slot held out of training
 
@@ -53,8 +55,7 @@ GROUP_INTENT: dict[str, str] = {
     "retry": "rejection", "accept": "acceptance", "chitchat": "chit_chat", "hello": "chit_chat",
 }
 
-DIRECTIONS = ("faster", "slower", "livelier", "calmer", "darker", "brighter", "more_drums", "fewer_drums",
-              "no_drums")
+DIRECTIONS = REFINE_DIRECTIONS  # talkplay.refine owns what each direction means
 REASONS = ("too_slow", "too_fast", "too_intense", "too_sleepy", "too_dark", "too_bright", "too_drummy",
            "too_flat", "wrong_style", "vocals")
 # A rejection reason about the rejected track, and the direction that leads from it to the wanted one.
