@@ -176,6 +176,14 @@ class TextMatch:
         vectors = np.asarray(embed([dense_document(t) for t in tracks]), np.float32) if embed else None
         return cls(bm25, vectors, embed, bm25_weight, dense_weight)
 
+    def similar_to(self, row: int) -> np.ndarray:
+        """float64 (n_tracks,): z-scored similarity of every track's card to track ``row``'s (sentence vectors;
+        BM25 of its card's words when there are none) — "more like this" for a relative request."""
+        if self.vectors is not None:
+            return _z(self.vectors @ self.vectors[row]).astype(np.float64)
+        terms = [w for w, r in self.bm25.vocab.items() if self.bm25.weights[r, row] > 0]
+        return _z(self.bm25.score(terms))
+
     def has_evidence(self, request: str, first_turn: bool) -> bool:
         """Whether the words can speak for ``request``: a first request always (it is all there is to go on);
         a later one only when BM25 finds one of its (non-negated) words on some card. "Something else",
