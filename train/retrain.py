@@ -165,8 +165,9 @@ def _playlists(ctx: Context) -> str | None:
     ctx.log(f"  no playlists of its own: synthesizing {config.n_playlists} with the listener simulation "
             f"(train.playlists, seed {config.seed}); every row is marked synthetic")
     stats = synthesize_bundle(ctx.bundle, config)
-    ctx.records["playlists"] = {"inputs": inputs}
-    return f"{stats['playlists']} synthetic playlists (origin {stats['origin']}), split {stats['splits']}"
+    said = f"{stats['playlists']} synthetic playlists (origin {stats['origin']}), split {stats['splits']}"
+    ctx.records["playlists"] = {"inputs": inputs, "seconds": stats["seconds"], "summary": said}
+    return said
 
 
 def _splits_done(ctx: Context) -> bool:
@@ -183,7 +184,7 @@ def _splits_done(ctx: Context) -> bool:
     return all(t in catalog for t in cold) and all(p.split for p in read_playlists(ctx.bundle))
 
 
-def _splits(ctx: Context) -> str | None:
+def _splits(ctx: Context) -> str:
     from train.splits import SPLITS_FILE, SplitConfig, split_bundle
 
     done = not _splits_done(ctx)
@@ -205,7 +206,7 @@ def _splits(ctx: Context) -> str | None:
         ctx.log(f"  note: {len(report['train_uncovered_track_ids'])} tracks are in no training playlist "
                 "(the model learns them from text → music requests only)")
     summary = f"{counts} playlists, {len(report['cold_start_track_ids'])} cold-start tracks (test only)"
-    return summary if done else None
+    return summary + ("" if done else "; splits.json matches the playlists: nothing to redo")
 
 
 def _token_inputs(ctx: Context) -> dict:
@@ -459,9 +460,7 @@ def retrain(options: RetrainOptions, command: str | None = None, log: Callable[[
                         "catalog by an earlier run): skipped")
                 ctx.save_records()
             elif stage == "splits":
-                said = _splits(ctx)
-                ctx.log(f"[splits] {said}" if said else "[splits] done already (splits.json matches the playlists): "
-                        "skipped")
+                ctx.log(f"[splits] {_splits(ctx)}")
             elif stage == "tokens":
                 _run_stage(ctx, stage, _token_inputs(ctx), lambda: _tokens_ok(ctx), lambda: _tokens(ctx))
             elif stage == "data":
