@@ -176,7 +176,7 @@ def wait_for_page(app: subprocess.Popen, url: str, work: Path, timeout: float = 
             time.sleep(1)
 
 
-def run(catalog: Path, sessions: int, minutes: float, out: Path, concurrency: int, seed: int) -> dict:
+def run(catalog: Path, sessions: int, minutes: float, out: Path, concurrency: int, seed: int, name: str = "load") -> dict:
     from gradio_client import Client
 
     work = Path(tempfile.mkdtemp(prefix="talkplay-load-"))
@@ -247,8 +247,8 @@ def run(catalog: Path, sessions: int, minutes: float, out: Path, concurrency: in
         "machine": {"cpus": os.cpu_count(), "device": "cpu"},
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "load.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    (out / "load.md").write_text(markdown(result), encoding="utf-8")
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out / f"{name}.md").write_text(markdown(result), encoding="utf-8")
     return result
 
 
@@ -296,10 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=2.0, help="how long new turns are started")
     parser.add_argument("--concurrency", type=int, default=16,
                         help="the app's cap on turns at once = rows the scheduler batches (TALKPLAY_CONCURRENCY)")
-    parser.add_argument("--out", type=Path, default=Path("reports"), help="where load.json/.md go")
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="where the report goes")
+    parser.add_argument("--name", default="load", help="report file name (e.g. load_32 for a second session count)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    r = run(args.catalog, args.sessions, args.minutes, args.out, args.concurrency, args.seed)
+    r = run(args.catalog, args.sessions, args.minutes, args.out, args.concurrency, args.seed, args.name)
     print(markdown(r))
     ok = r["errors"] == 0 and r["feedback"]["equal"]
     return 0 if ok else 1

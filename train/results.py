@@ -72,7 +72,23 @@ def checks_block(r: dict) -> list[str]:
             f"contradicts or lacks ({s['wrong_name_replies']} another track's name, {s['wrong_number_replies']} a "
             f"tempo/key/year, {s['absent_attribute_replies']} a style/mood/instrument); "
             f"{s['names_played_track_rate']:.0%} name the played track; {s['over_length_replies']} run into the "
-            "length cap."]
+            "length cap." + _refinement_sentence(r)]
+
+
+def _refinement_sentence(r: dict) -> str:
+    ref = r.get("refinement")
+    if not ref:
+        return ""
+    rates = ref["rates"]
+
+    def pct(x):
+        return "—" if x is None else f"{x:.0%}"
+
+    return (f" After a relative request (\"slower\", \"less dark, more upbeat\"; {ref['turns']} turns: {ref['test_turns']} "
+            f"of the test split, {ref['script_turns']} of our own scripts) the next track moves the asked way "
+            f"**{pct(rates['talkplay']['all'])}** of the time (test split {pct(rates['talkplay']['test'])}, scripts "
+            f"{pct(rates['talkplay']['scripts'])}); BM25's top-1 {pct(rates['bm25']['all'])}, dense "
+            f"{pct(rates['dense']['all'])}.")
 
 
 def bench_block(b: dict) -> list[str]:
@@ -82,6 +98,14 @@ def bench_block(b: dict) -> list[str]:
         for p, e in b["engine"]["results"].items():
             out.append(f"- {p}: first track {e['ttft_s']:.2f} s after the request, reply {e['reply_tokens_per_s']:.0f} "
                        f"tokens/s; a bare `model.generate` of as many tokens: {e['bare_generate_tokens_per_s']:.0f} tokens/s.")
+    if "batching" in b:
+        for p, v in b["batching"]["results"].items():
+            rows = v["rows"]
+            one, big = rows[min(rows, key=int)], rows[max(rows, key=int)]
+            out.append(f"- Batched decoding ({p}, `talkplay.scheduler`): {one['decode_tokens_per_s']} tokens/s at batch 1 → "
+                       f"{big['decode_tokens_per_s']} at batch {max(rows, key=int)} (×{v['speedup_at_largest']}); a bare "
+                       f"`generate` of the same batches: {one['bare_generate_tokens_per_s']} → "
+                       f"{big['bare_generate_tokens_per_s']} tokens/s.")
     if "app" in b:
         out.append(f"- App process peak memory: {b['app']['results']['peak_rss_mb']:.0f} MB (model loaded, answering).")
     if "store" in b:
@@ -103,13 +127,15 @@ def bench_block(b: dict) -> list[str]:
     return out
 
 
-def load_block(r: dict) -> list[str]:
+def load_block(r: dict, name: str = "load") -> list[str]:
     f = r["feedback"]
-    return [f"**Under load** ([`reports/load.md`](reports/load.md), `{r['command']}`): {r['sessions']} concurrent "
-            f"sessions for {r['minutes']:g} minutes against the real app on CPU — {r['requests']['total']} requests, "
-            f"**{r['errors']} errors**; time to first track p50 {r['time_to_first_track_s']['p50']:.1f} s / p95 "
-            f"{r['time_to_first_track_s']['p95']:.1f} s (queueing included: one CPU model serves everyone); "
-            f"{f['sent']} feedback events sent, {f['rows_in_sqlite']} rows stored."]
+    return [f"**Under load** ([`reports/{name}.md`](reports/{name}.md), `{r['command']}`): {r['sessions']} concurrent "
+            f"sessions for {r['minutes']:g} minutes against the real app on CPU — {r['requests']['turns']} turns and "
+            f"{r['requests']['feedback']} feedback events, **{r['errors']} errors**; time to first track p50 "
+            f"{r['time_to_first_track_s']['p50']:.1f} s / p95 {r['time_to_first_track_s']['p95']:.1f} s (queueing "
+            f"included: one model, batched, serves everyone); {f['sent']} feedback events sent, {f['rows_in_sqlite']} "
+            f"rows stored; {r.get('repeated_tracks', '—')} tracks repeated in a conversation, "
+            f"{r.get('rejected_tracks_returned', '—')} skipped tracks returned ({r.get('skips', '—')} skips)."]
 
 
 def render(reports: Path, catalog: str = "demo") -> str:
@@ -124,6 +150,12 @@ def render(reports: Path, catalog: str = "demo") -> str:
     parts += [""] + (bench_block(bench) if bench else ["*reports/bench.json missing: run `python -m train.bench`.*"])
     load = _load(reports / "load.json")
     parts += [""] + (load_block(load) if load else ["*reports/load.json missing: run `python -m train.load_test`.*"])
+    for extra in sorted(reports.glob("load_*.json")):  # the same load at other session counts (where it bends)
+        parts += [""] + load_block(_load(extra), extra.stem)
+    gpu = _load(reports / "gpu.json")
+    parts += [""] + ([f"**On a GPU** ([`reports/gpu.md`](reports/gpu.md), `python -m train.gpu_check`): {gpu['device']}."]
+                     if gpu else ["*No GPU run yet: `python -m train.gpu_check` writes reports/gpu.{json,md} on a CUDA "
+                                  "machine (it refuses without one).*"])
     return "\n".join([BEGIN, *parts, END])
 
 
