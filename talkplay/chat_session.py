@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ MAX_TURNS = 40  # then the conversation asks to start over (old turns no longer 
 TURNS_PER_MINUTE = 12  # per visitor (TALKPLAY_TURNS_PER_MINUTE); a CPU turn takes seconds, people type slower
 TURNS_PER_MINUTE_TOTAL = 600  # all visitors together (TALKPLAY_TURNS_PER_MINUTE_TOTAL): the server's budget
 FEEDBACK_PER_MINUTE = 60  # per visitor (TALKPLAY_FEEDBACK_PER_MINUTE)
+STREAM_INTERVAL_S = 0.2  # reply text reaches the page at most this often (each update re-sends the chat)
 TURN_WAIT_S = 300.0  # a send or skip waits this long for the same conversation's streaming turn to end
 TEMPERATURE_RANGE = (0.0, 1.5)  # what the page's sliders offer; the API accepts the same
 TOP_P_RANGE = (0.05, 1.0)
@@ -241,7 +243,7 @@ class ChatController:
         try:
             config = GenerationConfig(mode=mode, temperature=temperature, top_p=top_p,
                                       max_reply_tokens=rec.generation.max_reply_tokens)
-            header, raw = "", ""
+            header, raw, shown_at = "", "", 0.0
             for event in rec.respond(session.conversation, text, generation=config):
                 if isinstance(event, TrackChosen):
                     card, audio = self.card(event)
@@ -252,6 +254,9 @@ class ChatController:
                 elif isinstance(event, TextDelta):
                     raw += event.text  # escaped as a whole: escaping pieces would lose their spaces
                     session.messages[-1]["content"] = header + escape(raw)
+                    if time.monotonic() - shown_at < STREAM_INTERVAL_S:
+                        continue  # every update re-sends the whole chat: with many listeners, a few per second is enough
+                    shown_at = time.monotonic()
                 elif isinstance(event, Done):
                     session.messages[-1]["content"] = header + escape(event.turn.reply)
                 yield session.messages, card, audio, self.played_markdown(session), session
