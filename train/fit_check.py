@@ -291,6 +291,25 @@ def tune_text(args) -> dict:
     return result
 
 
+def tune_shortlist(args) -> dict:
+    """Choose how many text-match candidates the model scores when it plays (talkplay.recommender.SHORTLIST): greedy
+    played fit on the validation split's first requests for each size (each candidate costs the start of every
+    turn ~10 positions of model time)."""
+    from talkplay.recommender import GenerationConfig, load_recommender
+
+    rec = load_recommender(args.catalog, "cpu", args.precision)
+    catalog = load_catalog(args.catalog)
+    valid = split_requests(args.catalog, "valid", args.tune_requests)
+    result = {"played_by_shortlist": {}, "requests": len(valid)}
+    for size in args.tune_shortlist:
+        rec.shortlist = size
+        t0 = time.perf_counter()
+        result["played_by_shortlist"][size] = played_fit(rec, catalog, valid, 1, GenerationConfig(seed=0))
+        print(f"shortlist {size}: greedy played fit {result['played_by_shortlist'][size]:.3f} on {len(valid)} valid "
+              f"first requests ({(time.perf_counter() - t0) / len(valid):.2f} s a request)", flush=True)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.fit_check", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -310,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="instead of the report: top-1 and greedy played fit on the VALID split's first requests for "
                         "each text-match weight λ (talkplay.textmatch)")
     p.add_argument("--prior-weight", type=float, default=None, help="β used with --tune-text (default: the engine's)")
+    p.add_argument("--tune-shortlist", type=int, nargs="+", default=None, metavar="N",
+                   help="instead of the report: greedy played fit on the VALID split's first requests for each "
+                        "shortlist size (text-match candidates the model scores)")
     args = p.parse_args(argv)
     from talkplay.previews import default_cache_dir
 
@@ -318,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.tune_text:
         tune_text(args)
+        return 0
+    if args.tune_shortlist:
+        tune_shortlist(args)
         return 0
     catalog = load_catalog(args.catalog)
     requests = read_requests(args.requests or args.catalog / REQUESTS_FILE, catalog)
