@@ -253,3 +253,20 @@ def test_a_turn_survives_zerogpu_process_isolation(rec, monkeypatch):
     assert state.turns == [first, second]  # recorded in this process, although the worker had a copy
     assert second.track_id != first.track_id  # the second turn saw the first (exclusions travel with the state)
     assert shipped[0] == "TrackChosen" and shipped[-1] == "Done"
+
+
+@pytest.mark.parametrize("peaked", [True, False], ids=["nucleus-in-top-256", "flat: full sort"])
+def test_nucleus_sampling_stays_in_the_nucleus(peaked):
+    """Top-p sampling draws only tokens of the smallest set whose probability reaches top_p (the fast top-256 path
+    and the full-sort fallback alike), and every nucleus token can be drawn."""
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(5000, generator=g) * (8.0 if peaked else 0.01)
+    config = GenerationConfig(temperature=1.0, top_p=0.9)
+    probs = torch.softmax(scores, dim=-1)
+    sorted_p, order = torch.sort(probs, descending=True)
+    nucleus = set(order[: int((torch.cumsum(sorted_p, 0) - sorted_p < 0.9).sum())].tolist())
+    assert (len(nucleus) < 256) == peaked
+    drawn = {Recommender._sample(scores, config, g) for _ in range(300)}
+    assert drawn <= nucleus
+    if peaked:
+        assert len(drawn) > 1
