@@ -81,13 +81,12 @@ def bench_engine(catalog: Path, precisions: list[str], repeats: int) -> dict:
 
 def bench_batching(catalog: Path, precisions: list[str], batches: tuple[int, ...], reply_tokens: int = 48) -> dict:
     import statistics
-    import threading
 
     import torch
 
     from talkplay.conversation import ConversationState, Done, TrackChosen
     from talkplay.recommender import GenerationConfig, load_recommender
-    from train.load_test import REQUESTS
+    from train.load_test import REQUESTS, run_threads
 
     gen = GenerationConfig(temperature=0.0, max_reply_tokens=reply_tokens)
     out: dict = {}
@@ -111,17 +110,13 @@ def bench_batching(catalog: Path, precisions: list[str], batches: tuple[int, ...
             first_track.clear(), replies.clear()
             steps0, rows0, secs0 = scheduler.stats.steps, scheduler.stats.step_rows, scheduler.stats.step_seconds
             n = 3 if b == 1 else 2 * b
-            t0 = time.perf_counter()
             if b == 1:
+                t0 = time.perf_counter()
                 for i in range(n):
                     one(i)
+                wall = time.perf_counter() - t0
             else:
-                threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join()
-            wall = time.perf_counter() - t0
+                wall = run_threads(one, n)
             st = scheduler.stats
             steps, step_rows, step_s = st.steps - steps0, st.step_rows - rows0, st.step_seconds - secs0
             scheduler.close()

@@ -32,6 +32,7 @@ def inprocess_load(rec, sessions: int, seconds: float, requests: tuple[str, ...]
                    ) -> dict:
     """``sessions`` threads chatting with ``rec`` (its scheduler running) for ``seconds``; turn statistics."""
     from talkplay.conversation import ConversationState, Done, TrackChosen
+    from train.load_test import run_threads
 
     ttft, totals, reply_tokens, errors, repeats = [], [], [], [], 0
     lock = threading.Lock()
@@ -60,13 +61,7 @@ def inprocess_load(rec, sessions: int, seconds: float, requests: tuple[str, ...]
                     errors.append(f"{type(err).__name__}: {str(err)[:160]}")
             k += 7
 
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=listener, args=(i,)) for i in range(sessions)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    wall = run_threads(listener, sessions)
 
     def pct(xs, q):
         xs = sorted(xs)

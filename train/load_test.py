@@ -140,6 +140,17 @@ def run_session(url: str, deadline: float, seed: int, log: SessionLog) -> None:
             time.sleep(1.0)
 
 
+def run_threads(target, n: int) -> float:
+    """Run ``target(i)`` for i in 0..n-1, each in its own thread, all at once; seconds until the last ends."""
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
 def _pct(xs: list[float], q: float) -> float | None:
     if not xs:
         return None
