@@ -210,7 +210,7 @@ class DenseRanker:
     def track_vectors(self, catalog: Catalog) -> np.ndarray:
         ids = tuple(t.track_id for t in catalog.tracks)
         if self._tracks is None or self._tracks[0] != ids:
-            self._tracks = (ids, self._embed([dense_document(t) for t in catalog.tracks]))
+            self._tracks = (ids, self._embed([dense_document(t, names=True) for t in catalog.tracks]))
         return self._tracks[1]
 
     def query_text(self, history: Sequence[Message]) -> str:
