@@ -68,7 +68,7 @@ def checks_block(r: dict) -> list[str]:
     s = r["summary"]
     return [f"**Do the replies tell the truth?** ([`reports/conversation_checks.md`](reports/conversation_checks.md), "
             f"`python -m train.conversation_checks`) — {s['replies']} replies generated with the app's settings: "
-            f"{s['faithfulness_violation_rate']:.0%} state a name, number or attribute the played track's card "
+            f"{s['faithfulness_violation_rate']:.1%} state a name, number or attribute the played track's card "
             f"contradicts or lacks ({s['wrong_name_replies']} another track's name, {s['wrong_number_replies']} a "
             f"tempo/key/year, {s['absent_attribute_replies']} a style/mood/instrument); "
             f"{s['names_played_track_rate']:.0%} name the played track; {s['over_length_replies']} run into the "
@@ -102,10 +102,11 @@ def bench_block(b: dict) -> list[str]:
         for p, v in b["batching"]["results"].items():
             rows = v["rows"]
             one, big = rows[min(rows, key=int)], rows[max(rows, key=int)]
-            out.append(f"- Batched decoding ({p}, `talkplay.scheduler`): {one['decode_tokens_per_s']} tokens/s at batch 1 → "
-                       f"{big['decode_tokens_per_s']} at batch {max(rows, key=int)} (×{v['speedup_at_largest']}); a bare "
-                       f"`generate` of the same batches: {one['bare_generate_tokens_per_s']} → "
-                       f"{big['bare_generate_tokens_per_s']} tokens/s.")
+            out.append(f"- Batched decoding ({p}, `talkplay.scheduler`): the step with all rows full gives "
+                       f"{one.get('full_batch_tokens_per_s')} tokens/s at batch 1 → {big.get('full_batch_tokens_per_s')} at "
+                       f"batch {max(rows, key=int)} (×{v['speedup_at_largest']}); a bare `generate` of the same batches: "
+                       f"{one['bare_generate_tokens_per_s']} → {big['bare_generate_tokens_per_s']} tokens/s. A burst of "
+                       f"{big['turns']} turns reaches a mean batch of {big['mean_batch']} (turn starts run one at a time).")
     if "app" in b:
         out.append(f"- App process peak memory: {b['app']['results']['peak_rss_mb']:.0f} MB (model loaded, answering).")
     if "store" in b:
