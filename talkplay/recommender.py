@@ -418,21 +418,21 @@ class Recommender:
         request as the model read it). The prompt's prefix that the conversation's last turn computed is
         reused from :attr:`prefix` (only the rest is prefilled)."""
         excluded = state.exclude(extra)
-        if len(self.trie.rows([], excluded)) == 0:
+        allowed = self.trie.rows([], excluded)  # computed once per turn: the relative and shortlist paths share it
+        if len(allowed) == 0:
             raise NoAllowedTrack(f"all {len(self.store)} tracks were played or rejected in this conversation")
         prompt, user_text = self._fit_prompt(state, user_text)
         cache, reused = self.prefix.take(state.key, prompt)
         logits = self._step(prompt[reused:], cache)
         constrained = MusicSpanConstraint(self.ids, self.trie, excluded)
-        relative = self._relative(state, user_text, self.trie.rows([], excluded)) \
+        relative = self._relative(state, user_text, allowed) \
             if config.mode == "constrained" and config.text_weight else None
         if relative is not None:  # "slower", "less dark": the tracks that move that way, the closest ones first
             span, logprob, row = self._rerank(logits, cache, *relative, config, gen)
             track_id, kind, score, matched = self.store.track_ids[row], "constrained", logprob, self.all_modalities
         elif config.mode == "constrained" and config.text_weight and \
                 self.text_match().has_evidence(user_text, first_turn=not state.turns):
-            span, logprob, row = self._rerank(logits, cache, self.trie.rows([], excluded),
-                                              self.text_match().scores(user_text), config, gen)
+            span, logprob, row = self._rerank(logits, cache, allowed, self.text_match().scores(user_text), config, gen)
             track_id, kind, score, matched = self.store.track_ids[row], "constrained", logprob, self.all_modalities
         elif config.mode == "constrained":
             rule = constrained if not config.prior_weight else \

@@ -267,7 +267,8 @@ def refinement_check(bundle: Path, rec, max_test_turns: int, scripts: Sequence[d
 
     def judge(source: str, state, text: str, wanted: tuple[str, ...], played: str) -> None:
         prev = state.turns[-1].track_id
-        allowed = [r for r, t in enumerate(ids) if t not in state.exclude()]
+        heard = state.exclude()
+        allowed = [r for r, t in enumerate(ids) if t not in heard]
         query = positive_text(text)
         bm25 = match.bm25.score(tokenize(query))
         picks = {"talkplay": played, "bm25": ids[max(allowed, key=lambda r: bm25[r])]}
