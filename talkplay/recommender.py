@@ -41,6 +41,7 @@ from talkplay.catalog import Catalog, load_catalog
 from talkplay.constraints import (
     BanTokens,
     CatalogTrie,
+    ExcludeTracks,
     MusicSpanConstraint,
     NoAllowedTrack,
     SpanFormat,
@@ -318,11 +319,16 @@ class Recommender:
         return int(torch.multinomial(probs, 1, generator=gen))
 
     def _span(self, ids: list[int], logits: torch.Tensor, cache: Any, rule: Any, config: GenerationConfig,
-              gen: torch.Generator) -> tuple[list[int], float]:
+              gen: torch.Generator, excluded: ExcludeTracks | None = None) -> tuple[list[int], float]:
         """Sample a music span after ``ids`` (ending with START) until END; returns (code ids, raw log-prob).
 
-        The END token is sampled but not fed: the caller feeds it together with the grounding span.
+        The END token is not fed (nor, under the catalog constraint, a last code that ends the span): the caller
+        feeds it together with the grounding span.
         Sampled at ``config.music_temperature`` (``config.temperature`` when None; greedy when that is 0).
+        Under the catalog constraint (``excluded`` given), codes that have no alternative (one track left, or
+        every track left sharing the next code) are fed with the sampled token in one pass instead of one pass
+        each (same span under greedy decoding, same log-prob; on a CPU a pass costs about as much for one token
+        as for ten). Seeded sampling draws only at real choices.
         """
         if config.temperature != 0 and config.music_temperature is not None:
             config = replace(config, temperature=config.music_temperature)
@@ -335,20 +341,49 @@ class Recommender:
                 return span, logprob
             logprob += float(torch.log_softmax(logits, dim=-1)[token])
             span.append(token)
-            logits = self._step([token], cache)
+            rest = self._forced(span, excluded) if excluded is not None else []
+            if excluded is not None and not rest and len(span) == self.ids.n_positions:
+                return span, logprob  # only END can follow; the caller feeds the last code with it
+            out = self.forward(torch.tensor([[token] + rest]), cache, logits_to_keep=len(rest) + 1)[0].float()
+            if rest:
+                lp = torch.log_softmax(out[:-1], dim=-1)
+                logprob += float(sum(lp[i, t] for i, t in enumerate(rest)))
+                span += rest
+            logits = out[-1]
         raise RuntimeError("music span did not end after all positions (span rule misconfigured)")
 
+    def _forced(self, span: list[int], excluded: ExcludeTracks) -> list[int]:
+        """The code ids that must follow ``span`` under the catalog constraint: while the next position has a
+        single allowed code (one track left, or all tracks left sharing it), that code."""
+        prefix = [c for _, c in self.ids.decode(span)]
+        rest: list[int] = []
+        while len(prefix) < self.ids.n_positions:
+            allowed = self.trie.allowed(prefix, excluded)
+            if len(allowed) != 1:
+                break
+            prefix.append(int(allowed[0]))
+            rest.append(int(self.ids.position_ids[len(prefix) - 1][prefix[-1]]))
+        return rest
+
     @torch.no_grad()
-    def _rerank(self, logits: torch.Tensor, cache: Any, rows: np.ndarray, text: np.ndarray, config: GenerationConfig,
+    def _rerank(self, lead: list[int], cache: Any, rows: np.ndarray, text: np.ndarray, config: GenerationConfig,
                 gen: torch.Generator) -> tuple[list[int], float, int]:
         """The span of the best of ``shortlist`` candidates: the allowed rows the text match ranks highest, scored
         by the model's log-likelihood of their music tokens − β · prior + λ · text match (the ranking objective,
         exactly; :mod:`talkplay.textmatch`). Greedy at music temperature 0, else sampled ∝ exp(score / T).
-        ``cache`` holds the prompt; it is returned holding prompt + span. Returns (span ids, log-likelihood, row).
+
+        ``lead`` (the prompt's tokens not yet in ``cache``) and the candidates are fed in one forward pass
+        (:meth:`_lead_and_tree`): on a CPU a forward pass costs about the same for 1 token as for 50 (the weights
+        are read once either way), so a turn's start takes as few passes as it can. ``cache`` is returned holding
+        the prompt only; the caller feeds the span with the grounding span. Returns (span ids, log-likelihood, row).
         """
         order = np.lexsort((rows, -text[rows]))[: self.shortlist]  # best text matches first; ties by row
         cand = rows[order]
-        model = self._exhaustive(cache, torch.log_softmax(logits, dim=-1).cpu(), cand)
+        ids = self._code_ids(cand)
+        first, tree = self._lead_and_tree(lead, cache, ids)
+        model = first[ids[:, 0]].double().numpy()
+        if tree is not None:
+            model += tree.gather(2, ids[:, 1:, None].to(tree.device))[..., 0].sum(dim=1).double().cpu().numpy()
         score = model + config.text_weight * text[cand]
         if config.prior_weight:
             score = score - config.prior_weight * self.prior().row_scores[cand]
@@ -359,9 +394,54 @@ class Recommender:
         else:
             p = torch.softmax(torch.as_tensor(score, dtype=torch.float64) / temperature, dim=0)
             i = int(torch.multinomial(p, 1, generator=gen))
-        span = [int(t) for t in self._code_ids(cand[i:i + 1])[0]]
-        self._step(span, cache)  # the caller feeds <end_of_music> with the grounding span, as after _span
+        span = [int(t) for t in ids[i]]
         return span, float(model[i]), int(cand[i])
+
+    def _lead_and_tree(self, lead: list[int], cache: Any, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Feed ``lead`` after ``cache`` and, in the same forward pass, the items ``ids`` (n, L) packed as a prefix
+        tree after it (as :meth:`_packed`). Returns fp32 log-probs after ``lead`` (V,) and after each item's tokens
+        but the last ((n, L − 1, V), None when L is 1); ``cache`` is left holding ``lead`` only."""
+        past, n_lead = cache.get_seq_length(), len(lead)
+        if n_lead == 0:
+            raise ValueError("at least the prompt's last token must be fed")
+        tokens, depth, where, own = self._tree(ids[:, :-1].tolist())
+        m = len(tokens)
+        mask = torch.zeros(n_lead + m, past + n_lead + m, dtype=torch.bool)
+        mask[:, :past] = True
+        mask[:n_lead, past:past + n_lead] = torch.ones(n_lead, n_lead, dtype=torch.bool).tril()
+        mask[n_lead:, past:past + n_lead] = True
+        mask[n_lead:, past + n_lead:] = own
+        positions = torch.cat([torch.arange(n_lead), n_lead + torch.tensor(depth, dtype=torch.long)]) + past
+        logits = self.forward(torch.tensor([lead + tokens]), cache, attention_mask=mask[None, None].to(self.device),
+                              position_ids=positions[None].to(self.device), logits_to_keep=m + 1)
+        if m:
+            cache.crop(-m)
+        lp = torch.log_softmax(logits[0].float(), dim=-1)
+        return lp[0].cpu(), (lp[1:][where.to(lp.device)] if m else None)
+
+    @staticmethod
+    def _tree(rows: list[list[int]]) -> tuple[list[int], list[int], torch.Tensor, torch.Tensor]:
+        """Items' token lists packed as a prefix tree (items sharing their first tokens share those nodes):
+        (node tokens, node depths, (item, depth) → node, (m, m) mask where each node sees itself and its ancestors).
+        """
+        width = len(rows[0]) if rows else 0
+        node_of: dict[tuple[int, ...], int] = {}
+        tokens, depth, parent = [], [], []
+        where = torch.empty(len(rows), width, dtype=torch.long)
+        for item, row in enumerate(rows):
+            for d in range(width):
+                key = tuple(row[:d + 1])
+                if key not in node_of:
+                    node_of[key] = len(tokens)
+                    tokens.append(row[d])
+                    depth.append(d)
+                    parent.append(node_of[key[:-1]] if d else -1)
+                where[item, d] = node_of[key]
+        own = torch.eye(len(tokens), dtype=torch.bool)
+        for j, up in enumerate(parent):  # ancestors come first, so their rows are complete
+            if up >= 0:
+                own[j] |= own[up]
+        return tokens, depth, where, own
 
     # ------------------------------------------------------------------------------------ respond
 
@@ -414,30 +494,34 @@ class Recommender:
         return torch.Generator().manual_seed(seed)
 
     def _choose(self, state, user_text, config, extra, gen, t0) -> tuple[TrackChosen, list[int], list[int], Any, str]:
-        """Prompt → music span → track. Returns (event, prompt ids, span ids, KV cache after the span, the
-        request as the model read it). The prompt's prefix that the conversation's last turn computed is
-        reused from :attr:`prefix` (only the rest is prefilled)."""
+        """Prompt → music span → track. Returns (event, prompt ids, span ids, KV cache, the request as the model
+        read it). The cache holds the prompt and all or none of the span (a shortlisted span is not fed: the caller
+        feeds it with what follows, in one pass). The prompt's prefix that the conversation's last turn computed
+        is reused from :attr:`prefix` (only the rest is prefilled)."""
         excluded = state.exclude(extra)
         allowed = self.trie.rows([], excluded)  # computed once per turn: the relative and shortlist paths share it
         if len(allowed) == 0:
             raise NoAllowedTrack(f"all {len(self.store)} tracks were played or rejected in this conversation")
         prompt, user_text = self._fit_prompt(state, user_text)
         cache, reused = self.prefix.take(state.key, prompt)
-        logits = self._step(prompt[reused:], cache)
         constrained = MusicSpanConstraint(self.ids, self.trie, excluded)
         relative = self._relative(state, user_text, allowed) \
             if config.mode == "constrained" and config.text_weight else None
-        if relative is not None:  # "slower", "less dark": the tracks that move that way, the closest ones first
-            span, logprob, row = self._rerank(logits, cache, *relative, config, gen)
-            track_id, kind, score, matched = self.store.track_ids[row], "constrained", logprob, self.all_modalities
-        elif config.mode == "constrained" and config.text_weight and \
+        if relative is None and config.mode == "constrained" and config.text_weight and \
                 self.text_match().has_evidence(user_text, first_turn=not state.turns):
-            span, logprob, row = self._rerank(logits, cache, allowed, self.text_match().scores(user_text), config, gen)
+            relative = allowed, self.text_match().scores(user_text)
+        if relative is not None:  # a shortlist: "slower"/"less dark" (the tracks that move that way, the closest
+            # first), or the request's words (the best text matches); the prompt is fed with the candidates
+            span, logprob, row = self._rerank(prompt[reused:], cache, *relative, config, gen)
             track_id, kind, score, matched = self.store.track_ids[row], "constrained", logprob, self.all_modalities
-        elif config.mode == "constrained":
+            tokens = tuple(self.tokenizer.convert_ids_to_tokens(span))
+            event = TrackChosen(self.catalog[track_id], score, matched, kind, tokens, time.perf_counter() - t0)
+            return event, prompt, span, cache, user_text
+        logits = self._step(prompt[reused:], cache)
+        if config.mode == "constrained":
             rule = constrained if not config.prior_weight else \
                 Compose(constrained, PriorCorrection(self.ids, self.prior(), config.prior_weight))
-            span, logprob = self._span(prompt, logits, cache, rule, config, gen)
+            span, logprob = self._span(prompt, logits, cache, rule, config, gen, excluded)
             codes = [c for _, c in self.ids.decode(span)]
             track_id = resolve(self.store, codes, excluded)
             kind, score, matched = "constrained", logprob, self.all_modalities
@@ -450,7 +534,7 @@ class Recommender:
             else:  # nothing shares a token: decode again under the catalog constraint (still a real track)
                 if span:
                     cache.crop(-len(span))  # transformers 5: a negative count removes that many tokens
-                span, logprob = self._span(prompt, logits, cache, constrained, config, gen)
+                span, logprob = self._span(prompt, logits, cache, constrained, config, gen, excluded)
                 codes = [c for _, c in self.ids.decode(span)]
                 track_id = resolve(self.store, codes, excluded)
                 kind, score, matched = "fallback", logprob, self.all_modalities
@@ -465,7 +549,7 @@ class Recommender:
         chosen, prompt, span, cache, user_text = self._choose(state, user_text, config, extra,
                                                               self._generator(config), t0)
         row = ReplyRow(self, state.key, chosen, prompt + span, user_text, config, t0)
-        row.logits = self._step(row.fed[len(prompt) + len(span):], cache)
+        row.logits = self._step(row.fed[cache.get_seq_length():], cache)  # span (unless fed), grounding, opening
         return chosen, row, cache
 
     def _respond(self, state, user_text, config, extra) -> Iterator[Event]:
@@ -560,30 +644,10 @@ class Recommender:
         cache is shared as is — never copied per item — and cropped back afterwards. The log-probs are exactly
         those of feeding each item alone.
         """
-        n_items, length = ids.shape
         past = cache.get_seq_length()
-        width = length - 1
-        for i in range(0, n_items, self.rank_batch):
-            chunk = ids[i:i + self.rank_batch]
-            n = chunk.shape[0]
-            rows = chunk[:, :-1].tolist()
-            node_of: dict[tuple[int, ...], int] = {}
-            tokens, depth, parent = [], [], []
-            where = torch.empty(n, width, dtype=torch.long)  # (item, depth) → node
-            for item, row in enumerate(rows):
-                for d in range(width):
-                    key = tuple(row[:d + 1])
-                    if key not in node_of:
-                        node_of[key] = len(tokens)
-                        tokens.append(row[d])
-                        depth.append(d)
-                        parent.append(node_of[key[:-1]] if d else -1)
-                    where[item, d] = node_of[key]
+        for i in range(0, ids.shape[0], self.rank_batch):
+            tokens, depth, where, own = self._tree(ids[i:i + self.rank_batch, :-1].tolist())
             m = len(tokens)
-            own = torch.eye(m, dtype=torch.bool)
-            for j in range(m):  # ancestors come first, so their rows are complete
-                if parent[j] >= 0:
-                    own[j] |= own[parent[j]]
             mask = torch.cat([torch.ones(m, past, dtype=torch.bool), own], dim=1)[None, None]
             logits = self.forward(torch.tensor([tokens]), cache, attention_mask=mask.to(self.device),
                                   position_ids=(past + torch.tensor(depth))[None].to(self.device))

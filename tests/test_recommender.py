@@ -57,39 +57,45 @@ def test_same_seed_same_turn(rec):
 
 @pytest.mark.parametrize("text_weight", [0.0, 2.0])
 def test_grounding_span_is_fed_after_the_music_span(rec, world, text_weight):  # noqa: F811
-    """Decoded token by token (the model alone) or chosen among the text match's shortlist and fed at once."""
-    rec.prior()  # built on first use through _step: build it before spying
-    fed = []
-    original = rec._step
+    """Decoded token by token (the model alone) or chosen among the text match's shortlist; either way the turn's
+    start takes few forward passes and its KV cache holds exactly the training layout the next prompt renders."""
+    rec.prior()  # built on first use through forward: build it before spying
+    passes = []  # (ids fed, cache length before the pass)
+    original = rec.forward
 
-    def spy(ids, cache):
-        fed.append(list(ids))
-        return original(ids, cache)
+    def spy(input_ids, cache, **kw):
+        passes.append((input_ids[0].tolist(), cache.get_seq_length()))
+        return original(input_ids, cache, **kw)
 
-    rec._step = spy
+    rec.forward = spy
     try:
         state = ConversationState()
         turn = rec.chat(state, "play me some calm jazz please", generation=GenerationConfig(
             max_reply_tokens=8, seed=0, text_weight=text_weight))
     finally:
-        del rec._step
+        del rec.forward
     ids = TokenIdMap.build(world["tokenizer"], world["store"].vocab)
     span_len = len(world["store"].vocab)
-    assert fed[0][-1] == ids.start_id  # the prompt ends with <start_of_music>
-    steps = span_len if not text_weight else 1
-    if text_weight:
-        assert len(fed[1]) == span_len  # the chosen track's music tokens, in one step
-    else:
-        assert all(len(f) == 1 for f in fed[1:1 + span_len])  # one music token per step
     track = world["catalog"][turn.track_id]
     # the reply starts with the track's name (talkplay.faithful), as much of it as the 8-token cap leaves room for
     opening = reply_opening_ids(world["tokenizer"], track)[:7]
-    assert fed[1 + steps] == [ids.end_id] + grounding_ids(world["tokenizer"], track) + opening
+    grounded = [ids.end_id] + grounding_ids(world["tokenizer"], track) + opening
+    start = next(i for i, (fed, _) in enumerate(passes) if fed[-len(grounded):] == grounded)
+    # what the cache kept of each pass (shortlisted candidates are fed after the prompt and cropped again)
+    kept_n = [passes[i + 1][1] - passes[i][1] for i in range(start)] + [len(passes[start][0])]
+    if text_weight:  # the prompt with the shortlisted spans, then the chosen span with the grounding
+        assert start == 1 and kept_n[0] < len(passes[0][0])
+        assert len(passes[1][0]) == span_len + len(grounded)
+    else:  # the prompt, then a pass per code the constraint leaves a choice for (forced ones ride along)
+        assert 1 <= start <= span_len
+    kept = sum((fed[:n] for (fed, _), n in zip(passes, kept_n)), [])
+    assert kept[len(kept) - len(grounded) - span_len - 1] == ids.start_id  # the prompt ends with <start_of_music>
+    assert turn.track_id in rec.store.tracks_with([c for _, c in ids.decode(kept[-len(grounded) - span_len:-len(grounded)])])
     assert turn.reply.startswith(world["tokenizer"].decode(opening))
     # the next prompt renders the history with the same grounding span (training layout)
     nxt = render_prompt(world["tokenizer"], state.messages("more"), world["store"], world["catalog"],
                         RenderConfig(max_tokens=512))
-    flat = sum(fed[:1 + steps], []) + fed[1 + steps][:len(fed[1 + steps]) - len(opening)]  # up to the reply
+    flat = kept[:len(kept) - len(opening)]  # up to the reply
     assert nxt[:len(flat)] == flat
 
 
