@@ -233,7 +233,8 @@ class Recommender:
         self.ids = TokenIdMap.build(tokenizer, store.vocab)
         self.trie = CatalogTrie(store)
         self.stop_ids = set(end_of_turn_ids(tokenizer))
-        rows = model.get_output_embeddings().weight.shape[0]
+        head = model.get_output_embeddings()  # an int8 (dynamically quantized) head has weight() as a method
+        rows = (head.weight() if callable(head.weight) else head.weight).shape[0]
         special = set(tokenizer.all_special_ids) | {i for i, a in tokenizer.added_tokens_decoder.items() if a.special}
         banned = (special | set(self.ids.music_ids().tolist()) | {self.ids.start_id} | set(range(len(tokenizer), rows)))
         self.reply_rule = BanTokens(banned - self.stop_ids)
@@ -270,7 +271,8 @@ class Recommender:
 
     @torch.no_grad()
     def forward(self, input_ids: torch.Tensor, cache: Any, **kwargs) -> torch.Tensor:
-        """The model's logits for ``input_ids`` fed after ``cache`` (extended in place)."""
+        """The model's logits for ``input_ids`` fed after ``cache`` (extended in place); never tracks gradients
+        (``no_grad`` is per thread, and the scheduler calls this from its own threads)."""
         kwargs[self._cache_arg] = cache
         return self.model(input_ids=input_ids.to(self.device), use_cache=True, **kwargs).logits
 
@@ -470,8 +472,8 @@ class Recommender:
         finally:
             events.close()  # a listener gone mid-turn (generator closed): its row leaves the batch at once
 
-    def serve(self, max_batch: int = 16) -> Any:
-        """Start batching concurrent turns (:class:`talkplay.scheduler.Scheduler`, one thread owning the model);
+    def serve(self, max_batch: int = 16, start_thread: bool | None = None) -> Any:
+        """Start batching concurrent turns (:class:`talkplay.scheduler.Scheduler`: its threads own the model);
         :meth:`respond` then goes through it. Not on ZeroGPU, where each turn gets the GPU for one call."""
         from talkplay.scheduler import Scheduler
         from talkplay.space import zero_gpu
@@ -479,7 +481,7 @@ class Recommender:
         if zero_gpu():
             return None
         if self.scheduler is None or not self.scheduler.running:
-            self.scheduler = Scheduler(self, max_batch=max_batch)
+            self.scheduler = Scheduler(self, max_batch=max_batch, start_thread=start_thread)
         return self.scheduler
 
     def choose(self, state: ConversationState, user_text: str, *, generation: GenerationConfig | None = None,

@@ -185,6 +185,22 @@ def test_cpu_default_is_bf16_eval(tiny_checkpoint, tmp_path, caplog):
     assert model.dtype == torch.float32
 
 
+def test_int8_quantizes_every_linear_layer_on_cpu_only(tiny_checkpoint):
+    cfg = ModelConfig(base_model=str(tiny_checkpoint), device="cpu", precision="int8")
+    model, tok = load_base(cfg)
+    quantized = [m for m in model.modules() if type(m).__module__.startswith("torch.ao.nn.quantized")]
+    plain = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    assert quantized and not plain and not model.training
+    ids = torch.tensor([tok("hello there")["input_ids"]])
+    reference, _ = load_base(ModelConfig(base_model=str(tiny_checkpoint), device="cpu", precision="fp32"))
+    with torch.no_grad():  # close to fp32, not equal (int8 weights and activations)
+        a, b = model(ids).logits, reference(ids).logits
+    assert torch.isfinite(a).all() and not torch.equal(a, b)
+    assert torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > 0.9
+    with pytest.raises(ValueError, match="CPU only"):
+        model_mod._load_int8(str(tiny_checkpoint), "cuda")
+
+
 def test_4bit_failure_falls_back_with_one_warning(tiny_checkpoint, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("bitsandbytes exploded\nsecond line")

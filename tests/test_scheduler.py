@@ -60,14 +60,16 @@ def run_all(rec, configs, concurrent: bool):
     return out
 
 
+@pytest.mark.parametrize("start_thread", [True, False], ids=["start-thread", "one-thread"])
 @pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "seeded-sampling"])
-def test_concurrent_conversations_get_what_they_get_alone(world, model, sampled):  # noqa: F811
+def test_concurrent_conversations_get_what_they_get_alone(world, model, sampled, start_thread):  # noqa: F811
     configs = [GenerationConfig(max_reply_tokens=32, temperature=1.0 if sampled else 0.0, seed=i * 7 if sampled else 0,
                                 music_temperature=1.0 if sampled else None)
                for i in range(len(SCRIPTS))]
     alone = run_all(engine(world, model), configs, concurrent=False)
     rec = engine(world, model)
-    scheduler = rec.serve(max_batch=4)  # fewer rows than listeners: turns also wait for a free row
+    scheduler = rec.serve(max_batch=4, start_thread=start_thread)  # fewer rows than listeners: turns wait for one
+    assert scheduler.start_thread == start_thread
     try:
         together = run_all(rec, configs, concurrent=True)
     finally:

@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--catalog", type=Path, default=Path("catalog/demo"), help="bundle directory (with model/)")
     p.add_argument("--requests", type=Path, default=None, help=f"requests file (default: <catalog>/{REQUESTS_FILE})")
     p.add_argument("--samples", type=int, default=5, help="played tracks sampled per request (seeds 0..N-1)")
-    p.add_argument("--precision", default="bf16", help="model precision on CPU (bf16 or fp32)")
+    p.add_argument("--precision", default="bf16", help="model precision on CPU (bf16, fp32 or int8)")
     p.add_argument("--out", type=Path, default=Path("reports"), help="where fit_check.{json,md} go")
     p.add_argument("--name", default="", help="report name suffix: fit_check[_<name>].*")
     p.add_argument("--tune-priors", type=float, nargs="+", default=None, metavar="BETA",

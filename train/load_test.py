@@ -294,9 +294,9 @@ def markdown(r: dict) -> str:
         f"| app peak resident memory | {r.get('app_peak_hwm_mb') or r['app_peak_rss_mb']} MB |",
         f"| app start → page / first answer (model load, warm-up) | {r['app_page_seconds']} s / "
         f"{r['warmup_turn']['total']} s turn |", "",
-        "Times are seen by the clients, queueing included. One scheduler thread owns the model: each turn's start "
-        "(prompt, track, grounding) runs alone between two batched reply steps, replies of all turns advance one token "
-        "per step together (`talkplay/scheduler.py`).",
+        "Times are seen by the clients, queueing included. The scheduler (`talkplay/scheduler.py`) runs turn starts "
+        "(prompt, track, grounding; batch 1) on a start thread and the replies of all turns on a batch thread, one "
+        "token per row per step; when turns queue up, the batch thread also runs a start between two steps.",
         *(["", "Errors seen: " + "; ".join(r["error_samples"])] if r["error_samples"] else []), ""])
 
 
