@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from talkplay.catalog import Catalog, Track
+from talkplay.debsource import deb_package
 from talkplay.licenses import license_info
 from talkplay.previews import read_sources
 
@@ -106,7 +107,7 @@ def _games(root: Path) -> dict[str, str]:
 
 
 def _source_label(t: Track, games: dict[str, str]) -> str:
-    if t.source.startswith("deb://"):
-        package = t.source[len("deb://"):].split("/", 1)[0]
+    package = deb_package(t.source)
+    if package:
         return games.get(package, package)
     return t.album or "Other"

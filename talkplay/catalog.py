@@ -22,10 +22,11 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -76,11 +77,6 @@ class Track:
     source_sha256: str | None = None  # checksum of the source audio file, to verify re-fetches
     preview_start_s: float | None = None  # where the preview section starts in the source audio
     preview_duration_s: float | None = None  # length of the preview section
-
-    @property
-    def display_name(self) -> str:
-        """'Title — Artist', the way the UI and replies name a track."""
-        return f"{self.title} — {self.artist}" if self.artist else self.title
 
 
 # Column name → (arrow type, required, nullable). Required columns must exist in the file; nullable
@@ -256,6 +252,33 @@ def atomic_write(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_dir(path: Path, write: Callable[[Path], None],
+                     keep_existing: Callable[[Path], bool] | None = None) -> Path:
+    """Call ``write(tmp_dir)`` on a temporary sibling folder, then swap it in for ``path``: readers see the old
+    folder or the new one, never a half-written one, and an interrupted write leaves the old one.
+
+    Args:
+        keep_existing: when given and true for the folder found at ``path`` once ``write`` is done (another
+            process finished the same work first), that folder is kept and ours discarded.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    old = path.with_name(f".{path.name}.old")
+    try:
+        write(tmp)
+        if path.exists() and keep_existing is not None and keep_existing(path):
+            return path
+        shutil.rmtree(old, ignore_errors=True)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return path
 
 
 def validate_tracks(tracks: list[Track], path: str | os.PathLike) -> None:

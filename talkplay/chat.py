@@ -23,7 +23,7 @@ def describe(event: TrackChosen) -> str:
 
 def run_chat(recommender, lines: IO[str] = sys.stdin, out: IO[str] = sys.stdout, prompt: str = "you> ") -> ConversationState:
     """Read requests from ``lines`` until EOF or /quit; returns the final conversation state."""
-    from talkplay.constraints import NoAllowedTrack
+    from talkplay.trie import NoAllowedTrack
 
     state, last_request = ConversationState(), None
     print(f"TalkPlay — {len(recommender.catalog)} tracks in {recommender.catalog.name}. {HELP}", file=out)

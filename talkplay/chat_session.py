@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from talkplay.browse import CatalogBrowser, escape
-from talkplay.constraints import NoAllowedTrack
+from talkplay.trie import NoAllowedTrack
 from talkplay.conversation import ConversationState, Done, TextDelta, TrackChosen
 from talkplay.feedback import FeedbackRecord, FeedbackStore
 from talkplay.limits import RateLimiter, clean_text

@@ -34,11 +34,11 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
+
+from talkplay.catalog import atomic_write_dir
 
 log = logging.getLogger(__name__)
 
@@ -218,24 +218,15 @@ def export_checkpoint(model: Any, tokenizer: Any, store: Any, out: str | os.Path
                           tokens=tokens, store_variant=store.variant, store_fingerprint=store_fingerprint(store),
                           lora_scale=scale, lora_rank=rank, tied=tied, training=dict(training or {}),
                           base_signature=base_signature(lm, base_vocab_size))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         save_file(factors, str(tmp / ADAPTER_FILE), metadata={"format": FORMAT})
         save_file(rows, str(tmp / ROWS_FILE), metadata={"format": FORMAT})
         if card is not None:
             (tmp / CARD_FILE).write_text(card)
         (tmp / MANIFEST_FILE).write_text(json.dumps(info.to_json(), indent=1, ensure_ascii=False) + "\n")
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+
+    return atomic_write_dir(Path(out), write)
 
 
 # ---------------------------------------------------------------------------------------------- load
@@ -379,6 +370,3 @@ def load_checkpoint(path: str | os.PathLike, config: Any = None, store: Any = No
     model, tokenizer = load_base(dataclasses.replace(config, base_model=str(merged)))
     return model, tokenizer, info
 
-
-def added_token_ids(info: CheckpointInfo) -> Sequence[int]:
-    return range(info.base_vocab_size, info.base_vocab_size + len(info.tokens))

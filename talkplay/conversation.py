@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from talkplay.constraints import ExcludeTracks
+from talkplay.trie import ExcludeTracks
 
 MatchKind = Literal["constrained", "exact", "partial", "fallback"]
 

@@ -75,6 +75,11 @@ class DebSource:
         return f"{base}!/{self.member}" if self.member else base
 
 
+def deb_package(source: str) -> str | None:
+    """The Debian package of a ``deb://`` source; None for any other source (SourceError if it is malformed)."""
+    return DebSource.parse(source).package if source.startswith("deb://") else None
+
+
 def _apt_download(pkg: DebPackage, dest_dir: Path) -> Path | None:
     """Try ``apt-get download name=version``; None when apt is absent or does not know the version."""
     if shutil.which("apt-get") is None:

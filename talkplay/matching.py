@@ -45,8 +45,8 @@ def _evidence(store: TokenStore, weights: Mapping[str, float]) -> list[tuple[str
     return out
 
 
-def _level_matches(block: np.ndarray, query: np.ndarray, positions: list[int], reserved: int,
-                   hierarchical: bool) -> np.ndarray:
+def level_matches(block: np.ndarray, query: np.ndarray, positions: list[int], reserved: int,
+                  hierarchical: bool) -> np.ndarray:
     """Per row, which levels of one modality count as shared: equal codes that are not a reserved
     "no data" code (two tracks without lyrics share nothing), coarse-to-fine when hierarchical."""
     eq = (block[:, positions] == query[positions]) & (query[positions] >= reserved)
@@ -85,7 +85,7 @@ def match(store: TokenStore, codes: Sequence[int], weights: Mapping[str, float] 
     score = np.zeros(len(cands), dtype=np.float64)
     levels_matched = []
     for _, positions, w, reserved in evidence:
-        n_levels = _level_matches(block, query, positions, reserved, hierarchical).sum(axis=1)
+        n_levels = level_matches(block, query, positions, reserved, hierarchical).sum(axis=1)
         levels_matched.append(n_levels)
         score += w * n_levels / len(positions)
     best = int(np.argmax(score))  # first maximum = lowest row (cands are ascending)
@@ -107,5 +107,5 @@ def match_scores(store: TokenStore, codes: Sequence[int], weights: Mapping[str, 
         raise ValueError(f"expected {len(store.vocab)} codes, got {len(query)}")
     score = np.zeros(len(store), dtype=np.float64)
     for _, positions, w, reserved in _evidence(store, weights):
-        score += w * _level_matches(store.codes, query, positions, reserved, hierarchical).sum(axis=1) / len(positions)
+        score += w * level_matches(store.codes, query, positions, reserved, hierarchical).sum(axis=1) / len(positions)
     return score

@@ -162,23 +162,15 @@ def publish_model_dir(model: Any, tokenizer: Any, out_dir: str | Path, marker_na
     Written into a temporary sibling and renamed into place, so an interrupted run never leaves a
     half-written directory that looks complete; if another process finished first, its complete copy wins.
     """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    from talkplay.catalog import atomic_write_dir
+
+    def write(tmp: Path) -> None:
         tokenizer.save_pretrained(tmp)
         model.save_pretrained(tmp, safe_serialization=True)
         (tmp / marker_name).write_text(json.dumps(marker, indent=1))
-        if out_dir.exists():  # an incomplete earlier attempt (no marker): replace it
-            shutil.rmtree(out_dir)
-        try:
-            os.replace(tmp, out_dir)
-        except OSError:
-            if not (out_dir / marker_name).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+
+    # an incomplete earlier attempt (no marker) is replaced; a complete copy another process made first is kept
+    return atomic_write_dir(Path(out_dir), write, keep_existing=lambda found: (found / marker_name).is_file())
 
 
 def resolve_base(config: ModelConfig) -> str:

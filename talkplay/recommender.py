@@ -38,16 +38,8 @@ import numpy as np
 import torch
 
 from talkplay.catalog import Catalog, load_catalog
-from talkplay.constraints import (
-    BanTokens,
-    CatalogTrie,
-    ExcludeTracks,
-    MusicSpanConstraint,
-    NoAllowedTrack,
-    SpanFormat,
-    TokenIdMap,
-    resolve,
-)
+from talkplay.constraints import BanTokens, MusicSpanConstraint, SpanFormat
+from talkplay.trie import CatalogTrie, ExcludeTracks, NoAllowedTrack, TokenIdMap, resolve
 from talkplay.conversation import ConversationState, Done, Event, TextDelta, TrackChosen, Turn
 from talkplay.kvcache import PrefixCache
 from talkplay.matching import PAPER_WEIGHTS, match

@@ -21,7 +21,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -270,7 +270,3 @@ def set_default_variant(bundle: str | os.PathLike, variant: str, why: str = "") 
 def load_default_store(bundle: str | os.PathLike, catalog: Catalog | None = None) -> TokenStore:
     return load_store(store_dir(bundle, default_variant(bundle)), catalog)
 
-
-def iter_stores(bundle: str | os.PathLike, catalog: Catalog | None = None) -> Iterable[TokenStore]:
-    for v in variants(bundle):
-        yield load_store(store_dir(bundle, v), catalog)

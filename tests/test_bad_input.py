@@ -22,7 +22,7 @@ from talkplay.chat_session import ChatController, ChatSession
 from talkplay.feedback import FeedbackStore
 from talkplay.token_store import default_variant
 from talkplay.limits import RateLimiter, clean_text
-from talkplay.constraints import TokenIdMap
+from talkplay.trie import TokenIdMap
 from tests.test_chat_session import XSS, app_world, assert_missing_preview_is_said, last  # noqa: F401
 from tests.test_sft import world  # noqa: F401  (fixture)
 

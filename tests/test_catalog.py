@@ -132,3 +132,25 @@ def test_search_and_preview_file(tmp_path):
 ])
 def test_normalize_license(text, spdx):
     assert normalize_license(text) == spdx
+
+
+def test_atomic_write_dir_swaps_whole_folders_and_survives_a_failed_write(tmp_path):
+    from talkplay.catalog import atomic_write_dir
+
+    out = tmp_path / "model"
+    atomic_write_dir(out, lambda d: (d / "a.txt").write_text("one"))
+    assert (out / "a.txt").read_text() == "one"
+
+    def broken(d):
+        (d / "a.txt").write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_dir(out, broken)
+    assert (out / "a.txt").read_text() == "one"  # the old folder, untouched
+    atomic_write_dir(out, lambda d: (d / "b.txt").write_text("two"))
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
+    # another process's complete copy is kept when the caller says so
+    atomic_write_dir(out, lambda d: (d / "c.txt").write_text("three"), keep_existing=lambda found: True)
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary or old folder left behind

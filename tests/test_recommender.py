@@ -5,7 +5,8 @@ ranking equal to brute-force summed log-probs, injection strings kept as text.""
 import pytest
 import torch
 
-from talkplay.constraints import BanTokens, NoAllowedTrack, TokenIdMap
+from talkplay.constraints import BanTokens
+from talkplay.trie import NoAllowedTrack, TokenIdMap
 from talkplay.conversation import ConversationState, Done, TextDelta, TrackChosen
 from talkplay.recommender import GenerationConfig, Recommender, ReplyRow
 from talkplay.render import RenderConfig, grounding_ids, render_prompt, reply_opening_ids

@@ -37,6 +37,11 @@ def test_hierarchical_matching_counts_prefix_levels():
     store = TokenStore(vocab, ["a", "b", "c", "d"], codes)
     assert modality_scores(store, "audio", 0).tolist() == [3, 2, 1, 0]  # c matches level 3 but not 2: counts 1
     assert modality_scores(store, "playlist", 0).tolist() == [1, 1, 0, 1]
+    # a reserved "no data" code shared by two tracks is no evidence (the engine's rule, talkplay.matching)
+    vocab = MusicVocab([ModalitySpec("lyrics", 2, 4, reserved=1)])
+    store = TokenStore(vocab, ["a", "b", "c"], np.array([[0, 0], [0, 0], [2, 3]]))
+    assert modality_scores(store, "lyrics", 0).tolist() == [0, 0, 0]
+    assert modality_scores(store, "lyrics", 2).tolist() == [0, 0, 2]
 
 
 def test_seeds_from_playlists():

@@ -31,7 +31,6 @@ import gc
 import json
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -211,7 +210,7 @@ def _traced(fn):
 
 
 def bench_store(sizes: tuple[int, ...], queries: int = 100) -> dict:
-    from talkplay.constraints import CatalogTrie, ExcludeTracks
+    from talkplay.trie import CatalogTrie, ExcludeTracks
     from talkplay.matching import match, match_scores
 
     rows = []

@@ -38,7 +38,6 @@ import json
 import math
 import os
 import random
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -47,6 +46,7 @@ from typing import Any
 
 import torch
 
+from talkplay.catalog import atomic_write_dir
 from train.dataset import CONVERSATION, PLAYLIST, REQUEST, TASKS, MixedStream, collate, length_chunks, supervised_count
 from train.losses import causal_lm, self_similarity_loss, self_similarity_targets, token_losses
 
@@ -195,15 +195,7 @@ def load_trainable(model: Any, path: Path) -> None:
 
 def _write_dir(final: Path, write) -> None:
     """Write a checkpoint directory via a temporary sibling and rename (never a half-written one)."""
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    old = final.with_name(final.name + ".old")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    atomic_write_dir(final, write)
 
 
 def save_last(model, optimizer, scheduler, step: int, best: dict, config: TrainConfig,

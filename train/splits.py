@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -35,6 +34,7 @@ from typing import Protocol
 import numpy as np
 
 from talkplay.catalog import CatalogError, Track, atomic_write, load_catalog
+from talkplay.debsource import deb_package
 
 SPLITS = ("train", "valid", "test")
 SPLITS_FILE = "splits.json"
@@ -78,14 +78,11 @@ class PlaylistLike(Protocol):
     track_ids: tuple[str, ...]
 
 
-_DEB = re.compile(r"^deb://([^/]+)/")
-
-
 def source_group(track: Track) -> str:
     """The stratum a track belongs to: its Debian package, else its album, else its artist."""
-    m = _DEB.match(track.source)
-    if m:
-        return m.group(1)
+    package = deb_package(track.source)
+    if package:
+        return package
     if track.album.strip():
         return "album:" + track.album.strip().lower()
     return "artist:" + track.artist.strip().lower()

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from talkplay.catalog import load_catalog
+from talkplay.matching import level_matches
 from talkplay.token_store import TokenStore, load_store, set_default_variant, store_dir, variants
 
 KS = (5, 10, 20)
@@ -58,10 +59,11 @@ def expected_hit(scores: np.ndarray, relevant: np.ndarray, k: int) -> float:
 
 
 def modality_scores(store: TokenStore, modality: str, seed_row: int) -> np.ndarray:
-    """Match score of every track against the seed for one modality (hierarchical for residual codes)."""
+    """Match score of every track against the seed for one modality: the levels they share, coarse to fine, by
+    the engine's own rule (:func:`talkplay.matching.level_matches`: a reserved "no data" code is no evidence)."""
     cols = store.vocab.positions_of(modality)
-    equal = store.codes[:, cols] == store.codes[seed_row, cols]
-    return np.cumprod(equal, axis=1).sum(axis=1).astype(np.float64)
+    shared = level_matches(store.codes, store.codes[seed_row], cols, store.vocab.spec(modality).reserved, True)
+    return shared.sum(axis=1).astype(np.float64)
 
 
 def expected_reciprocal_rank(scores: np.ndarray, relevant: np.ndarray) -> float:
