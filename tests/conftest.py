@@ -1,4 +1,4 @@
-"""Shared pytest configuration: the test markers.
+"""Shared pytest configuration: the test markers, and the runtime tests' ``world`` (tests/worlds.py).
 
 - ``slow``: needs real model weights or minutes of CPU beyond what CI affords; skipped unless TALKPLAY_SLOW_TESTS=1.
 - ``integration``: starts the real app in a fresh environment (minutes); runs in CI (``bash setup.sh test``), and
@@ -8,6 +8,8 @@
 import os
 
 import pytest
+
+from tests.worlds import build_runtime_world
 
 
 def pytest_configure(config):
@@ -22,3 +24,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Tokenizer, tiny catalog and token store, built without the training package (tests/worlds.py)."""
+    return build_runtime_world(tmp_path_factory.mktemp("world"))

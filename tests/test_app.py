@@ -15,7 +15,7 @@ import app  # noqa: E402
 from talkplay.browse import CatalogBrowser  # noqa: E402
 from talkplay.feedback import FeedbackStore  # noqa: E402
 from tests.test_chat_session import app_world  # noqa: E402,F401  (fixture)
-from tests.test_sft import world  # noqa: E402,F401  (fixture)
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

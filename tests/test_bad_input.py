@@ -24,7 +24,7 @@ from talkplay.token_store import default_variant
 from talkplay.limits import RateLimiter, clean_text
 from talkplay.trie import TokenIdMap
 from tests.test_chat_session import XSS, app_world, assert_missing_preview_is_said, last  # noqa: F401
-from tests.test_sft import world  # noqa: F401  (fixture)
+
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "catalog" / "demo"
@@ -247,6 +247,5 @@ def test_app_refuses_to_start_on_a_damaged_bundle(demo_copy, tmp_path, name):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "TalkPlay cannot start" in proc.stderr and str(demo_copy / name) in proc.stderr
     assert "Traceback" not in proc.stderr
-
 
 

@@ -11,7 +11,7 @@ from talkplay.chat_session import SKIP_REQUEST, ChatController, ChatSession
 from talkplay.feedback import FeedbackStore
 from talkplay.recommender import GenerationConfig, Recommender
 from talkplay.render import RenderConfig
-from tests.test_sft import N_TRACKS, make_model, world  # noqa: F401  (fixture)
+from tests.worlds import N_TRACKS, make_model
 
 
 XSS = '<img src=x onerror="window.__pwned=1">'

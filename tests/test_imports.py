@@ -1,6 +1,7 @@
 """Import hygiene: the records are torch-free, and the runtime package never imports the training package."""
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +17,38 @@ def test_records_import_without_torch():
     assert out.stdout.strip() == "[]"
 
 
-def test_talkplay_never_imports_train():
-    for path in sorted((REPO / "talkplay").rglob("*.py")):
+def test_talkplay_and_the_app_never_import_train():
+    for path in [*sorted((REPO / "talkplay").rglob("*.py")), REPO / "app.py"]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not [n for n in names if n == "train" or n.startswith("train.")], path
+
+
+# The runtime's tests: they must run where only talkplay/ is installed (a Space, a laptop serving a bundle).
+RUNTIME_TESTS = ("test_app", "test_bad_input", "test_browse", "test_catalog", "test_chat", "test_chat_session",
+                 "test_constraints", "test_faithful", "test_feedback", "test_imports", "test_main", "test_model",
+                 "test_previews", "test_recommender", "test_refine", "test_scheduler", "test_space", "test_textmatch",
+                 "test_token_store", "test_tokens")
+
+_BLOCK_TRAIN = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "train" or name.startswith("train."):
+            raise ImportError(f"{name}: the training package is absent here")
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_runtime_tests_need_no_training_code():
+    for name in ("conftest", "worlds", "tiny_lm", *RUNTIME_TESTS):
+        tree = ast.parse((REPO / "tests" / f"{name}.py").read_text(encoding="utf-8"))
+        for node in ast.walk(tree):  # function-level imports too
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not [n for n in names if n == "train" or n.startswith("train.")], f"tests/{name}.py imports {names}"
+    imports = "".join(f"import tests.{name}\n" for name in RUNTIME_TESTS if name not in ("test_app", "test_imports"))
+    out = subprocess.run([sys.executable, "-c", _BLOCK_TRAIN + imports], cwd=REPO, capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "TALKPLAY_NO_AUTOLOAD": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -10,7 +10,7 @@ from talkplay.trie import NoAllowedTrack, TokenIdMap
 from talkplay.conversation import ConversationState, Done, TextDelta, TrackChosen
 from talkplay.recommender import GenerationConfig, Recommender, ReplyRow
 from talkplay.render import RenderConfig, grounding_ids, render_prompt, reply_opening_ids
-from tests.test_sft import make_model, world  # noqa: F401  (fixture)
+from tests.worlds import make_model
 
 GEN = GenerationConfig(max_reply_tokens=8, seed=0)
 

@@ -7,7 +7,7 @@ from talkplay.conversation import ConversationState, Turn
 from talkplay.recommender import GenerationConfig, Recommender
 from talkplay.refine import Attributes, directions, moves
 from talkplay.render import RenderConfig
-from tests.test_sft import make_model, world  # noqa: F401  (fixture)
+from tests.worlds import make_model
 
 
 @pytest.mark.parametrize("text, expected", [

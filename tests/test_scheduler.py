@@ -12,7 +12,7 @@ from talkplay.conversation import ConversationState, Done, TrackChosen
 from talkplay.kvcache import PrefixCache, SlotCache
 from talkplay.recommender import GenerationConfig, Recommender
 from talkplay.render import RenderConfig
-from tests.test_sft import make_model, world  # noqa: F401  (fixture)
+from tests.worlds import make_model
 
 SCRIPTS = [  # (request, reject the track afterwards?)
     [("calm piano for a rainy night", False), ("something faster", True), ("more like the first one", False)],

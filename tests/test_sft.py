@@ -11,12 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from talkplay.catalog import Track, save_catalog
-from talkplay.expansion import expand_model, expand_tokenizer, music_token_ids
+from talkplay.expansion import music_token_ids
 from talkplay.render import IGNORE_INDEX, RenderConfig
-from talkplay.token_store import TokenStore, load_store, save_store
-from talkplay.tokens import ModalitySpec, MusicVocab
-from tests import tiny_lm
+from tests.worlds import N_TRACKS, SENTENCES, VOCAB, build_runtime_world, make_model, make_tokenizer  # noqa: F401
 from train.conversation_schema import Conversation, Message
 from train.dataset import (
     CONVERSATION,
@@ -32,44 +29,16 @@ from train.losses import self_similarity_loss, self_similarity_targets, supervis
 from train.sequences import ContinuationExample
 from train.sft import LOG_COLUMNS, TrainConfig, make_optimizer, prepare_model, train
 
-SENTENCES = ["play me some calm jazz please", "I like piano music at night", "recommend a song with loud drums",
-             "something upbeat for running", "here is Song by Band", "Continue this playlist:"]
-# audio reserves code 0 ("no data"): its centroids cover codes 1..5 only
-VOCAB = MusicVocab([ModalitySpec("playlist", 1, 4), ModalitySpec("audio", 2, 6, reserved=1)])
-N_TRACKS = 6
-
-
-def make_tokenizer():
-    return tiny_lm.make_tokenizer(SENTENCES)
-
-
-def make_model(tokenizer, n_old):
-    """A tiny tied Llama expanded to the tokenizer's music tokens (deterministic)."""
-    model = tiny_lm.make_llama(n_old, hidden=32, tied=True, max_positions=512)
-    expand_model(model, n_old, music_token_ids(tokenizer, VOCAB), seed=0)
-    return model
-
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory):  # overrides conftest's runtime world: training tests also need the datasets
     return build_world(tmp_path_factory.mktemp("sft"))
 
 
 def build_world(root):
-    """Tokenizer, 6-track catalog + token store and rendered datasets under ``root`` (deterministic)."""
-    tokenizer = make_tokenizer()
-    n_old = len(tokenizer)
-    expand_tokenizer(tokenizer, VOCAB.special_tokens())
-    tracks = [Track(f"t{i}", f"Song {i}", f"Band {i}", "CC0-1.0", "credit", f"https://example.org/{i}.ogg")
-              for i in range(N_TRACKS)]
-    catalog = save_catalog(root / "cat", tracks)
-    codes = np.array([[i % 4, i % 6, (i + 2) % 6] for i in range(N_TRACKS)])
-    rng = np.random.default_rng(0)
-    centroids = {"playlist": rng.normal(size=(4, 5)).astype(np.float32),
-                 "audio1": rng.normal(size=(5, 3)).astype(np.float32),
-                 "audio2": rng.normal(size=(5, 3)).astype(np.float32)}
-    save_store(TokenStore(VOCAB, [t.track_id for t in tracks], codes), root / "store", centroids=centroids)
-    store = load_store(root / "store")
+    """The runtime world (tests/worlds.py) plus rendered training datasets under ``root`` (deterministic)."""
+    world = build_runtime_world(root)
+    tokenizer, store, catalog = world["tokenizer"], world["store"], world["catalog"]
     render = RenderConfig(max_tokens=256)
     convs = []
     for c in range(4):
@@ -81,14 +50,13 @@ def build_world(root):
         convs.append(Conversation(f"c{c}", tuple(msgs), "train"))
     seqs = [ContinuationExample(f"p{i}", "train", (f"t{i}", f"t{(i + 1) % 6}"), (f"t{(i + 2) % 6}", f"t{(i + 3) % 6}"),
                                 True) for i in range(4)]
-    datasets = {
+    world["datasets"] = {
         "train": {CONVERSATION: conversation_examples(tokenizer, convs, store, catalog, render),
                   PLAYLIST: continuation_examples(tokenizer, seqs, store, render)},
         "valid": {CONVERSATION: conversation_examples(tokenizer, convs[:2], store, catalog, render),
                   PLAYLIST: continuation_examples(tokenizer, seqs[:2], store, render)},
     }
-    return {"tokenizer": tokenizer, "n_old": n_old, "store": store, "catalog": catalog, "datasets": datasets,
-            "centroids": centroids}
+    return world
 
 
 def fixed_batch(world):

@@ -20,7 +20,6 @@ database on the persistent storage. Minutes of CPU: marked ``integration``; ``se
 from __future__ import annotations
 
 import http.server
-import os
 import shutil
 import socket
 import sqlite3

@@ -9,7 +9,7 @@ from talkplay.conversation import ConversationState
 from talkplay.recommender import GenerationConfig, Recommender
 from talkplay.render import RenderConfig
 from talkplay.textmatch import TextMatch, positive_text, tokenize
-from tests.test_sft import make_model, world  # noqa: F401  (fixture)
+from tests.worlds import make_model
 
 
 @pytest.mark.parametrize("text, kept", [
