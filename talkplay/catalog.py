@@ -11,6 +11,8 @@ A bundle is a directory::
       CREDITS.md          human-readable credits and licenses
       previews/           optional audio previews (the demo's are cut locally, never committed)
 
+``playlists.parquet`` and ``splits.json`` are read and written by :mod:`talkplay.bundle` only.
+
 Loading checks every row and raises ``CatalogError`` naming the file, the row (counted from 1, the
 first data row, as in the importers' messages) and the field that is wrong; it never drops or repairs rows silently. Writing goes through a temporary file and an atomic
 rename so a crash cannot leave a half-written bundle behind.

@@ -20,7 +20,7 @@ from train import lexicon as lx
 from train.conversation_schema import ConversationError, validate_conversation
 from train.conversations import ConversationConfig, generate_conversations
 from train.noise import add_noise
-from train.playlists import Playlist
+from talkplay.bundle import Playlist
 
 # package → (style/instrument tags, album, artist, base year or None, mean bpm, mean energy, mean brightness,
 # mean percussiveness); measured tags are derived from the numbers as train.tagging does.
@@ -333,7 +333,7 @@ _HASH_SEED_SCRIPT = """
 import hashlib, json, sys
 from talkplay.catalog import load_catalog
 from train.conversations import ConversationConfig, generate_conversations
-from train.playlists import Playlist
+from talkplay.bundle import Playlist
 data = json.load(open(sys.argv[1]))
 playlists = [Playlist(**p) for p in data["playlists"]]
 convs = generate_conversations(load_catalog(data["root"]), playlists, data["features"], set(data["cold"]),

@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_records_import_without_torch():
-    code = ("import sys, talkplay.catalog, talkplay.conversation, talkplay.trie, talkplay.token_store, talkplay.tokens;"
+    code = ("import sys, talkplay.catalog, talkplay.conversation, talkplay.trie, talkplay.token_store, talkplay.tokens, talkplay.bundle;"
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -52,3 +52,44 @@ def test_runtime_tests_need_no_training_code():
     out = subprocess.run([sys.executable, "-c", _BLOCK_TRAIN + imports], cwd=REPO, capture_output=True, text=True,
                          timeout=300, env={**os.environ, "TALKPLAY_NO_AUTOLOAD": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module → the project modules it imports, at any level (function-level imports too)."""
+    modules = {}
+    for package in ("talkplay", "train"):
+        for path in (REPO / package).rglob("*.py"):
+            name = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+            modules[name] = path
+    graph = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            deps.update(f for f in found if f in modules and f != name)
+        graph[name] = deps
+    return graph
+
+
+def test_no_import_cycles():
+    graph, state, cycles = _import_graph(), {}, []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for dep in sorted(graph[node]):
+            if state.get(dep) == "open":
+                cycles.append(path[path.index(dep):] + [dep])
+            elif dep not in state:
+                visit(dep, path + [dep])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, cycles
+    assert "train.playlists" in graph and "talkplay.recommender" in graph  # the walk saw both packages

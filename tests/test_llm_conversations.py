@@ -30,7 +30,7 @@ from train.llm_conversations import (
     main,
     parse_and_repair,
 )
-from train.playlists import Playlist, write_playlists
+from talkplay.bundle import Playlist, write_playlists
 
 KEY = "sk-test-sekrit-123"
 

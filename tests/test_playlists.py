@@ -13,16 +13,8 @@ import pytest
 
 from talkplay.catalog import CatalogError, Track, load_catalog, save_catalog
 from train.import_catalog import import_playlists
-from train.playlists import (
-    Playlist,
-    SimConfig,
-    build_track_space,
-    main,
-    read_playlists,
-    sim_origin,
-    synthesize_bundle,
-    write_playlists,
-)
+from talkplay.bundle import Playlist, read_playlists, write_playlists
+from train.playlists import SimConfig, build_track_space, main, sim_origin, synthesize_bundle
 from train.splits import SplitConfig, choose_cold_tracks, split_bundle
 
 PACKAGES = {  # package → (style tags, typical energy, typical brightness, tempo)

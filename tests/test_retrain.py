@@ -49,7 +49,7 @@ def test_retrain_end_to_end_with_resume(base, tmp_path, monkeypatch):
     from talkplay.preflight import check_bundle
     from talkplay.recommender import GenerationConfig, Recommender
     from talkplay.token_store import default_variant, load_default_store
-    from train.playlists import read_playlists
+    from talkplay.bundle import read_playlists
 
     monkeypatch.setenv("TALKPLAY_CACHE", str(tmp_path / "talkplay-cache"))  # the merged model is cached there
     bundle, run = tmp_path / "catalogs" / "mine", tmp_path / "run"

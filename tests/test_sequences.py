@@ -1,6 +1,6 @@
 """Playlist-continuation examples: prefix/continuation bounds, split inheritance, determinism."""
 
-from train.playlists import Playlist
+from talkplay.bundle import Playlist
 from train.sequences import SequenceConfig, make_examples, read_examples, write_examples
 
 

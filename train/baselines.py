@@ -40,7 +40,7 @@ from typing import Protocol
 
 import numpy as np
 
-from talkplay.catalog import Catalog, Track
+from talkplay.catalog import Catalog
 from talkplay.textmatch import STOPWORDS, BM25Index, bm25_document, dense_document, tokenize  # noqa: F401 (one definition, shared with the engine)
 from train.conversation_schema import Conversation, Message
 

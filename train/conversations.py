@@ -38,7 +38,7 @@ from talkplay.refine import TEMPO_RANK, moves, tag_rank  # one definition of "sl
 from train import lexicon as lx
 from train.conversation_schema import MAX_TURNS, MIN_TURNS, Conversation, ConversationError, Message
 from train.noise import add_noise
-from train.playlists import Playlist
+from talkplay.bundle import Playlist
 from train.tagging import KEY_CAPTION_MIN_STRENGTH, MIN_TEMPO_CONFIDENCE
 
 GENERATOR = "offline-templates v1"  # bump when the output for a seed changes

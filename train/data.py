@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from talkplay.bundle import SPLITS, read_splits_json
 from talkplay.catalog import FEATURES_FILE, atomic_write, load_catalog
 from talkplay.debsource import sha256_file
 from train.conversation_schema import (
@@ -36,7 +37,6 @@ from train.conversation_schema import (
 )
 from train.sequences import SequenceConfig, make_examples, write_examples
 
-SPLITS = ("train", "valid", "test")
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = "data"
 
@@ -51,7 +51,7 @@ def sequences_path(bundle: Path, split: str) -> Path:
 
 def ensure_playlists(bundle: Path, seed: int, log=print):
     """The bundle's playlists with splits, synthesizing or splitting them when needed."""
-    from train.playlists import read_playlists
+    from talkplay.bundle import read_playlists
 
     if not (bundle / "playlists.parquet").exists():
         from train.playlists import SimConfig, synthesize_bundle
@@ -78,7 +78,7 @@ def build_data(bundle: str | Path, seed: int = 0, report_dir: Path | None = REPO
     playlists = ensure_playlists(bundle, seed, log)
     features = {r["track_id"]: r for r in pq.read_table(bundle / FEATURES_FILE).to_pylist()} \
         if (bundle / FEATURES_FILE).exists() else {}
-    splits_meta = json.loads((bundle / "splits.json").read_text()) if (bundle / "splits.json").exists() else {}
+    splits_meta = read_splits_json(bundle)
     cold = set(splits_meta.get("cold_start_track_ids", []))
     config = ConversationConfig(seed=seed)
     conversations = generate_conversations(catalog, playlists, features, cold, config)

@@ -215,7 +215,7 @@ def evaluate_systems(bundle: str | Path, systems: Mapping[str, Ranker] | Sequenc
         turns = turns[shard[0]::shard[1]]
     build_seconds = {}
     if not isinstance(systems, Mapping):
-        from train.playlists import read_playlists
+        from talkplay.bundle import read_playlists
 
         t0 = time.perf_counter()
         train_playlists = [p.track_ids for p in read_playlists(bundle) if p.split == "train"]
@@ -330,7 +330,7 @@ def build_systems(bundle: Path, names: Sequence[str], seed: int, cache_dir, prec
     """Rankers by name: baselines from the TRAIN split, model systems from the bundle's checkpoint (CPU)."""
     from train.conversation_schema import read_conversations
     from train.data import conversations_path
-    from train.playlists import read_playlists
+    from talkplay.bundle import read_playlists
 
     bundle = Path(bundle)
     base_names = [n for n in names if n in BASELINES]

@@ -39,7 +39,7 @@ from train.conversation_schema import (
 )
 from train.llm_client import LLMConfig, LLMError, ResponseCache, _api_key, call_chat, prompt_hash  # noqa: F401
 from train.llm_repair import RepairError, _norm, factual_reply, is_rejection, parse_and_repair  # noqa: F401
-from train.playlists import Playlist, read_playlists
+from talkplay.bundle import Playlist, read_playlists
 
 # ---------------------------------------------------------------- the prompt
 

@@ -25,7 +25,7 @@ from train.conversation_schema import (
     Message,
     validate_conversation,
 )
-from train.playlists import Playlist
+from talkplay.bundle import Playlist
 
 class RepairError(ConversationError):
     """A completion cannot be repaired into a valid conversation; ``reason`` is a short category."""

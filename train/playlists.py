@@ -1,4 +1,4 @@
-"""Playlists: the ``playlists.parquet`` file format, and a listener simulation that synthesizes them.
+"""Synthetic playlists: a listener simulation that writes a bundle's ``playlists.parquet`` (format: talkplay.bundle).
 
     python -m train.playlists --catalog catalog/demo                 # ~5,000 playlists, split, stats
     python -m train.playlists --catalog catalog/demo --n-playlists 8000 --seed 1 --cold-fraction 0.05
@@ -22,7 +22,7 @@ model of listeners (every row says so: ``synthetic=True``, ``origin="synthetic:l
 * **Cold start**: the cold-start tracks of ``train.splits`` are simulated as late releases: only
   playlists of the late period (the test share) may use them, with a new-release boost.
 
-``read_playlists`` reads both this module's files and the importer's real ones (no ``split``
+:func:`talkplay.bundle.read_playlists` reads both this module's files and the importer's real ones (no ``split``
 column) and checks them, naming file, row and field.
 """
 
@@ -44,25 +44,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from talkplay.catalog import (
-    FEATURES_FILE,
-    PLAYLISTS_FILE,
-    Catalog,
-    CatalogError,
-    atomic_write,
-    load_catalog,
-    read_parquet,
-)
-from train.splits import (
-    SPLITS,
-    SplitConfig,
-    add_split_arguments,
-    assign_splits,
-    choose_cold_tracks,
-    source_group,
-    split_report,
-    write_splits_json,
-)
+from talkplay.bundle import SPLITS, Playlist, write_playlists, write_splits_json
+from talkplay.catalog import FEATURES_FILE, PLAYLISTS_FILE, Catalog, CatalogError, load_catalog
+from train.splits import SplitConfig, add_split_arguments, assign_splits, choose_cold_tracks, source_group, split_report
 
 SIM_NAME = "listener-sim v1"  # bump the version when the simulation's output changes for the same seed
 
@@ -70,132 +54,6 @@ SIM_NAME = "listener-sim v1"  # bump the version when the simulation's output ch
 def sim_origin(seed: int) -> str:
     """The ``origin`` value of every synthetic row."""
     return f"synthetic:{SIM_NAME} seed={seed}"
-
-
-# ---------------------------------------------------------------- file format
-
-# Column → (arrow type written, required when reading). The first six are the importer's schema.
-_COLUMNS: dict[str, tuple[pa.DataType, bool]] = {
-    "playlist_id": (pa.string(), True),
-    "name": (pa.string(), True),
-    "position": (pa.int32(), True),
-    "track_id": (pa.string(), True),
-    "synthetic": (pa.bool_(), True),
-    "origin": (pa.string(), False),
-    "split": (pa.string(), False),
-}
-
-
-@dataclass(frozen=True)
-class Playlist:
-    """One playlist of a bundle."""
-
-    playlist_id: str  # unique within the bundle
-    name: str  # display name, "" when unknown
-    track_ids: tuple[str, ...]  # tracks in play order
-    synthetic: bool  # True for simulated playlists, False for real ones
-    origin: str  # importer source file, or "synthetic:listener-sim v1 seed=S"
-    split: str | None = None  # "train" / "valid" / "test" once split, else None
-
-
-def _kind_ok(actual: pa.DataType, expected: pa.DataType) -> bool:
-    if pa.types.is_null(actual):
-        return True
-    if pa.types.is_string(expected):
-        return pa.types.is_string(actual) or pa.types.is_large_string(actual)
-    if pa.types.is_integer(expected):
-        return pa.types.is_integer(actual)
-    return actual == expected
-
-
-def read_playlists(bundle: str | Path, known_track_ids: Collection[str] | None = None) -> list[Playlist]:
-    """Read and check ``<bundle>/playlists.parquet`` (real or synthetic), grouped into playlists.
-
-    Rows of a playlist need not be contiguous; tracks are ordered by ``position``. Track ids are
-    checked against ``known_track_ids`` (default: the bundle's tracks.parquet).
-
-    Raises:
-        CatalogError: naming the file, row (1 = first data row) and field of the first problem.
-    """
-    path = Path(bundle) / PLAYLISTS_FILE
-    table = read_parquet(path)
-    names = table.schema.names
-    missing = [c for c, (_, required) in _COLUMNS.items() if required and c not in names]
-    if missing:
-        raise CatalogError(path, f"missing required column(s) {', '.join(missing)}; columns are {names}",
-                           field=missing[0])
-    for c, (expected, _) in _COLUMNS.items():
-        if c in names and not _kind_ok(table.schema.field(c).type, expected):
-            raise CatalogError(path, f"column has type {table.schema.field(c).type}, expected {expected}", field=c)
-    if known_track_ids is None:
-        known_track_ids = [t.track_id for t in load_catalog(bundle)]
-    known = set(known_track_ids)
-    cols = {c: (table.column(c).to_pylist() if c in names else [None] * table.num_rows) for c in _COLUMNS}
-    has_split = "split" in names and any(v is not None for v in cols["split"])
-
-    groups: dict[str, dict] = {}
-    for k in range(table.num_rows):
-        row = k + 1
-        pid, pos, tid = cols["playlist_id"][k], cols["position"][k], cols["track_id"][k]
-        for field, value in (("playlist_id", pid), ("position", pos), ("track_id", tid),
-                             ("synthetic", cols["synthetic"][k])):
-            if value is None or (isinstance(value, str) and not value.strip()):
-                raise CatalogError(path, "is empty but required", row=row, field=field)
-        if pos < 0:
-            raise CatalogError(path, f"{pos} must be ≥ 0", row=row, field="position")
-        if tid not in known:
-            raise CatalogError(path, f"unknown track id {tid!r} (not in the bundle's tracks)", row=row, field="track_id")
-        split = cols["split"][k]
-        if has_split and split not in SPLITS:
-            raise CatalogError(path, f"{split!r} is not one of {', '.join(SPLITS)}", row=row, field="split")
-        meta = {"name": cols["name"][k] or "", "synthetic": bool(cols["synthetic"][k]),
-                "origin": cols["origin"][k] or "", "split": split if has_split else None}
-        g = groups.get(pid)
-        if g is None:
-            groups[pid] = g = {"row": row, "meta": meta, "entries": {}}
-        for field, value in meta.items():
-            if value != g["meta"][field]:
-                raise CatalogError(path, f"{value!r} differs from {g['meta'][field]!r} in row {g['row']} of the same "
-                                   f"playlist {pid!r}", row=row, field=field)
-        if pos in g["entries"]:
-            raise CatalogError(path, f"duplicate position {pos} in playlist {pid!r} (first in row {g['entries'][pos][0]})",
-                               row=row, field="position")
-        g["entries"][pos] = (row, tid)
-    return [Playlist(playlist_id=pid, track_ids=tuple(g["entries"][p][1] for p in sorted(g["entries"])), **g["meta"])
-            for pid, g in groups.items()]
-
-
-def playlists_table(playlists: Sequence[Playlist]) -> pa.Table:
-    """One row per (playlist, position), in playlist order: the importer's columns plus ``split``."""
-    cols: dict[str, list] = {c: [] for c in _COLUMNS}
-    for p in playlists:
-        n = len(p.track_ids)
-        cols["playlist_id"] += [p.playlist_id] * n
-        cols["name"] += [p.name] * n
-        cols["position"] += list(range(n))
-        cols["track_id"] += list(p.track_ids)
-        cols["synthetic"] += [p.synthetic] * n
-        cols["origin"] += [p.origin] * n
-        cols["split"] += [p.split] * n
-    schema = pa.schema([(c, t) for c, (t, _) in _COLUMNS.items()])
-    return pa.Table.from_pydict(cols, schema=schema)
-
-
-def write_playlists(bundle: str | Path, playlists: Sequence[Playlist]) -> Path:
-    """Check then atomically write ``<bundle>/playlists.parquet`` (same input → same bytes)."""
-    path = Path(bundle) / PLAYLISTS_FILE
-    seen: set[str] = set()
-    for k, p in enumerate(playlists, 1):
-        if not p.playlist_id or p.playlist_id in seen:
-            raise CatalogError(path, f"playlist {k}: empty or duplicate playlist_id {p.playlist_id!r}", field="playlist_id")
-        if not p.track_ids:
-            raise CatalogError(path, f"playlist {p.playlist_id!r} has no tracks", field="track_id")
-        if p.split is not None and p.split not in SPLITS:
-            raise CatalogError(path, f"playlist {p.playlist_id!r}: split {p.split!r} is not one of {SPLITS}", field="split")
-        seen.add(p.playlist_id)
-    table = playlists_table(playlists)
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
-    return path
 
 
 # ---------------------------------------------------------------- configuration

@@ -38,7 +38,7 @@ def eval_block(r: dict, name: str) -> list[str]:
         cold = "—" if c["n"] == 0 else f"{c['mrr']:.3f}"
         lines.append(f"| {LABELS.get(s, s)} | {m['mrr']:.3f} | {m['hit@1']:.3f} | {m['hit@10']:.3f} | "
                      f"{m['hit@100']:.3f} | {m['ndcg@10']:.3f} | {cold} | {v['coverage']['top1_coverage']:.2f} |")
-    lines += ["", f"Audio-text baseline: not available (no offline audio-text model). "]
+    lines += ["", "Audio-text baseline: not available (no offline audio-text model). "]
     if r.get("paper_mode"):
         p = r["paper_mode"]
         lines[-1] += (f"Paper mode's freely generated spans: {p['exact']} exact, {p['partial']} partial, {p['none']} "

@@ -149,7 +149,8 @@ class Context:
 
 
 def _playlists(ctx: Context) -> str | None:
-    from train.playlists import SimConfig, read_playlists, synthesize_bundle
+    from talkplay.bundle import read_playlists
+    from train.playlists import SimConfig, synthesize_bundle
 
     path = ctx.bundle / PLAYLISTS_FILE
     inputs = ctx.digests("tracks.parquet", FEATURES_FILE, extra={"seed": ctx.options.seed})
@@ -171,8 +172,8 @@ def _playlists(ctx: Context) -> str | None:
 
 
 def _splits_done(ctx: Context) -> bool:
-    from train.playlists import read_playlists
-    from train.splits import SPLITS_FILE, read_cold_ids
+    from talkplay.bundle import read_playlists
+    from talkplay.bundle import SPLITS_FILE, read_cold_ids
 
     if not (ctx.bundle / SPLITS_FILE).exists():
         return False
@@ -185,7 +186,8 @@ def _splits_done(ctx: Context) -> bool:
 
 
 def _splits(ctx: Context) -> str:
-    from train.splits import SPLITS_FILE, SplitConfig, split_bundle
+    from talkplay.bundle import SPLITS_FILE
+    from train.splits import SplitConfig, split_bundle
 
     done = not _splits_done(ctx)
     if done:
@@ -371,7 +373,7 @@ def _evaluate(ctx: Context) -> str:
     from train.data import conversations_path
     from train.evaluate import evaluate_systems, write_report
     from train.model_eval import ModelRanker
-    from train.playlists import read_playlists
+    from talkplay.bundle import read_playlists
 
     if not read_conversations(conversations_path(ctx.bundle, "test")):
         ctx.log("  warning: no test conversations (the test split is empty): nothing to evaluate")

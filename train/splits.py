@@ -33,11 +33,10 @@ from typing import Protocol
 
 import numpy as np
 
-from talkplay.catalog import CatalogError, Track, atomic_write, load_catalog
+from talkplay.bundle import SPLITS, SPLITS_FILE, read_cold_ids, read_playlists, write_playlists, write_splits_json
+from talkplay.catalog import CatalogError, Track, load_catalog
 from talkplay.debsource import deb_package
 
-SPLITS = ("train", "valid", "test")
-SPLITS_FILE = "splits.json"
 SPLITS_VERSION = 1  # bump when splits.json changes meaning
 
 # Separate random streams per decision, so changing one (e.g. the fractions) does not reshuffle another.
@@ -273,36 +272,12 @@ def split_report(playlists: Sequence, tracks: Sequence[Track], assignment: Mappi
     }
 
 
-def write_splits_json(bundle: str | Path, report: dict) -> Path:
-    """Atomically write ``report`` as ``<bundle>/splits.json`` (sorted keys, stable bytes)."""
-    path = Path(bundle) / SPLITS_FILE
-    text = json.dumps(report, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    return path
-
-
-def read_cold_ids(bundle: str | Path) -> tuple[str, ...]:
-    """The cold-start ids recorded in ``<bundle>/splits.json``."""
-    path = Path(bundle) / SPLITS_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise CatalogError(path, f"not a readable JSON file ({err})") from err
-    ids = data.get("cold_start_track_ids") if isinstance(data, dict) else None
-    if not isinstance(ids, list) or not all(isinstance(x, str) for x in ids):
-        raise CatalogError(path, "must hold a list of track ids", field="cold_start_track_ids")
-    return tuple(ids)
-
-
 def split_bundle(catalog_dir: str | Path, config: SplitConfig = SplitConfig(), reuse_cold: bool = False) -> dict:
     """Split the playlists of a bundle in place: rewrite playlists.parquet with ``split`` and write splits.json.
 
     Returns:
         The splits.json report.
     """
-    # Imported lazily: train.playlists (the file format) itself uses this module to split synthetic runs.
-    from train.playlists import read_playlists, write_playlists
-
     catalog = load_catalog(catalog_dir)
     playlists = read_playlists(catalog_dir, known_track_ids=[t.track_id for t in catalog])
     if not playlists:

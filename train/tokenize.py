@@ -193,7 +193,7 @@ def _versions() -> dict:
 
 def train_playlists(bundle: Path) -> list[tuple[str, ...]]:
     """Track sequences of the bundle's training playlists ([] when it has none)."""
-    from train.playlists import read_playlists
+    from talkplay.bundle import read_playlists
 
     if not (bundle / "playlists.parquet").exists():
         return []

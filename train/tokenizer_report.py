@@ -147,7 +147,7 @@ def random_baseline(n: int, seeds) -> dict[int, float]:
 
 def build_report(bundle: Path, out_dir: Path, cache_dir: Path | None = None, log=print) -> dict:
     from train.embeddings import EmbeddingConfig, embed_catalog
-    from train.playlists import read_playlists
+    from talkplay.bundle import read_playlists
     from train.tokenize import train_playlists
 
     t0 = time.time()
