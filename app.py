@@ -1,8 +1,8 @@
 """TalkPlay web app (thin UI layer): chat with the recommender, play previews, rate; browse the catalog.
 
 Run ``python app.py`` (or ``gradio app.py`` for reload mode). Configuration comes from the environment
-(README, "Configuration"): TALKPLAY_CATALOG, TALKPLAY_BASE_MODEL, TALKPLAY_DEVICE, TALKPLAY_PRECISION,
-TALKPLAY_FEEDBACK_DB, TALKPLAY_FEEDBACK_REPO + HF_TOKEN, TALKPLAY_HOST/PORT. All logic lives in
+(README, "Configuration"): every TALKPLAY_* serving setting is a field of talkplay.settings.ServeSettings, read
+once from the environment when the page is built. All logic lives in
 ``talkplay`` (chat: :mod:`talkplay.chat_session`, catalog page: :mod:`talkplay.browse`); this file only lays
 out widgets and binds them. The model loads once, in the background, on first need.
 """
@@ -29,6 +29,7 @@ from talkplay.checkpoint import ALLOW_OTHER_BASE_ENV
 from talkplay.previews import PreviewProgress
 from talkplay.space import on_space
 from talkplay.preflight import StartupError, check_bundle
+from talkplay.settings import ServeSettings
 from talkplay.chat_session import (
     EXAMPLES,
     ChatController,
@@ -97,12 +98,12 @@ def _chat_tab(ctrl: ChatController) -> None:
                 mode = gr.Radio(["constrained", "paper"], value="constrained", label="Decoding",
                                 info="constrained: only real catalog tracks; paper: free tokens + partial matching")
     turn_out = [chatbot, card, audio, played, session]
-    settings = [temperature, top_p, mode]
+    knobs = [temperature, top_p, mode]
     # Named API endpoints (gradio_client, the load test); every other event stays out of the API.
     hidden = dict(api_visibility="private")
     # One cap on turns generating at once, whatever started them (send, Enter, skip share one queue slot pool);
     # the model's batching scheduler decodes that many together (load_from_env).
-    turns = dict(concurrency_id="model-turns", concurrency_limit=concurrency())
+    turns = dict(concurrency_id="model-turns", concurrency_limit=ctrl.settings.concurrency)
 
     # Rate limits follow the visitor (address + browser session), not the conversation: see ChatSession.visitor.
     def on_send(text, s, t, p, m, req: gr.Request):
@@ -119,9 +120,9 @@ def _chat_tab(ctrl: ChatController) -> None:
     buttons = [send, skip]
     busy = (lambda: [gr.Button(interactive=False)] * len(buttons), None, buttons)
     idle = (lambda: [gr.Button(interactive=True)] * len(buttons), None, buttons)
-    for trigger, fn, inputs, api in ((send.click, on_send, [request, session, *settings], dict(api_name="send")),
-                                     (request.submit, on_send, [request, session, *settings], hidden),
-                                     (skip.click, on_skip, [session, *settings], dict(api_name="skip"))):
+    for trigger, fn, inputs, api in ((send.click, on_send, [request, session, *knobs], dict(api_name="send")),
+                                     (request.submit, on_send, [request, session, *knobs], hidden),
+                                     (skip.click, on_skip, [session, *knobs], dict(api_name="skip"))):
         trigger(*busy, queue=False, **hidden)
         done = trigger(fn, inputs, turn_out, **api, **turns).then(*idle, queue=False, **hidden)
         if fn is on_send:
@@ -170,11 +171,13 @@ def _browse_tab(browser: CatalogBrowser) -> None:
 
 
 def build_demo(recommender, feedback_store, browser: CatalogBrowser, model_version: str = "unknown",
-               catalog_version: str = "unknown", previews: PreviewProgress | None = None) -> gr.Blocks:
+               catalog_version: str = "unknown", previews: PreviewProgress | None = None,
+               settings: ServeSettings | None = None) -> gr.Blocks:
     """The page: a chat bound to ``recommender`` (or a LazyRecommender), feedback into ``feedback_store``
     (None: not stored), the catalog browser and its credits; ``previews``: a background preview preparation
-    whose progress the page shows until it ends."""
-    ctrl = ChatController(recommender, browser, feedback_store, model_version, catalog_version)
+    whose progress the page shows until it ends; ``settings``: limits (default: from the environment)."""
+    settings = settings or ServeSettings.from_env(root=ROOT)
+    ctrl = ChatController(recommender, browser, feedback_store, model_version, catalog_version, settings=settings)
     with gr.Blocks(title="TalkPlay — conversational music recommendation", delete_cache=(1800, 3600)) as demo:
         gr.Markdown("# 🎧 TalkPlay\nTell it what you want to hear; it answers with a real track from the catalog "
                     "and a few words about it.\n\n" + SYNTHETIC_NOTE)
@@ -198,18 +201,18 @@ def build_demo(recommender, feedback_store, browser: CatalogBrowser, model_versi
     return demo
 
 
-def catalog_dir() -> Path:
-    return Path(os.environ.get("TALKPLAY_CATALOG", ROOT / "catalog" / "demo"))
+def catalog_dir(settings: ServeSettings | None = None) -> Path:
+    return (settings or ServeSettings.from_env(root=ROOT)).catalog
 
 
-def launch_kwargs(catalog: Path) -> dict:
+def launch_kwargs(catalog: Path, settings: ServeSettings | None = None) -> dict:
     """Arguments for ``demo.launch``: address, and the only folders whose files may be served."""
     # A Space sets GRADIO_SERVER_NAME=0.0.0.0 (its proxy must reach the app); an explicit value here would
     # override it, so TALKPLAY_HOST/PORT win, then Gradio's own variables, then loopback for a laptop.
-    env = os.environ
+    settings, env = settings or ServeSettings.from_env(root=ROOT), os.environ
     return dict(
-        server_name=env.get("TALKPLAY_HOST") or env.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if on_space() else "127.0.0.1"),
-        server_port=int(env.get("TALKPLAY_PORT") or env.get("GRADIO_SERVER_PORT") or "7860"),
+        server_name=settings.host or env.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if on_space() else "127.0.0.1"),
+        server_port=settings.port or int(env.get("GRADIO_SERVER_PORT") or "7860"),
         allowed_paths=[str(catalog / "previews"), str(ROOT / "assets")],
         max_file_size=MAX_UPLOAD,  # nothing on the page takes a file: uploads are refused above this
     )
@@ -237,41 +240,30 @@ def _prepare_previews_in_background(catalog: Path, status: PreviewProgress) -> N
     threading.Thread(target=work, name="prepare-previews", daemon=True).start()
 
 
-def load_from_env(bundle: Path):
-    """The recommender the environment configures (device/precision/base model), loaded on first use."""
+def load_from_env(bundle: Path, settings: ServeSettings | None = None):
+    """The recommender the settings configure (device/precision/base model), loaded on first use."""
     from talkplay.recommender import load_recommender
 
-    return LazyRecommender(lambda: load_recommender(bundle, os.environ.get("TALKPLAY_DEVICE", "auto"),
-                                                    os.environ.get("TALKPLAY_PRECISION", "auto"),
-                                                    base_model=os.environ.get("TALKPLAY_BASE_MODEL") or None,
-                                                    max_batch=concurrency()))
+    s = settings or ServeSettings.from_env(root=ROOT)
+    return LazyRecommender(lambda: load_recommender(bundle, s.device, s.precision, base_model=s.base_model,
+                                                    max_batch=s.concurrency))
 
 
-def create_demo(previews: PreviewProgress | None = None) -> gr.Blocks:
-    """The app for ``TALKPLAY_CATALOG``; raises CatalogError/CheckpointError naming a missing or damaged
-    file before anything is served (the model itself loads lazily, so it is checked here first)."""
-    bundle = catalog_dir()
+def create_demo(previews: PreviewProgress | None = None, settings: ServeSettings | None = None) -> gr.Blocks:
+    """The app for the configured bundle (``TALKPLAY_CATALOG``); raises StartupError naming a bad setting or a
+    missing or damaged file before anything is served (the model itself loads lazily, so it is checked here)."""
+    settings = settings or ServeSettings.from_env(root=ROOT)
+    bundle = settings.catalog
     catalog = check_bundle(bundle)
-    return build_demo(load_from_env(bundle), feedback_store_from_env(), CatalogBrowser(catalog),
+    return build_demo(load_from_env(bundle, settings), feedback_store_from_env(settings), CatalogBrowser(catalog),
                       version_of(bundle / "model" / "checkpoint.json"), version_of(bundle / "tracks.parquet"),
-                      previews)
+                      previews, settings)
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, str(default))
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise StartupError(f"environment variable {name}={raw!r}: expected a whole number ≥ 1")
-    return value
-
-
-def concurrency() -> int:
+def concurrency(settings: ServeSettings | None = None) -> int:
     """Turns generating at once (``TALKPLAY_CONCURRENCY``, default 16): the queue's cap on send/Enter/skip and the
     number of rows the batching scheduler decodes together."""
-    return _env_int("TALKPLAY_CONCURRENCY", 16)
+    return (settings or ServeSettings.from_env(root=ROOT)).concurrency
 
 
 def visitor_key(request: gr.Request | None) -> str:
@@ -282,9 +274,10 @@ def visitor_key(request: gr.Request | None) -> str:
     return f"{host}|{getattr(request, 'session_hash', None) or '?'}"
 
 
-def queue_kwargs() -> dict:
+def queue_kwargs(settings: ServeSettings | None = None) -> dict:
     """Queue limits: requests run at once (model turns share the CPU/GPU) and requests waiting."""
-    return dict(default_concurrency_limit=concurrency(), max_size=_env_int("TALKPLAY_QUEUE_MAX", 64))
+    settings = settings or ServeSettings.from_env(root=ROOT)
+    return dict(default_concurrency_limit=settings.concurrency, max_size=settings.queue_max)
 
 
 def _create_or_exit() -> gr.Blocks:
@@ -310,6 +303,7 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     demo = demo or _create_or_exit()
     demo.controller._rec.start_background()  # load the model while the page comes up
+    settings = demo.controller.settings  # read once from the environment, when the page was built
     if PREVIEWS is not None:
-        _prepare_previews_in_background(catalog_dir(), PREVIEWS)
-    demo.queue(**queue_kwargs()).launch(**launch_kwargs(catalog_dir()))
+        _prepare_previews_in_background(settings.catalog, PREVIEWS)
+    demo.queue(**queue_kwargs(settings)).launch(**launch_kwargs(settings.catalog, settings))

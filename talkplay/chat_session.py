@@ -24,15 +24,12 @@ from talkplay.browse import CatalogBrowser, escape
 from talkplay.trie import NoAllowedTrack
 from talkplay.conversation import ConversationState, Done, TextDelta, TrackChosen
 from talkplay.feedback import FeedbackRecord, FeedbackStore
+from talkplay.settings import ServeSettings
 from talkplay.limits import RateLimiter, clean_text
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_CHARS = 1000  # longer requests are cut (the model's context is small anyway)
-MAX_TURNS = 40  # then the conversation asks to start over (old turns no longer fit the context anyway)
-TURNS_PER_MINUTE = 12  # per visitor (TALKPLAY_TURNS_PER_MINUTE); a CPU turn takes seconds, people type slower
-TURNS_PER_MINUTE_TOTAL = 600  # all visitors together (TALKPLAY_TURNS_PER_MINUTE_TOTAL): the server's budget
-FEEDBACK_PER_MINUTE = 60  # per visitor (TALKPLAY_FEEDBACK_PER_MINUTE)
+# Limits (turns per conversation, message length, rates) are talkplay.settings.ServeSettings fields.
 STREAM_INTERVAL_S = 0.2  # reply text reaches the page at most this often (each update re-sends the chat)
 TURN_WAIT_S = 300.0  # a send or skip waits this long for the same conversation's streaming turn to end
 TEMPERATURE_RANGE = (0.0, 1.5)  # what the page's sliders offer; the API accepts the same
@@ -100,14 +97,15 @@ class ChatController:
 
     def __init__(self, recommender: Any, browser: CatalogBrowser, feedback: FeedbackStore | None,
                  model_version: str = "unknown", catalog_version: str = "unknown",
-                 turn_limit: RateLimiter | None = None, feedback_limit: RateLimiter | None = None):
+                 turn_limit: RateLimiter | None = None, feedback_limit: RateLimiter | None = None,
+                 settings: ServeSettings | None = None):
         self._rec = recommender
         self.browser, self.feedback = browser, feedback
         self.model_version, self.catalog_version = model_version, catalog_version
-        self.turn_limit = turn_limit or RateLimiter.from_env("TALKPLAY_TURNS_PER_MINUTE", TURNS_PER_MINUTE)
-        self.total_turn_limit = RateLimiter.from_env("TALKPLAY_TURNS_PER_MINUTE_TOTAL", TURNS_PER_MINUTE_TOTAL)
-        self.feedback_limit = feedback_limit or RateLimiter.from_env("TALKPLAY_FEEDBACK_PER_MINUTE",
-                                                                     FEEDBACK_PER_MINUTE)
+        self.settings = s = settings or ServeSettings.from_env()
+        self.turn_limit = turn_limit or RateLimiter(s.turns_per_minute, 60.0)
+        self.total_turn_limit = RateLimiter(s.turns_per_minute_total, 60.0)
+        self.feedback_limit = feedback_limit or RateLimiter(s.feedback_per_minute, 60.0)
         self._turn_locks: dict[str, threading.Lock] = {}  # per conversation: its events run one at a time
         self._locks_guard = threading.Lock()
 
@@ -208,8 +206,9 @@ class ChatController:
             yield session.messages, card, audio, self.played_markdown(session), session
             return
         notice = ""
-        if len(text) > MAX_MESSAGE_CHARS:
-            text, notice = text[:MAX_MESSAGE_CHARS], f" *(cut to {MAX_MESSAGE_CHARS} characters)*"
+        cap = self.settings.max_message_chars
+        if len(text) > cap:
+            text, notice = text[:cap], f" *(cut to {cap} characters)*"
         session.messages.append({"role": "user", "content": escape(text) + notice})
         yield session.messages, card, audio, self.played_markdown(session), session
         settings = self._settings(temperature, top_p, mode)
@@ -228,8 +227,8 @@ class ChatController:
         if wait:
             yield self._say(session, f"This demo is busy right now — please try again in {math.ceil(wait)} s.")
             return
-        if len(session.conversation.turns) >= MAX_TURNS:
-            yield self._say(session, f"This conversation has reached {MAX_TURNS} tracks — press *New conversation* "
+        if len(session.conversation.turns) >= self.settings.max_turns:
+            yield self._say(session, f"This conversation has reached {self.settings.max_turns} tracks — press *New conversation* "
                                      "to keep listening.")
             return
         try:
@@ -365,14 +364,15 @@ class ChatController:
         return self._record(session, "comment", text)
 
 
-def feedback_store_from_env() -> FeedbackStore | None:
-    """The feedback store the environment configures (README: TALKPLAY_FEEDBACK*, HF_TOKEN); None when off."""
+def feedback_store_from_env(settings: ServeSettings | None = None) -> FeedbackStore | None:
+    """The feedback store the settings configure (README: TALKPLAY_FEEDBACK*, HF_TOKEN); None when off."""
     from talkplay.feedback import default_db_path, start_hub_sync
 
-    if os.environ.get("TALKPLAY_FEEDBACK", "1") == "0":
+    settings = settings or ServeSettings.from_env()
+    if not settings.feedback:
         return None
-    store = FeedbackStore(default_db_path())  # never fails: an unwritable database holds records in memory
-    repo = os.environ.get("TALKPLAY_FEEDBACK_REPO")
-    if repo and os.environ.get("HF_TOKEN"):
-        start_hub_sync(store, repo, os.environ["HF_TOKEN"], float(os.environ.get("TALKPLAY_FEEDBACK_PUSH_MINUTES", "10")))
+    # never fails: an unwritable database holds records in memory
+    store = FeedbackStore(settings.feedback_db or default_db_path())
+    if settings.feedback_repo and os.environ.get("HF_TOKEN"):
+        start_hub_sync(store, settings.feedback_repo, os.environ["HF_TOKEN"], settings.feedback_push_minutes)
     return store

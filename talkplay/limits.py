@@ -1,15 +1,14 @@
 """What the public chat accepts: text cleaning of untrusted input and a per-session rate limit.
 
-The other limits live where they act: message length and turns per conversation in
-:mod:`talkplay.chat_session`, queue concurrency and queue size in ``app.py`` (``TALKPLAY_CONCURRENCY``,
-``TALKPLAY_QUEUE_MAX``), the model's context budget in :mod:`talkplay.render`. Markup and special-token
+Every limit's value is a :class:`talkplay.settings.ServeSettings` field (message length, turns per conversation,
+rates, queue concurrency and size); they act in :mod:`talkplay.chat_session` and ``app.py``, the model's context
+budget in :mod:`talkplay.render`. Markup and special-token
 strings are not removed here: they are escaped for display (:func:`talkplay.browse.escape`) and made
 inert for the model (:func:`talkplay.render.make_inert`), so the listener's words reach both intact.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import unicodedata
@@ -56,12 +55,3 @@ class RateLimiter:
                 return max(self.window - (now - q[0]), 0.001)
             q.append(now)
             return 0.0
-
-    @classmethod
-    def from_env(cls, name: str, default: int) -> RateLimiter:
-        """Limit per minute from environment variable ``name`` (e.g. ``TALKPLAY_TURNS_PER_MINUTE``)."""
-        raw = os.environ.get(name, str(default))
-        try:
-            return cls(int(raw), 60.0)
-        except ValueError as err:
-            raise ValueError(f"environment variable {name}={raw!r}: expected a whole number ≥ 1") from err

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from talkplay.catalog import Catalog, CatalogError, load_catalog
 from talkplay.checkpoint import CheckpointError, checkpoint_dir, verify_checkpoint
+from talkplay.settings import SettingsError
 from talkplay.token_store import TOKENS_DIR, load_default_store, variants
 
-StartupError = (CatalogError, CheckpointError)  # both name the offending file
+StartupError = (CatalogError, CheckpointError, SettingsError)  # each names the offending file or variable
 
 
 def check_bundle(bundle: str | os.PathLike, require_model: bool = True) -> Catalog:

@@ -160,12 +160,12 @@ def test_unloadable_model_is_reported_in_one_line(app_world):
 
 
 def test_long_messages_are_cut_and_long_conversations_offer_a_reset(ctrl, monkeypatch):
-    import talkplay.chat_session as cs
+    import dataclasses
 
     messages, _, _, _, session = last(ctrl.send("calm piano " * 500, None))
     assert "cut to 1000 characters" in messages[0]["content"]
-    assert 0 < len(session.conversation.turns[0].user) <= cs.MAX_MESSAGE_CHARS  # and shortened to the budget
-    monkeypatch.setattr(cs, "MAX_TURNS", 1)
+    assert 0 < len(session.conversation.turns[0].user) <= ctrl.settings.max_message_chars  # shortened to the budget
+    monkeypatch.setattr(ctrl, "settings", dataclasses.replace(ctrl.settings, max_turns=1))
     messages = last(ctrl.send("more", session))[0]
     assert "New conversation" in messages[-1]["content"] and len(session.conversation.turns) == 1
 
