@@ -206,12 +206,7 @@ class Scheduler:
                     ticket = self._pending.popleft()
                     self._starting += 1
             if ticket is not None:
-                row = None
-                try:
-                    row = self._start(ticket)
-                finally:
-                    with self._cv:
-                        self._starting -= 1
+                row = self._started(ticket, by_start_thread=False)
                 if row is not None:
                     self._join(row)
             if self._rows:
@@ -241,16 +236,23 @@ class Scheduler:
                 wanted = self._threads_all if alone else self._threads_each
                 if wanted != threads:
                     torch.set_num_threads(threads := wanted)
-            row = None
-            try:
-                row = self._start(ticket)
-            finally:
-                with self._cv:
-                    self._starting -= 1
+            self._started(ticket, by_start_thread=True)
+
+    def _started(self, ticket: Ticket, by_start_thread: bool) -> "_Row | None":
+        """Run ``ticket``'s start, then (under the lock) count it out of the start phase; the start thread's rows
+        wait in ``_ready`` for the batch thread."""
+        row = None
+        try:
+            row = self._start(ticket)
+        finally:
+            with self._cv:
+                self._starting -= 1
+                if by_start_thread:
                     self._starter_busy = False
                     if row is not None:
                         self._ready.append(row)
                     self._cv.notify_all()
+        return row
 
     def _stop(self) -> None:
         stopped = RuntimeError("the scheduler was stopped")
