@@ -160,6 +160,8 @@ class Scheduler:
             self._cv.notify_all()
         for worker in self._workers:
             worker.join(timeout)
+        if not any(worker.is_alive() for worker in self._workers):
+            self._stop()  # belt and braces: nothing may be left waiting once both threads are gone
 
     def _new_slots(self) -> SlotCache:
         return SlotCache(self.engine.model.config.num_hidden_layers)
@@ -188,11 +190,17 @@ class Scheduler:
         so when turns queue up, starts get both threads and the batch fills up (caller holds the lock)."""
         return bool(self._pending) and self._room() and (not self.start_thread or self._starter_busy)
 
+    def _set_threads(self, n: int) -> None:
+        """This thread's torch CPU threads. Read first: a thread's first parallel op would otherwise reset its count
+        to the last value any thread set (torch's lazy per-thread init)."""
+        torch.get_num_threads()
+        torch.set_num_threads(n)
+
     def _loop(self) -> None:
         """The batch: started rows join it, every row gets a token per step, and a start runs between two steps
         when :meth:`_may_start_here`."""
         if self._threads_each:
-            torch.set_num_threads(self._threads_each)
+            self._set_threads(self._threads_each)
         while True:
             ticket = None
             with self._cv:
@@ -206,9 +214,7 @@ class Scheduler:
                     ticket = self._pending.popleft()
                     self._starting += 1
             if ticket is not None:
-                row = self._started(ticket, by_start_thread=False)
-                if row is not None:
-                    self._join(row)
+                self._started(ticket, by_start_thread=False)
             if self._rows:
                 left = self._step()
                 if left and self.start_thread:
@@ -221,44 +227,67 @@ class Scheduler:
         reply is decoding (a lone listener), a start gets all of torch's threads, else half."""
         threads = None
         while True:
-            with self._cv:
-                while self.running and not (self._pending and self._room()):
-                    self._cv.wait()
-                if not self.running:
-                    return
-                ticket = self._pending.popleft()
-                self._starting += 1
-                self._starter_busy = True
-                if self._pending:
-                    self._cv.notify_all()  # the batch thread may take the next one
-                alone = not self._rows and not self._ready and self._starting == 1
-            if self._threads_each:
-                wanted = self._threads_all if alone else self._threads_each
-                if wanted != threads:
-                    torch.set_num_threads(threads := wanted)
-            self._started(ticket, by_start_thread=True)
+            try:
+                threads = self._start_one(threads)
+            except Exception:  # noqa: BLE001 — the start thread must outlive any one turn's bug
+                log.exception("turn start failed outside its turn")
+            if not self.running:
+                return
 
-    def _started(self, ticket: Ticket, by_start_thread: bool) -> "_Row | None":
-        """Run ``ticket``'s start, then (under the lock) count it out of the start phase; the start thread's rows
-        wait in ``_ready`` for the batch thread."""
+    def _start_one(self, threads: int | None) -> int | None:
+        """Wait for a turn that may start, run its start; returns this thread's torch thread count."""
+        with self._cv:
+            while self.running and not (self._pending and self._room()):
+                self._cv.wait()
+            if not self.running:
+                return threads
+            ticket = self._pending.popleft()
+            self._starting += 1
+            self._starter_busy = True
+            if self._pending:
+                self._cv.notify_all()  # the batch thread may take the next one
+            alone = not self._rows and not self._ready and self._starting == 1
+        wanted = (self._threads_all if alone else self._threads_each) if self._threads_each else threads
+        if wanted != threads:
+            try:
+                self._set_threads(wanted)
+            except Exception:  # noqa: BLE001 — the start runs anyway, at the old count
+                log.exception("could not set torch's threads to %s", wanted)
+                wanted = threads
+        self._started(ticket, by_start_thread=True)
+        return wanted
+
+    def _started(self, ticket: Ticket, by_start_thread: bool) -> None:
+        """Run ``ticket``'s start, then, under the lock, count it out of the start phase and place its row in the
+        same step (so :meth:`_room` never sees a row nowhere): the batch thread's joins the batch, the start
+        thread's waits in ``_ready`` — or, if the scheduler stopped meanwhile, the turn gets the stop error."""
         row = None
         try:
             row = self._start(ticket)
+        except Exception as err:  # outside the turn's own error handling (e.g. storing its cache): still its error
+            log.exception("turn start failed")
+            ticket.put(err)
         finally:
             with self._cv:
                 self._starting -= 1
                 if by_start_thread:
                     self._starter_busy = False
-                    if row is not None:
+                if row is not None:
+                    if not self.running:
+                        row.ticket.put(RuntimeError("the scheduler was stopped"))
+                    elif by_start_thread:
                         self._ready.append(row)
-                    self._cv.notify_all()
-        return row
+                    else:
+                        self._join(row)
+                self._cv.notify_all()  # a row may be free, or a started one ready
 
     def _stop(self) -> None:
+        """Every turn still decoding, started or waiting gets the stop error (once: the lists are emptied)."""
         stopped = RuntimeError("the scheduler was stopped")
         with self._cv:
             for row in [*self._rows, *self._ready]:
                 row.ticket.put(stopped)
+            self._rows, self._ready = [], deque()
             while self._pending:
                 self._pending.popleft().put(stopped)
 
