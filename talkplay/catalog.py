@@ -257,27 +257,38 @@ def atomic_write(path: Path, write) -> None:
 
 
 def atomic_write_dir(path: Path, write: Callable[[Path], None],
-                     keep_existing: Callable[[Path], bool] | None = None) -> Path:
+                     keep_existing: Callable[[Path], bool] | None = None, single_writer: bool = False) -> Path:
     """Call ``write(tmp_dir)`` on a temporary sibling folder, then swap it in for ``path``: readers see the old
-    folder or the new one, never a half-written one, and an interrupted write leaves the old one.
+    folder or the new one, never a half-written one, and a failed or interrupted write leaves the old one.
 
     Args:
         keep_existing: when given and true for the folder found at ``path`` once ``write`` is done (another
             process finished the same work first), that folder is kept and ours discarded.
+        single_writer: only one process ever writes ``path`` (a training run's checkpoints): the temporary folder
+            has a fixed name, so one left by a killed write is removed by the next, never piling up.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    old = path.with_name(f".{path.name}.old")
+    if single_writer:
+        tmp = path.with_name(f".{path.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    old = Path(f"{tmp}.old")  # per write: concurrent writers never share it
+    moved = False
     try:
         write(tmp)
         if path.exists() and keep_existing is not None and keep_existing(path):
             return path
-        shutil.rmtree(old, ignore_errors=True)
         if path.exists():
             os.replace(path, old)
+            moved = True
         os.replace(tmp, path)
+        moved = False
     finally:
+        if moved and not path.exists():
+            os.replace(old, path)  # the new folder could not take its place: the old one comes back
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return path

@@ -76,8 +76,11 @@ class DebSource:
 
 
 def deb_package(source: str) -> str | None:
-    """The Debian package of a ``deb://`` source; None for any other source (SourceError if it is malformed)."""
-    return DebSource.parse(source).package if source.startswith("deb://") else None
+    """The Debian package of a ``deb://`` source; None for any other source, or a malformed one."""
+    try:
+        return DebSource.parse(source).package if source.startswith("deb://") else None
+    except SourceError:
+        return None
 
 
 def _apt_download(pkg: DebPackage, dest_dir: Path) -> Path | None:

@@ -526,8 +526,9 @@ class Recommender:
             if result.track_id is not None:
                 track_id, kind, score, matched = result.track_id, result.kind, result.score, result.matched_modalities
             else:  # nothing shares a token: decode again under the catalog constraint (still a real track)
-                if span:
-                    cache.crop(-len(span))  # transformers 5: a negative count removes that many tokens
+                extra = cache.get_seq_length() - len(prompt)  # the free span's codes (whichever of them were fed)
+                if extra:
+                    cache.crop(-extra)  # transformers 5: a negative count removes that many tokens
                 span, logprob = self._span(prompt, logits, cache, constrained, config, gen, excluded)
                 codes = [c for _, c in self.ids.decode(span)]
                 track_id = resolve(self.store, codes, excluded)

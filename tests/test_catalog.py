@@ -5,6 +5,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pathlib import Path
 
 from talkplay.catalog import CatalogError, Track, load_catalog, read_tracks, save_catalog, tracks_table
 from talkplay.licenses import normalize_license
@@ -154,3 +155,29 @@ def test_atomic_write_dir_swaps_whole_folders_and_survives_a_failed_write(tmp_pa
     atomic_write_dir(out, lambda d: (d / "c.txt").write_text("three"), keep_existing=lambda found: True)
     assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary or old folder left behind
+
+
+def test_atomic_write_dir_restores_the_old_folder_when_the_swap_fails(tmp_path, monkeypatch):
+    import os
+
+    from talkplay import catalog as cat
+
+    out = tmp_path / "model"
+    cat.atomic_write_dir(out, lambda d: (d / "a.txt").write_text("one"))
+    real = os.replace
+
+    def failing(src, dst):
+        if Path(dst) == out and not str(src).endswith(".old"):  # the new folder cannot move in (old one set aside)
+            raise OSError("no space left")
+        return real(src, dst)
+
+    monkeypatch.setattr(cat.os, "replace", failing)
+    with pytest.raises(OSError, match="no space"):
+        cat.atomic_write_dir(out, lambda d: (d / "b.txt").write_text("two"))
+    monkeypatch.setattr(cat.os, "replace", real)
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt"]
+    # a single writer's killed write leaves one fixed-name folder, which the next write removes
+    (tmp_path / ".model.tmp").mkdir()
+    (tmp_path / ".model.tmp" / "stale").write_text("x")
+    cat.atomic_write_dir(out, lambda d: (d / "c.txt").write_text("three"), single_writer=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"] and (out / "c.txt").exists()

@@ -28,8 +28,9 @@ def test_talkplay_and_the_app_never_import_train():
 # The runtime's tests: they must run where only talkplay/ is installed (a Space, a laptop serving a bundle).
 RUNTIME_TESTS = ("test_app", "test_bad_input", "test_browse", "test_catalog", "test_chat", "test_chat_session",
                  "test_constraints", "test_faithful", "test_feedback", "test_imports", "test_main", "test_model",
-                 "test_previews", "test_recommender", "test_refine", "test_scheduler", "test_space", "test_textmatch",
-                 "test_token_store", "test_tokens")
+                 "test_previews", "test_recommender", "test_refine", "test_scheduler", "test_settings", "test_space",
+                 "test_textmatch", "test_token_store", "test_tokens")
+RUNTIME_HELPERS = ("conftest", "worlds", "tiny_lm")
 
 _BLOCK_TRAIN = """
 import importlib.abc, sys
@@ -42,12 +43,17 @@ sys.meta_path.insert(0, Block())
 
 
 def test_runtime_tests_need_no_training_code():
-    for name in ("conftest", "worlds", "tiny_lm", *RUNTIME_TESTS):
+    allowed_tests = {"tests", *(f"tests.{n}" for n in (*RUNTIME_HELPERS, *RUNTIME_TESTS))}
+    for name in (*RUNTIME_HELPERS, *RUNTIME_TESTS):
         tree = ast.parse((REPO / "tests" / f"{name}.py").read_text(encoding="utf-8"))
         for node in ast.walk(tree):  # function-level imports too
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            assert not [n for n in names if n == "train" or n.startswith("train.")], f"tests/{name}.py imports {names}"
+            if isinstance(node, ast.ImportFrom) and node.module == "tests":
+                names = [f"tests.{a.name}" for a in node.names]
+            bad = [n for n in names if n == "train" or n.startswith("train.")
+                   or (n.startswith("tests") and n not in allowed_tests)]  # another test module may need train
+            assert not bad, f"tests/{name}.py imports {bad}"
     imports = "".join(f"import tests.{name}\n" for name in RUNTIME_TESTS if name not in ("test_app", "test_imports"))
     out = subprocess.run([sys.executable, "-c", _BLOCK_TRAIN + imports], cwd=REPO, capture_output=True, text=True,
                          timeout=300, env={**os.environ, "TALKPLAY_NO_AUTOLOAD": "1"})

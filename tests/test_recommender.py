@@ -2,10 +2,11 @@
 or rejected tracks, the event stream order, grounding inserted exactly as rendered, paper-mode matching,
 ranking equal to brute-force summed log-probs, injection strings kept as text."""
 
+import numpy as np
 import pytest
 import torch
 
-from talkplay.constraints import BanTokens
+from talkplay.constraints import BanTokens, MusicSpanConstraint
 from talkplay.trie import NoAllowedTrack, TokenIdMap
 from talkplay.conversation import ConversationState, Done, TextDelta, TrackChosen
 from talkplay.recommender import GenerationConfig, Recommender, ReplyRow
@@ -313,3 +314,58 @@ def test_nucleus_sampling_stays_in_the_nucleus(peaked):
     assert drawn <= nucleus
     if peaked:
         assert len(drawn) > 1
+
+
+def _shared_prefix_engine(world):  # noqa: F811
+    """The same model over a store whose tracks share their first two codes in pairs: the last code is a real
+    choice (not forced by the catalog), so a span may end with a sampled code that is not fed with the span."""
+    from talkplay.token_store import TokenStore
+
+    ids = [t.track_id for t in world["catalog"].tracks]
+    codes = np.array([[0, 1, 1], [0, 1, 2], [1, 2, 3], [1, 2, 4], [2, 3, 5], [3, 4, 1]])
+    store = TokenStore(world["store"].vocab, ids, codes)
+    return Recommender(make_model(world["tokenizer"], world["n_old"]), world["tokenizer"], world["catalog"], store,
+                       GenerationConfig(max_reply_tokens=8), RenderConfig(max_tokens=512))
+
+
+@pytest.mark.parametrize("text_weight, mode", [(0.0, "constrained"), (2.0, "constrained"), (0.0, "paper")])
+def test_the_kv_cache_holds_exactly_what_the_turn_fed(world, text_weight, mode):  # noqa: F811
+    """Whichever path chose the track (codes fed one by one, forced codes fed together, a last code left for the
+    grounding pass, a shortlist fed beside the prompt), the turn's cache holds prompt + span + grounding + reply:
+    the prefix cache keeps it, and the next turn reuses it."""
+    rec = _shared_prefix_engine(world)
+    for seed in range(4):
+        state = ConversationState()
+        config = GenerationConfig(max_reply_tokens=8, seed=seed, text_weight=text_weight, mode=mode,
+                                  music_temperature=1.0)
+        rec.chat(state, "play me some calm jazz please", generation=config)
+        ids, cache, _ = rec.prefix._entries[state.key]
+        assert cache.get_seq_length() == len(ids)  # put() refuses a cache that does not match its ids
+        hits = rec.prefix.hits
+        rec.chat(state, "something upbeat for running", generation=config)
+        assert rec.prefix.hits == hits + 1
+
+
+def test_scores_fed_together_equal_scores_fed_alone(world):  # noqa: F811
+    """The prompt and a prefix tree of candidates in one pass (_lead_and_tree) give each candidate the log-prob of
+    feeding it alone after the prompt; a span with forced codes gets the log-prob of the whole span fed at once."""
+    from transformers import DynamicCache
+
+    rec = _shared_prefix_engine(world)
+    prompt = rec._prompt(ConversationState(), "calm piano at night")
+    rows = np.arange(len(rec.store))
+    cand = rec._code_ids(rows)
+    first, tree = rec._lead_and_tree(prompt, DynamicCache(), cand)
+    together = first[cand[:, 0]] + tree.gather(2, cand[:, 1:, None])[..., 0].sum(dim=1)
+    for i, row in enumerate(cand.tolist()):
+        lp = torch.log_softmax(rec.forward(torch.tensor([prompt + row]), DynamicCache())[0].float(), dim=-1)
+        alone = sum(float(lp[len(prompt) - 1 + k, t]) for k, t in enumerate(row))
+        assert abs(float(together[i]) - alone) < 1e-4
+    # a sampled span, forced codes included: its log-prob is that of the span fed at once
+    cache = DynamicCache()
+    logits = rec._step(prompt, cache)
+    excluded = ConversationState().exclude()
+    span, logprob = rec._span(prompt, logits, cache, MusicSpanConstraint(rec.ids, rec.trie, excluded),
+                              GenerationConfig(seed=3), torch.Generator().manual_seed(3), excluded)
+    lp = torch.log_softmax(rec.forward(torch.tensor([prompt + span]), DynamicCache())[0].float(), dim=-1)
+    assert abs(logprob - sum(float(lp[len(prompt) - 1 + k, t]) for k, t in enumerate(span))) < 1e-4

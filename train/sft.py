@@ -195,7 +195,7 @@ def load_trainable(model: Any, path: Path) -> None:
 
 def _write_dir(final: Path, write) -> None:
     """Write a checkpoint directory via a temporary sibling and rename (never a half-written one)."""
-    atomic_write_dir(final, write)
+    atomic_write_dir(final, write, single_writer=True)
 
 
 def save_last(model, optimizer, scheduler, step: int, best: dict, config: TrainConfig,
