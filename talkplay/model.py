@@ -248,8 +248,8 @@ def _load_int8(source: str, device: str) -> Any:
     Measured on the 2-core AVX2 machine (demo model): a 1-token forward 21 ms (bf16 ~55, fp32 57), a 100-token
     prefill 78 ms (bf16 ~105, fp32 207), a 16-row decoding step 39 ms (bf16 ~65, fp32 105) — the weights are read
     at a quarter of fp32's bytes. But it changes the numbers far more than bf16 does: the fit check's played fit
-    fell from 0.72 (bf16) to 0.61, and only 12 of 50 first requests kept their fp32 track (bf16: 45 of 50). So it is an option for
-    those who want speed over fit, not the default."""
+    fell from 0.70 (bf16) to 0.61, and only 12 of 50 first requests kept their fp32 track (bf16: 45 of 50). So it
+    is an option for those who want speed over fit, not the default."""
     if device != "cpu":
         raise ValueError(f"precision 'int8' runs on the CPU only (device {device!r}); use '4bit' or 'bf16' on a GPU")
     import torch
