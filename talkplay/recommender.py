@@ -39,13 +39,14 @@ import torch
 from talkplay.catalog import Catalog, load_catalog
 from talkplay.constraints import BanTokens, MusicSpanConstraint, SpanFormat
 from talkplay.trie import CatalogTrie, ExcludeTracks, NoAllowedTrack, TokenIdMap, resolve
-from talkplay.conversation import ConversationState, Done, Event, TextDelta, TrackChosen, Turn
+from talkplay.conversation import ConversationState, Done, Event, TrackChosen, Turn
 from talkplay.kvcache import PrefixCache
 from talkplay.matching import PAPER_WEIGHTS, match
 from talkplay.prior import NEUTRAL_REQUEST, Compose, PriorCorrection, TriePrior
 from talkplay.ranking import Ranking
+from talkplay.reply import ReplyRow
 from talkplay.textmatch import TextEmbedderFn, TextMatch, load_text_embedder
-from talkplay.render import RenderConfig, end_of_turn_ids, grounding_ids, render_prompt, reply_opening_ids
+from talkplay.render import RenderConfig, end_of_turn_ids, render_prompt
 from talkplay.token_store import TokenStore
 from talkplay.tokens import DISAMBIGUATION
 
@@ -131,58 +132,6 @@ class GenerationConfig:
             raise ValueError(f"GenerationConfig: temperature {self.temperature} must be ≥ 0, top_p {self.top_p} in (0, 1]")
         if self.max_reply_tokens < 1:
             raise ValueError("GenerationConfig.max_reply_tokens must be ≥ 1")
-
-
-class ReplyRow:
-    """The reply of one turn once its track is chosen: the grounding span is fed, then one token per step is
-    sampled under the reply rule (music and control tokens banned), streamed as ``TextDelta`` pieces (whole
-    UTF-8 characters only) and closed by ``Done`` at an end-of-turn token or ``max_reply_tokens``.
-
-    The same object is decoded alone (:meth:`Recommender._respond`) or batched with other turns
-    (:mod:`talkplay.scheduler`): the caller feeds the token :meth:`push` returns and passes the next logits back.
-    ``fed`` is every token the turn's KV cache holds (prompt, span, grounding, reply so far).
-    """
-
-    def __init__(self, engine: "Recommender", key: str, chosen: TrackChosen, context: list[int], user_text: str,
-                 config: GenerationConfig, t0: float):
-        self.engine, self.key, self.chosen, self.user_text, self.config, self.t0 = \
-            engine, key, chosen, user_text, config, t0
-        self.fed = list(context) + [engine.ids.end_id] + grounding_ids(engine.tokenizer, chosen.track)
-        self.reply: list[int] = []
-        self.ban: torch.Tensor | None = None
-        if config.faithful:  # talkplay.faithful: the name first, no attribute the card lacks
-            self.reply = reply_opening_ids(engine.tokenizer, chosen.track)[: config.max_reply_tokens - 1]
-            self.fed += self.reply
-            self.ban = torch.as_tensor(engine.attribute_ban().ids(chosen.track), dtype=torch.long)
-        self.shown = ""
-        self.gen = engine._generator(replace(config, seed=None if config.seed is None else config.seed + 1))
-        self.logits: torch.Tensor | None = None  # the first reply token's logits, once the grounding span is fed
-
-    def push(self, logits: torch.Tensor) -> tuple[int | None, list[Event]]:
-        """Sample the next reply token from ``logits`` (V,); returns (token to feed next, or None when the reply
-        is complete, and the events it produced)."""
-        engine = self.engine
-        scores = engine.reply_rule(None, logits[None])[0]
-        if self.ban is not None and len(self.ban):
-            scores[self.ban.to(scores.device)] = float("-inf")
-        token = engine._sample(scores, self.config, self.gen)
-        events: list[Event] = []
-        if token not in engine.stop_ids:
-            self.reply.append(token)
-            text = engine.tokenizer.decode(self.reply, skip_special_tokens=True)
-            if not text.endswith("\ufffd") and len(text) > len(self.shown):  # wait for complete UTF-8 characters
-                events.append(TextDelta(text[len(self.shown):]))
-                self.shown = text
-            if len(self.reply) < self.config.max_reply_tokens:
-                self.fed.append(token)
-                return token, events
-        text = engine.tokenizer.decode(self.reply, skip_special_tokens=True)
-        if len(text) > len(self.shown):
-            events.append(TextDelta(text[len(self.shown):]))
-        c = self.chosen
-        turn = Turn(self.user_text, c.track.track_id, text.strip(), c.match, c.score, c.matched_modalities, c.tokens)
-        events.append(Done(turn, len(self.reply), time.perf_counter() - self.t0))
-        return None, events
 
 
 class Recommender(Ranking):

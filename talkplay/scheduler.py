@@ -9,7 +9,7 @@ Each submitted turn (:class:`Ticket`) goes through two phases:
    a time, whenever a batch row is free.
 2. **Reply** (batched): the turn's KV cache is copied into a slot of the shared :class:`talkplay.kvcache.SlotCache`
    and every step feeds one token per row — each row sampled from its own logits with its own settings and seed
-   (:class:`talkplay.recommender.ReplyRow`, the same code the single-turn path runs), its events streamed to its
+   (:class:`talkplay.reply.ReplyRow`, the same code the single-turn path runs), its events streamed to its
    own ticket. A row leaves at its end-of-turn token, at its length cap, or when its listener is gone
    (``Ticket.close``) — the others never wait for it.
 
@@ -87,7 +87,7 @@ class Ticket:
 @dataclass
 class _Row:
     ticket: Ticket
-    reply: Any  # talkplay.recommender.ReplyRow
+    reply: Any  # talkplay.reply.ReplyRow
     token: int  # the token this row feeds at the next step
     cache: Any = None  # the turn's own KV cache until the row joins the slot cache
 

@@ -9,7 +9,8 @@ import torch
 from talkplay.constraints import BanTokens, MusicSpanConstraint
 from talkplay.trie import NoAllowedTrack, TokenIdMap
 from talkplay.conversation import ConversationState, Done, TextDelta, TrackChosen
-from talkplay.recommender import GenerationConfig, Recommender, ReplyRow
+from talkplay.recommender import GenerationConfig, Recommender
+from talkplay.reply import ReplyRow
 from talkplay.render import RenderConfig, grounding_ids, render_prompt, reply_opening_ids
 from tests.worlds import make_model
 
