@@ -495,7 +495,9 @@ class Recommender(Ranking):
             return None
         closeness = self.text_match().similar_to(self.store.row(prev))
         if self.text_match().has_evidence(user_text, first_turn=False):
-            closeness = closeness + self.text_match().scores(user_text)
+            # the words' own matches, not their concepts: "less dark, more upbeat" is a move from this track,
+            # which the candidates already make; the concepts' weight would outvote the closeness
+            closeness = closeness + self.text_match().scores(user_text, concepts=False)
         return moving, closeness
 
     def attribute_ban(self) -> Any:

