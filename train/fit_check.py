@@ -264,8 +264,9 @@ def tune(args) -> dict:
 
 
 def tune_text(args) -> dict:
-    """Choose the text-match weight λ (talkplay.textmatch) on the validation split: top-1 fit of the ranking and
-    fit of the greedy played track for each λ (prior weight and temperature at their defaults)."""
+    """Choose the text-match weight λ (talkplay.textmatch) and the concepts' weight w (``TextMatch.tag_weight``,
+    talkplay.intent) on the validation split: top-1 fit of the ranking and fit of the played track (greedy) for
+    each (λ, w) (prior weight and temperature at their defaults)."""
     from talkplay.conversation import ConversationState
     from talkplay.recommender import GenerationConfig, load_recommender
 
@@ -276,22 +277,25 @@ def tune_text(args) -> dict:
     beta = rec.generation.prior_weight if args.prior_weight is None else args.prior_weight
     prior = rec.prior().row_scores
     match = rec.text_match()
+    weights = args.tag_weights if args.tag_weights is not None else [match.tag_weight]
     print(f"text match: BM25{' + sentence vectors' if match.vectors is not None else ' only'}", flush=True)
-    top1 = {lam: [] for lam in args.tune_text}
+    grid = [(lam, w) for lam in args.tune_text for w in weights]
+    top1 = {g: [] for g in grid}
     for req in valid:
         raw = {r.track_id: r.logprob for r in rec.rank(ConversationState(), req.text, k=len(ids), prior_weight=0.0,
                                                        text_weight=0.0)}
         model = np.array([raw[t] for t in ids]) - beta * prior
-        text = match.scores(req.text)
-        for lam in args.tune_text:
-            top1[lam].append(req.fits(catalog[ids[int(np.argmax(model + lam * text))]]))
-    result = {"top1_by_text_weight": {}, "played_by_text_weight": {}, "requests": len(valid), "prior_weight": beta}
-    for lam in args.tune_text:
-        result["top1_by_text_weight"][lam] = float(np.mean(top1[lam]))
-        result["played_by_text_weight"][lam] = played_fit(rec, catalog, valid, 1,
-                                                          GenerationConfig(text_weight=lam, prior_weight=beta, seed=0))
-        print(f"prior weight {beta}, text weight {lam}: top-1 fit {result['top1_by_text_weight'][lam]:.3f}, greedy played fit "
-              f"{result['played_by_text_weight'][lam]:.3f} on {len(valid)} valid first requests", flush=True)
+        for lam, w in grid:
+            match.tag_weight = w
+            top1[(lam, w)].append(req.fits(catalog[ids[int(np.argmax(model + lam * match.scores(req.text)))]]))
+    result = {"grid": [], "requests": len(valid), "prior_weight": beta}
+    for lam, w in grid:
+        match.tag_weight = w
+        played = played_fit(rec, catalog, valid, 1, GenerationConfig(text_weight=lam, prior_weight=beta, seed=0))
+        result["grid"].append({"text_weight": lam, "tag_weight": w, "top1": float(np.mean(top1[(lam, w)])),
+                               "played": played})
+        print(f"prior weight {beta}, text weight {lam}, tag weight {w}: top-1 fit {np.mean(top1[(lam, w)]):.3f}, "
+              f"greedy played fit {played:.3f} on {len(valid)} valid first requests", flush=True)
     return result
 
 
@@ -333,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="instead of the report: top-1 and greedy played fit on the VALID split's first requests for "
                         "each text-match weight λ (talkplay.textmatch)")
     p.add_argument("--prior-weight", type=float, default=None, help="β used with --tune-text (default: the engine's)")
+    p.add_argument("--tag-weights", type=float, nargs="+", default=None, metavar="W",
+                   help="with --tune-text: also try each weight of the request's concepts (TextMatch.tag_weight, "
+                        "talkplay.intent; default: the engine's)")
     p.add_argument("--tune-shortlist", type=int, nargs="+", default=None, metavar="N",
                    help="instead of the report: greedy played fit on the VALID split's first requests for each "
                         "shortlist size (text-match candidates the model scores)")
