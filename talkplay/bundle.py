@@ -1,7 +1,7 @@
 """A bundle's training-side files, each read and written here only: ``playlists.parquet`` and ``splits.json``.
 
 (``tracks.parquet`` and ``manifest.json`` are :mod:`talkplay.catalog`'s; the layout of the whole bundle is in its
-docstring.) Playlists are real (imported) or synthetic (``train.playlists`` simulates them); either way every
+docstring.) Playlists are real (imported) or synthetic (``train.data.playlists`` simulates them); either way every
 row says which, and where it came from. Reading checks every row and raises ``CatalogError`` naming the file,
 row and field; writing is atomic.
 """

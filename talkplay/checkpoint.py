@@ -8,7 +8,7 @@ A checkpoint directory (``<bundle>/model/`` for a packaged catalog) holds::
                              "<module>.lora_B" (out × r); the delta is scale · B @ A
     music_rows.safetensors   "embed": the input-embedding rows from the first added token on; "lm_head" (+ "lm_head_bias")
                              too when the model's output layer is untied
-    MODEL_CARD.md            written by the training side (train.package)
+    MODEL_CARD.md            written by the training side (train.catalog.package)
 
 Only the deltas are stored (a few MB), never the base weights. :func:`load_checkpoint` rebuilds the full
 model once — base + added tokens + rows + merged LoRA — into a cache directory keyed by the checkpoint's
@@ -24,7 +24,7 @@ not trained for: expect nonsense).
 
 The token store fingerprint covers the music vocabulary and the quantizer centroids — what the music
 tokens *mean* — not which tracks carry them, so tracks added later with the same quantizers
-(:mod:`train.cold_start`) keep the checkpoint valid without retraining.
+(:mod:`train.catalog.cold_start`) keep the checkpoint valid without retraining.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ rules, applied while a reply is decoded (:class:`talkplay.recommender.ReplyRow`)
   track's tags nor in its caption cannot start a word of the reply: their first token (after a space, or
   capitalised) is banned for this reply. A token shared with a word the card does have is never banned.
 
-``train.conversation_checks`` counts violations with the same vocabulary, so the check and the rule agree on
+``train.evaluation.conversation_checks`` counts violations with the same vocabulary, so the check and the rule agree on
 what an attribute is; the check also counts what these rules do not prevent (numbers, other tracks' names).
 """
 

@@ -17,8 +17,8 @@ tag is carried), in [−1, 1]. :class:`talkplay.textmatch.TextMatch` adds it to 
 so the shortlist the model chooses from is made of tracks that fit.
 
 The table was written by hand for listeners' words and this project's tag vocabulary (the auto-tagger's and the
-measured descriptors' tags, the same for every bundle built with ``train.byo``); it is not the synthetic
-conversation generator's lexicon (``train.lexicon``), which the model is trained on and the test split is made
+measured descriptors' tags, the same for every bundle built with ``train.catalog.byo``); it is not the synthetic
+conversation generator's lexicon (``train.data.lexicon``), which the model is trained on and the test split is made
 from. Add words by adding a phrase to a concept; :func:`concept_problems` checks the table.
 """
 

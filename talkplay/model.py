@@ -208,7 +208,7 @@ def resolve_device(device: str) -> str:
 def resolve_precision(precision: str, device: str) -> str:
     """'auto' → '4bit' on CUDA, 'bf16' on CPU.
 
-    On CPU chosen by measurement (``python -m train.bench --parts batching``, ``reports/bench.md``): on this 2-core
+    On CPU chosen by measurement (``python -m train.checks.bench --parts batching``, ``reports/bench.md``): on this 2-core
     AVX2 machine without native bf16, torch 2.13, a bare ``generate`` of the demo model gives 26 tok/s in bf16 vs
     17 in fp32 at batch 1 and 186 vs 114 at batch 16, and a turn's prefill is ~1.7× faster in bf16 — so bf16 for
     one listener and for the batching scheduler alike. (An earlier torch measured the opposite at batch 16 —

@@ -31,15 +31,15 @@ def check_bundle(bundle: str | os.PathLike, require_model: bool = True) -> Catal
     catalog = load_catalog(bundle)
     if not variants(bundle):
         raise CatalogError(bundle / TOKENS_DIR, "no token store: the model cannot name these tracks. Give them the "
-                           f"shipped model's codes with `python -m train.byo prepare --tracks … --out {bundle}`, "
+                           f"shipped model's codes with `python -m train.catalog.byo prepare --tracks … --out {bundle}`, "
                            "or make your own (README, \"Retrain for the best fit\")")
     store = load_default_store(bundle, catalog)
     try:
         checkpoint_dir(bundle)
     except CheckpointError as err:
         if require_model:
-            raise CheckpointError(f"{err}: `python -m train.byo prepare` copies the shipped model into a new bundle; "
-                                  "`python -m train.byo retrain` trains one (README, \"Bring your own catalog\")") from None
+            raise CheckpointError(f"{err}: `python -m train.catalog.byo prepare` copies the shipped model into a new bundle; "
+                                  "`python -m train.catalog.byo retrain` trains one (README, \"Bring your own catalog\")") from None
         return catalog
     verify_checkpoint(bundle, store)
     return catalog

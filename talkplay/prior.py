@@ -10,7 +10,7 @@ decoding: score each code by how much *this* request raises it over a request th
 (the neutral request is constant, so this is one ranking pass at load, no extra work per turn), and
 :class:`PriorCorrection` applies it as one more ``LogitsProcessor`` after the catalog constraint. Ranking
 subtracts ``β · prior_scores[row]``, the same sum over a track's positions. β = 0 is plain decoding; the
-default is chosen on the validation split (``python -m train.fit_check --tune``). The neutral request
+default is chosen on the validation split (``python -m train.evaluation.fit_check --tune``). The neutral request
 is a first turn; later turns are corrected with the same prior (the model's bias towards particular
 tracks does not depend much on the history, and recomputing it per turn would double the cost).
 """

@@ -53,9 +53,9 @@ from talkplay.tokens import DISAMBIGUATION
 log = logging.getLogger(__name__)
 
 MUSIC_TEMPERATURE = 0.0  # default music-span temperature (greedy): valid-split played fit 0.55 / 0.54 / 0.53 / 0.55 / 0.67 at 1.0 / 0.7 / 0.5 / 0.3 / 0
-TEXT_WEIGHT = 2.0  # default λ of the text match (talkplay.textmatch); chosen with train.fit_check --tune-text
+TEXT_WEIGHT = 2.0  # default λ of the text match (talkplay.textmatch); chosen with train.evaluation.fit_check --tune-text
 SHORTLIST = 8  # candidates the text match proposes and the model scores: valid greedy played fit 0.688 / 0.700 / 0.700 at
-# 16 / 8 / 4 (80 first requests, `python -m train.fit_check --tune-shortlist 16 8 4`), 0.42 / 0.26 / 0.25 s a request
+# 16 / 8 / 4 (80 first requests, `python -m train.evaluation.fit_check --tune-shortlist 16 8 4`), 0.42 / 0.26 / 0.25 s a request
 # default β of the prior correction, chosen with λ: valid top-1 fit of the model alone 0.55 / 0.60 / 0.63 / 0.63 / 0.55 at
 # β = 0 / .25 / .5 / .75 / 1; with the text match 0.62 / 0.63 / 0.60 / 0.65 at β = .5, λ = 0 / 1 / 2 / 4 and
 # 0.58 / 0.72 / 0.73 / 0.70 at β = 1, λ = 0 / 1 / 2 / 3 (60 valid first requests; reports/text_match_tuning.md)
@@ -99,7 +99,7 @@ class GenerationConfig:
 
     The music span has its own temperature (``music_temperature``) and a prior correction (``prior_weight``,
     :mod:`talkplay.prior`); both defaults were chosen on the validation split with
-    ``python -m train.fit_check --tune-priors …``: the correction raised the top-1 fit, and a greedy span
+    ``python -m train.evaluation.fit_check --tune-priors …``: the correction raised the top-1 fit, and a greedy span
     played fitting tracks far more often than any sampled one (the conversation's exclusions still make
     every track new). ``temperature=0`` makes the whole turn greedy.
     """

@@ -8,7 +8,7 @@ A relative request names no track property a card would hold, so matching its wo
 * :class:`Attributes` are a track's measured tempo, energy, brightness and percussiveness (``features.parquet``)
   with its tempo/mood/drum tags as a fallback for tracks that were not measured;
 * :func:`moves` says whether going from one track to another is a direction — the same rule the synthetic
-  conversations are generated with (``train.conversations`` imports it), so the data and the engine agree on
+  conversations are generated with (``train.data.conversations`` imports it), so the data and the engine agree on
   what "slower" means: at least :data:`TEMPO_STEP_BPM` slower, and the tags do not say the opposite.
 
 The engine (:meth:`talkplay.recommender.Recommender._choose`) restricts a relative turn's candidates to the
@@ -157,7 +157,7 @@ def _step(a: float | None, b: float | None, step: float, ranks: tuple[int | None
 
 def moves(a: Any, b: Any, direction: str) -> bool:
     """Whether going from track ``a`` to track ``b`` is ``direction`` (:data:`DIRECTIONS`); ``a`` and ``b`` are
-    :class:`Attributes` or anything with the same fields (``train.conversations.Profile``)."""
+    :class:`Attributes` or anything with the same fields (``train.data.conversations.Profile``)."""
     m = a.measured and b.measured
     tempo = (a.tempo_rank, b.tempo_rank)
     energy, bright, drums = (a.energy_rank, b.energy_rank), (a.brightness_rank, b.brightness_rank), \

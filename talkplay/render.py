@@ -1,6 +1,6 @@
 """The one conversation renderer shared by training and inference: messages → token ids and labels.
 
-Each turn of a conversation (user → music → assistant, see ``train.conversation_schema``) becomes two
+Each turn of a conversation (user → music → assistant, see ``train.data.conversation_schema``) becomes two
 chat messages in the model's own chat template. The music message has no chat role of its own: it is
 folded into the assistant message, which the model writes music first (TalkPlay §4.4)::
 

@@ -4,7 +4,7 @@ The music tokens are the model's; this is a second opinion on the same request, 
 model trained on a CPU for a few hours links words to music tokens imperfectly, while plain text retrieval over the
 cards (tags, captions, titles) is strong on the requests people type; the two err differently. Measured on the
 validation split's first requests (60): top-1 fit 0.62 for the model's own ranking, 0.58 BM25, 0.62 dense, and
-0.73 for the model's log-likelihood − β · prior + λ · ``s_t`` (β = 1, λ = 2; ``python -m train.fit_check
+0.73 for the model's log-likelihood − β · prior + λ · ``s_t`` (β = 1, λ = 2; ``python -m train.evaluation.fit_check
 --tune-text``), where ``s_t`` is this module's score of track ``t`` for the request.
 
 Ranking (``Recommender.rank``) adds ``λ · s_t``. Playing a track (``Recommender._rerank``) scores the ``shortlist``
@@ -70,7 +70,7 @@ def dense_document(track: Track, names: bool = False) -> str:
     for word. With the shipped checkpoint (β = 1, λ = 2) this raised the ranking's top-1 fit on 80 validation first
     requests from 0.61 to 0.68 (top-5 0.59 → 0.68), left the fit-check requests' top-1 at 0.70 (top-5 0.67 → 0.69),
     and put all 12 Drascula tracks added by cold start in the top 10 for their own tags (11 of 12 before;
-    ``python -m train.cold_start_check``).
+    ``python -m train.checks.cold_start_check``).
     """
     name = f"{track.title} by {track.artist}" + (f" from {track.album}" if track.album else "")
     parts = [", ".join(track.tags)] if track.tags else []

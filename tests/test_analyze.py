@@ -5,8 +5,8 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from talkplay.catalog import FEATURES_FILE, load_catalog
-from train.analyze import analyse_catalog
-from train.import_catalog import import_tracks
+from train.catalog.analyze import analyse_catalog
+from train.catalog.import_catalog import import_tracks
 
 
 def test_imported_tracks_get_features_tags_and_captions(tmp_path):

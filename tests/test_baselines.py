@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from talkplay.catalog import Track, save_catalog
-from train.baselines import (
+from train.evaluation.baselines import (
     BM25Index,
     BM25Ranker,
     DenseRanker,
@@ -20,9 +20,9 @@ from train.baselines import (
     conversation_text,
     tokenize,
 )
-from train.conversation_schema import Conversation, Message, write_conversations
-from train.data import conversations_path
-from train.evaluate import eval_turns, evaluate_systems, markdown_report, write_report
+from train.data.conversation_schema import Conversation, Message, write_conversations
+from train.data.build import conversations_path
+from train.evaluation.evaluate import eval_turns, evaluate_systems, markdown_report, write_report
 
 SPECS = [("Midnight Harbor", "Blue Owls", ("jazz", "calm", "piano")),
          ("Iron Storm", "Steelheads", ("metal", "fast", "guitar")),
@@ -219,7 +219,7 @@ def test_evaluate_names_a_bad_ranker(catalog, tmp_path):
 def test_score_cache_resumes_a_killed_run(catalog, tmp_path):
     """A model system's per-turn scores are appended as they are computed; a rerun reads them back
     (a torn last line from a kill is recomputed) and gives the same metrics without calling the ranker."""
-    from train.evaluate import ScoreCache
+    from train.evaluation.evaluate import ScoreCache
 
     c = conv("c1", turn("a", "t0"), turn("b", "t1"), turn("c", "t2"), turn("d", "t3"))
     write_conversations(conversations_path(tmp_path, "test"), [c])
@@ -242,10 +242,10 @@ def test_score_cache_resumes_a_killed_run(catalog, tmp_path):
 
 
 def test_readme_results_are_generated_from_the_reports(tmp_path):
-    from train.results import BEGIN, END, update
+    from train.evaluation.results import BEGIN, END, update
 
     result = {"catalog": "x", "split": "test", "conversations": 1, "turns": 1, "cold_turns": 0, "tracks": 6,
-              "command": "python -m train.evaluate --catalog catalog/x",
+              "command": "python -m train.evaluation.evaluate --catalog catalog/x",
               "systems": {"bm25": {"macro_over_turns": {"mrr": 0.5, "hit@1": 0.0, "hit@10": 1.0, "hit@100": 1.0,
                                                         "ndcg@10": 0.63}, "cold": {"n": 0},
                                    "coverage": {"top1_coverage": 0.17}}}}

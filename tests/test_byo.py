@@ -1,4 +1,4 @@
-"""Bring your own catalog, no training (``train.byo prepare``): a CSV + generated audio → a bundle the app serves with
+"""Bring your own catalog, no training (``train.catalog.byo prepare``): a CSV + generated audio → a bundle the app serves with
 a model trained for another catalog; all bad rows reported at once; a failed run leaves nothing behind.
 
 The "shipped" bundle is the tokenizer fixture (24 tracks, real quantizers) with a tiny untrained Llama checkpoint
@@ -18,7 +18,7 @@ from talkplay.token_store import load_default_store, store_dir
 from tests import tiny_lm
 from tests.test_sft import SENTENCES
 from tests.test_tokenize import CONFIG, _wav, text_embedder, write_fixture
-from train.tokenize import tokenize_catalog
+from train.tokens.build import tokenize_catalog
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def _table(tmp_path, rows: str):
 def test_prepare_serves_a_new_catalog_with_the_shipped_model(shipped, tmp_path, capsys):
     from talkplay.__main__ import main as talkplay_main
     from talkplay.checkpoint import load_checkpoint
-    from train.byo import prepare
+    from train.catalog.byo import prepare
 
     table = _table(tmp_path, "m-0,Dawn Chorus,Neo,CC0-1.0,ambient,a0.wav\n"
                              "m-1,Pixel Run,Neo,CC-BY-4.0,chiptune,a1.wav\n"
@@ -96,7 +96,7 @@ def test_prepare_serves_a_new_catalog_with_the_shipped_model(shipped, tmp_path, 
 
 
 def test_prepare_reports_every_bad_row_and_leaves_nothing(shipped, tmp_path):
-    from train.byo import prepare
+    from train.catalog.byo import prepare
 
     table = _table(tmp_path, "m-0,Dawn,Neo,CC0-1.0,ambient,a0.wav\n"
                              "m-1,,Neo,CC0-1.0,chiptune,a1.wav\n"
@@ -122,7 +122,7 @@ def test_prepare_reports_every_bad_row_and_leaves_nothing(shipped, tmp_path):
 
 
 def test_prepare_refuses_an_existing_bundle(shipped, tmp_path):
-    from train.byo import prepare
+    from train.catalog.byo import prepare
 
     out = tmp_path / "mine"
     out.mkdir()
@@ -138,7 +138,7 @@ def test_missing_store_or_model_names_the_command(tmp_path):
     from talkplay.preflight import check_bundle
 
     save_catalog(tmp_path, [Track("a", "A", "B", "MIT", "c", "user")])
-    with pytest.raises(CatalogError, match="train.byo prepare"):
+    with pytest.raises(CatalogError, match="train.catalog.byo prepare"):
         check_bundle(tmp_path)
 
 

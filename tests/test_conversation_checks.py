@@ -1,10 +1,10 @@
-"""Reply faithfulness checks (train.conversation_checks): each kind of invention is caught, and faithful
+"""Reply faithfulness checks (train.evaluation.conversation_checks): each kind of invention is caught, and faithful
 replies — the synthetic training replies, which state only card facts by construction — pass."""
 
 from pathlib import Path
 
 from talkplay.catalog import Catalog, Track
-from train.conversation_checks import Vocabulary, check_reply
+from train.evaluation.conversation_checks import Vocabulary, check_reply
 
 A = Track("a", "Dark Forest", "Mira Holt", "CC0-1.0", "credit", "user", album="Woodland Tales", year=2012,
           tags=("folk", "acoustic", "flute", "slow", "dark"), caption="A slow, dark folk tune in E minor with flute, ~80 BPM.")
@@ -45,8 +45,8 @@ def test_names_inside_titles_and_the_length_cap():
 
 def test_the_synthetic_training_replies_are_faithful_by_the_checker():
     from talkplay.catalog import load_catalog
-    from train.conversation_schema import read_conversations
-    from train.data import conversations_path
+    from train.data.conversation_schema import read_conversations
+    from train.data.build import conversations_path
 
     bundle = Path(__file__).resolve().parent.parent / "catalog" / "demo"
     catalog = load_catalog(bundle)

@@ -3,7 +3,7 @@
 import pytest
 
 from talkplay.catalog import Track, save_catalog
-from train.conversation_schema import (
+from train.data.conversation_schema import (
     Conversation,
     ConversationError,
     Message,

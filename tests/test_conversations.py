@@ -16,14 +16,14 @@ import pytest
 
 from talkplay.catalog import Track, save_catalog
 from talkplay.refine import BRIGHTNESS_STEP, ENERGY_STEP, PERCUSSION_STEP, TEMPO_STEP_BPM
-from train import lexicon as lx
-from train.conversation_schema import ConversationError, validate_conversation
-from train.conversations import ConversationConfig, generate_conversations
-from train.noise import add_noise
+from train.data import lexicon as lx
+from train.data.conversation_schema import ConversationError, validate_conversation
+from train.data.conversations import ConversationConfig, generate_conversations
+from train.data.noise import add_noise
 from talkplay.bundle import Playlist
 
 # package → (style/instrument tags, album, artist, base year or None, mean bpm, mean energy, mean brightness,
-# mean percussiveness); measured tags are derived from the numbers as train.tagging does.
+# mean percussiveness); measured tags are derived from the numbers as train.catalog.tagging does.
 PACKAGES = {
     "a": (("orchestral", "cinematic", "fantasy", "strings"), "Alpha Quest Soundtrack", "Ann Example", 2004,
           100, 0.65, 0.40, 0.25),
@@ -332,7 +332,7 @@ def test_deterministic_and_independent_of_input_order(world, convs):
 _HASH_SEED_SCRIPT = """
 import hashlib, json, sys
 from talkplay.catalog import load_catalog
-from train.conversations import ConversationConfig, generate_conversations
+from train.data.conversations import ConversationConfig, generate_conversations
 from talkplay.bundle import Playlist
 data = json.load(open(sys.argv[1]))
 playlists = [Playlist(**p) for p in data["playlists"]]

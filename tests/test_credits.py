@@ -5,9 +5,9 @@ import json
 import pytest
 
 from talkplay.debsource import DebPackage
-from train.credits import attribution_line, credit_for, load_album_sidecars, title_from_filename
-from train.demo_sources import PackageSpec
-from train.dep5 import holder_name, parse_dep5
+from train.catalog.credits import attribution_line, credit_for, load_album_sidecars, title_from_filename
+from train.catalog.demo_sources import PackageSpec
+from train.catalog.dep5 import holder_name, parse_dep5
 
 DEP5 = """Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: Fake Game
@@ -96,7 +96,7 @@ def test_title_from_filename(stem, artist, title):
 
 
 def test_placeholder_and_url_artists():
-    from train.credits import Credit, is_placeholder_artist, resolve_url_artists
+    from train.catalog.credits import Credit, is_placeholder_artist, resolve_url_artists
 
     assert is_placeholder_artist("<Unknown>") and is_placeholder_artist("http://zhaymusic.com/")
     assert is_placeholder_artist("www.elysis.de") and not is_placeholder_artist("Gerd (elysis) Raudenbusch")

@@ -1,4 +1,4 @@
-"""train.data end to end on a fixture: playlists synthesized and split, conversations validated, report."""
+"""train.data.build end to end on a fixture: playlists synthesized and split, conversations validated, report."""
 
 import json
 
@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from talkplay.catalog import FEATURES_FILE, Track, save_catalog
-from train.data import build_data, load_split
+from train.data.build import build_data, load_split
 
 
 def test_build_data_from_a_bare_catalog(tmp_path):

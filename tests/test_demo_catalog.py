@@ -73,8 +73,8 @@ def test_token_stores_cover_every_track_in_five_modalities(demo):
 def test_demo_training_data_generalization_promises(demo):
     """The committed demo data: ≥3,000 train / ≥200 test conversations; test holds cold-start tracks and
     held-out phrasings, train and valid hold neither."""
-    from train.conversation_schema import read_conversations
-    from train.lexicon import HELD_TEMPLATE_IDS
+    from train.data.conversation_schema import read_conversations
+    from train.data.lexicon import HELD_TEMPLATE_IDS
 
     cold = set(json.loads((DEMO / "splits.json").read_text())["cold_start_track_ids"])
     splits = {s: read_conversations(DEMO / "data" / f"conversations.{s}.jsonl.gz", demo) for s in ("train", "valid", "test")}

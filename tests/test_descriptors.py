@@ -1,4 +1,4 @@
-"""Tests for train/descriptors.py on synthesized audio only (hermetic, fast)."""
+"""Tests for train/catalog/descriptors.py on synthesized audio only (hermetic, fast)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from train.descriptors import Descriptors, compute_descriptors, find_preview_section
-from train.tagging import compose_caption, descriptor_tags
+from train.catalog.descriptors import Descriptors, compute_descriptors, find_preview_section
+from train.catalog.tagging import compose_caption, descriptor_tags
 
 SR = 22050
 

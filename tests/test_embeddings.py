@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from talkplay.catalog import Track
-from train.embeddings import EmbeddingCache, RidgeMap, embed_texts, item2vec, text_for
+from train.tokens.embeddings import EmbeddingCache, RidgeMap, embed_texts, item2vec, text_for
 
 
 def fake_text_embedder():

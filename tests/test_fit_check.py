@@ -1,4 +1,4 @@
-"""Fit check (train.fit_check): the requests file is validated with named errors, and every number of the
+"""Fit check (train.evaluation.fit_check): the requests file is validated with named errors, and every number of the
 report is what the systems actually return for each request (tiny model, 6-track tagged catalog)."""
 
 import json
@@ -8,8 +8,8 @@ import pytest
 from talkplay.catalog import CatalogError, Track, save_catalog
 from talkplay.recommender import GenerationConfig, Recommender
 from talkplay.render import RenderConfig
-from train.baselines import BM25Ranker
-from train.fit_check import FitRequest, markdown, read_requests, run_fit_check
+from train.evaluation.baselines import BM25Ranker
+from train.evaluation.fit_check import FitRequest, markdown, read_requests, run_fit_check
 from tests.test_sft import make_model, world  # noqa: F401  (fixture)
 
 TAGS = {0: ("orchestral", "epic", "strings"), 1: ("orchestral", "calm", "piano"), 2: ("chiptune", "playful"),
@@ -75,7 +75,7 @@ def test_report_counts_what_each_system_returns(world, tagged):  # noqa: F811
 
 
 def test_readme_block_reads_the_fit_report(tmp_path):
-    from train.results import BEGIN, END, update
+    from train.evaluation.results import BEGIN, END, update
 
     report = {"summary": {"requests": 46, "samples_per_request": 5, "talkplay_played_fit": 0.81,
                           "talkplay_top1_fit": 0.8, "talkplay_top5_fit": 0.7, "random_fit": 0.21, "bm25_top1_fit": 0.6,
@@ -91,8 +91,8 @@ def test_readme_block_reads_the_fit_report(tmp_path):
 def test_valid_split_requests_need_what_their_slot_words_need():
     from pathlib import Path
 
-    from train import lexicon as lx
-    from train.fit_check import split_requests
+    from train.data import lexicon as lx
+    from train.evaluation.fit_check import split_requests
 
     bundle = Path(__file__).resolve().parent.parent / "catalog" / "demo"
     reqs = split_requests(bundle, "valid", limit=40)

@@ -1,11 +1,11 @@
-"""The GPU recipe (train.gpu_run) refuses clearly on a machine without CUDA; with --allow-cpu it runs the
+"""The GPU recipe (train.training.gpu_run) refuses clearly on a machine without CUDA; with --allow-cpu it runs the
 whole path (train → package into a bundle copy → fit check → report), which is checked by hand on the demo
 with a two-step budget (minutes of CPU: not part of the suite)."""
 
 import pytest
 import torch
 
-from train import gpu_run
+from train.training import gpu_run
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
@@ -17,7 +17,7 @@ def test_refuses_without_cuda(capsys, tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_gpu_check_refuses_without_cuda(capsys, tmp_path):
-    from train import gpu_check
+    from train.checks import gpu_check
 
     assert gpu_check.main(["--reports", str(tmp_path / "reports")]) == 2
     assert "no CUDA device" in capsys.readouterr().err
@@ -29,7 +29,7 @@ def test_gpu_check_load_runs_listeners_through_the_scheduler(tmp_path):
     from talkplay.recommender import GenerationConfig, Recommender
     from talkplay.render import RenderConfig
     from tests.test_sft import build_world, make_model
-    from train.gpu_check import inprocess_load
+    from train.checks.gpu_check import inprocess_load
 
     w = build_world(tmp_path)
     rec = Recommender(make_model(w["tokenizer"], w["n_old"]).eval(), w["tokenizer"], w["catalog"], w["store"],

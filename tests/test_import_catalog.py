@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from talkplay.catalog import CatalogError, load_catalog
-from train.import_catalog import import_playlists, import_tracks, main
+from train.catalog.import_catalog import import_playlists, import_tracks, main
 
 CSV = """track_id,title,artist,album,year,tags,license,lyrics
 a1,Night Drive,The Examples,Roads,2019,synthwave;driving,CC-BY-4.0,

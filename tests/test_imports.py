@@ -98,4 +98,4 @@ def test_no_import_cycles():
         if node not in state:
             visit(node, [node])
     assert not cycles, cycles
-    assert "train.playlists" in graph and "talkplay.recommender" in graph  # the walk saw both packages
+    assert "train.data.playlists" in graph and "talkplay.recommender" in graph  # the walk saw both packages

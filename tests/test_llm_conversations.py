@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from talkplay.catalog import Catalog, Track, save_catalog
-from train.conversation_schema import (
+from train.data.conversation_schema import (
     ConversationError,
     read_conversations,
     validate_conversation,
 )
-from train.llm_conversations import (
+from train.data.llm_conversations import (
     LLMConfig,
     LLMError,
     RepairError,

@@ -11,7 +11,7 @@ def test_validate_checks_what_the_app_checks(tmp_path, capsys):
                                          source="user")])
     assert main(["validate", str(tmp_path / "ok")]) == 2
     err = capsys.readouterr().err
-    assert "no token store" in err and "python -m train.byo prepare" in err
+    assert "no token store" in err and "python -m train.catalog.byo prepare" in err
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "tracks.parquet").write_bytes(b"not parquet")
     assert main(["validate", "--catalog", str(tmp_path / "bad")]) == 2  # the older spelling still works

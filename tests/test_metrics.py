@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from train.metrics import (
+from train.evaluation.metrics import (
     MetricSpec,
     hit_at_k,
     macro_over_conversations,

@@ -6,9 +6,9 @@ import numpy as np
 from talkplay.conversation import ConversationState
 from tests.test_recommender import rec  # noqa: F401  (fixture)
 from tests.test_sft import world  # noqa: F401  (fixture)
-from train.conversation_schema import Message
-from train.evaluate import EvalTurn
-from train.model_eval import ModelRanker, PaperModeRanker, state_from_history
+from train.data.conversation_schema import Message
+from train.evaluation.evaluate import EvalTurn
+from train.evaluation.model_eval import ModelRanker, PaperModeRanker, state_from_history
 
 HISTORY = (Message("user", "play me some calm jazz please"), Message("music", "t1", rejected=True),
            Message("assistant", "here is Song 1 by Band 1"), Message("user", "not that, something upbeat"))

@@ -1,7 +1,7 @@
 """Known-answer tests for the TF checkpoint reader and the PyTorch musicnn port.
 
 The reference (tests/data/musicnn_reference.npz) was recorded from the original
-TensorFlow graphs by train/tools/record_musicnn_reference.py on a synthetic clip
+TensorFlow graphs by train/catalog/tools/record_musicnn_reference.py on a synthetic clip
 that these tests regenerate.  Tests needing the musicnn checkpoints skip when the
 weights-only package ``musicnn==0.1.0`` is not installed.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from train.tf_checkpoint import CheckpointError, crc32c, read_checkpoint
-from train.tools.record_musicnn_reference import (
+from train.catalog.tf_checkpoint import CheckpointError, crc32c, read_checkpoint
+from train.catalog.tools.record_musicnn_reference import (
     CLIP_SECONDS,
     CLIP_SEED,
     CLIP_SR,
@@ -27,7 +27,7 @@ from train.tools.record_musicnn_reference import (
 )
 
 torch = pytest.importorskip("torch")
-musicnn = pytest.importorskip("train.musicnn")
+musicnn = pytest.importorskip("train.catalog.musicnn")
 
 MUSICNN_DIR = musicnn.find_musicnn_dir()
 needs_musicnn = pytest.mark.skipif(

@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from talkplay.catalog import CatalogError, Track, load_catalog, save_catalog
-from train.import_catalog import import_playlists
+from train.catalog.import_catalog import import_playlists
 from talkplay.bundle import Playlist, read_playlists, write_playlists
-from train.playlists import SimConfig, build_track_space, main, sim_origin, synthesize_bundle
-from train.splits import SplitConfig, choose_cold_tracks, split_bundle
+from train.data.playlists import SimConfig, build_track_space, main, sim_origin, synthesize_bundle
+from train.data.splits import SplitConfig, choose_cold_tracks, split_bundle
 
 PACKAGES = {  # package → (style tags, typical energy, typical brightness, tempo)
     "pkga": (("electronic", "synth", "sci-fi"), 0.85, 0.6, 128.0),

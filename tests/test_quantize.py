@@ -1,4 +1,4 @@
-"""Tests for train/quantize.py on tiny synthetic data (Gaussian blobs; hermetic, fast)."""
+"""Tests for train/tokens/quantize.py on tiny synthetic data (Gaussian blobs; hermetic, fast)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from train.quantize import (
+from train.tokens.quantize import (
     KMeansQuantizer,
     ResidualKMeansQuantizer,
     RQVAEQuantizer,

@@ -13,7 +13,7 @@ from talkplay.render import (
 )
 from talkplay.token_store import TokenStore
 from talkplay.tokens import END_OF_MUSIC, START_OF_MUSIC, ModalitySpec, MusicVocab
-from train.conversation_schema import Message
+from train.data.conversation_schema import Message
 
 VOCAB = MusicVocab([ModalitySpec("playlist", 1, 4), ModalitySpec("audio", 1, 8)])
 CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "

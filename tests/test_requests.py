@@ -1,10 +1,10 @@
-"""Text → music examples (train.requests): every request is true of its track, only training phrasings are
+"""Text → music examples (train.data.text_requests): every request is true of its track, only training phrasings are
 used, cold-start tracks are never targets, and the output is deterministic."""
 
 import re
 
-from train import lexicon as lx
-from train.requests import generate_requests
+from train.data import lexicon as lx
+from train.data.text_requests import generate_requests
 
 from tests.test_conversations import COLD, world  # noqa: F401  (the module-scoped fixture bundle)
 

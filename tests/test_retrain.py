@@ -1,4 +1,4 @@
-"""Retrain route (``train.byo retrain`` → ``train.retrain``) end to end on a 24-track catalog with the tiny test model:
+"""Retrain route (``train.catalog.byo retrain`` → ``train.training.retrain``) end to end on a 24-track catalog with the tiny test model:
 synthetic playlists → splits → tokens → data → training (interrupted, then resumed) → package → evaluation → the
 app's start check and a served turn; a rerun skips every finished stage. Plus the refusals (catalog too small,
 empty splits).
@@ -17,7 +17,7 @@ from talkplay.catalog import PLAYLISTS_FILE, Track, load_catalog, save_catalog
 from tests import tiny_lm
 from tests.test_sft import SENTENCES
 from tests.test_tokenize import CONFIG, text_embedder, write_fixture
-from train.retrain import Context, Interrupted, Recipe, RetrainError, RetrainOptions, _splits, retrain
+from train.training.retrain import Context, Interrupted, Recipe, RetrainError, RetrainOptions, _splits, retrain
 
 RECIPE = Recipe(max_steps=4, batch_size=4, warmup_steps=1, eval_every=2, eval_examples=4)
 
@@ -38,7 +38,7 @@ def _options(bundle, run, base, **kw):
 
 
 def _retrain(options, tmp_path, lines):
-    return retrain(options, "python -m train.byo retrain …", lines.append, tmp_path / "cache", text_embedder, CONFIG)
+    return retrain(options, "python -m train.catalog.byo retrain …", lines.append, tmp_path / "cache", text_embedder, CONFIG)
 
 
 def test_retrain_end_to_end_with_resume(base, tmp_path, monkeypatch):
@@ -113,7 +113,7 @@ def test_retrain_end_to_end_with_resume(base, tmp_path, monkeypatch):
 def test_retrain_refuses_a_catalog_too_small(tmp_path):
     bundle = tmp_path / "tiny"
     save_catalog(bundle, [Track(f"t{i}", f"T{i}", "A", "CC0-1.0", "c", "user") for i in range(5)])
-    with pytest.raises(RetrainError, match=r"stage 'playlists'.*5 tracks.*at least 10.*train.byo prepare"):
+    with pytest.raises(RetrainError, match=r"stage 'playlists'.*5 tracks.*at least 10.*train.catalog.byo prepare"):
         retrain(RetrainOptions(bundle, tmp_path / "run"), "cmd", lambda s: None)
     assert not (tmp_path / "run").exists() and not (bundle / PLAYLISTS_FILE).exists()
 
@@ -135,4 +135,4 @@ def test_empty_splits_warn_or_stop_with_the_fix(tmp_path):
     text = "\n".join(lines)
     for split in ("valid", "test"):
         assert f"warning: the {split} split is empty" in text and f"--{split} 0.15" in text
-    assert "train.import_catalog playlists" in text
+    assert "train.catalog.import_catalog playlists" in text

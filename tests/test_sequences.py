@@ -1,7 +1,7 @@
 """Playlist-continuation examples: prefix/continuation bounds, split inheritance, determinism."""
 
 from talkplay.bundle import Playlist
-from train.sequences import SequenceConfig, make_examples, read_examples, write_examples
+from train.data.sequences import SequenceConfig, make_examples, read_examples, write_examples
 
 
 def playlists():

@@ -14,8 +14,8 @@ import torch
 from talkplay.expansion import music_token_ids
 from talkplay.render import IGNORE_INDEX, RenderConfig
 from tests.worlds import N_TRACKS, SENTENCES, VOCAB, build_runtime_world, make_model, make_tokenizer  # noqa: F401
-from train.conversation_schema import Conversation, Message
-from train.dataset import (
+from train.data.conversation_schema import Conversation, Message
+from train.training.dataset import (
     CONVERSATION,
     PLAYLIST,
     Example,
@@ -25,9 +25,9 @@ from train.dataset import (
     conversation_examples,
     render_continuation,
 )
-from train.losses import self_similarity_loss, self_similarity_targets, supervised_ce, token_losses
-from train.sequences import ContinuationExample
-from train.sft import LOG_COLUMNS, TrainConfig, make_optimizer, prepare_model, train
+from train.training.losses import self_similarity_loss, self_similarity_targets, supervised_ce, token_losses
+from train.data.sequences import ContinuationExample
+from train.training.sft import LOG_COLUMNS, TrainConfig, make_optimizer, prepare_model, train
 
 
 @pytest.fixture(scope="module")
@@ -288,8 +288,8 @@ def test_collate_rounds_width_up_to_the_multiple(world):
 
 
 def _request_examples(world):
-    from train.dataset import request_examples
-    from train.requests import Request
+    from train.training.dataset import request_examples
+    from train.data.text_requests import Request
 
     reqs = [Request(SENTENCES[i % 4], f"t{i}", "slots") for i in range(N_TRACKS)]
     return request_examples(world["tokenizer"], reqs, world["store"], world["catalog"], RenderConfig(max_tokens=512))
@@ -297,7 +297,7 @@ def _request_examples(world):
 
 def test_request_example_is_the_inference_prompt_plus_a_supervised_music_span(world):
     from talkplay.render import render_prompt
-    from train.dataset import REQUEST
+    from train.training.dataset import REQUEST
 
     tok, store = world["tokenizer"], world["store"]
     ex = _request_examples(world)[2]
@@ -311,7 +311,7 @@ def test_request_example_is_the_inference_prompt_plus_a_supervised_music_span(wo
 
 
 def test_mixed_stream_three_tasks_keep_their_shares_and_random_access():
-    from train.dataset import REQUEST
+    from train.training.dataset import REQUEST
 
     conv = [Example([i], [i], CONVERSATION, f"c{i}") for i in range(5)]
     play = [Example([100 + i], [i], PLAYLIST, f"p{i}") for i in range(3)]
@@ -329,7 +329,7 @@ def test_mixed_stream_three_tasks_keep_their_shares_and_random_access():
 
 
 def test_length_chunks_bound_padded_tokens_and_keep_every_example():
-    from train.dataset import length_chunks
+    from train.training.dataset import length_chunks
 
     examples = [Example(list(range(n)), list(range(n)), CONVERSATION, f"e{n}") for n in (5, 300, 40, 33, 7, 120)]
     chunks = length_chunks(examples, max_tokens=128, pad_multiple=32)
@@ -343,8 +343,8 @@ def test_length_chunks_bound_padded_tokens_and_keep_every_example():
 
 def test_chunked_step_gradient_equals_the_task_mean_sum(world, tmp_path):
     """Chunking a step changes no gradient: Σ_task (token-mean CE of the task) is computed exactly."""
-    from train.dataset import REQUEST
-    from train.sft import step_loss
+    from train.training.dataset import REQUEST
+    from train.training.sft import step_loss
 
     tok = world["tokenizer"]
     d = world["datasets"]["train"]
@@ -372,7 +372,7 @@ def test_chunked_step_gradient_equals_the_task_mean_sum(world, tmp_path):
 
 
 def test_training_with_the_request_task_logs_its_loss(world, tmp_path):
-    from train.dataset import REQUEST
+    from train.training.dataset import REQUEST
 
     data = {"train": {**world["datasets"]["train"], REQUEST: _request_examples(world)},
             "valid": {**world["datasets"]["valid"], REQUEST: _request_examples(world)}}

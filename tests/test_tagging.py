@@ -1,4 +1,4 @@
-"""Tests for train/tagging.py: descriptor words, auto-tag selection, merged tags and captions."""
+"""Tests for train/catalog/tagging.py: descriptor words, auto-tag selection, merged tags and captions."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from train.descriptors import Descriptors
-from train.tagging import compose_caption, descriptor_tags, merge_tags, select_auto_tags
+from train.catalog.descriptors import Descriptors
+from train.catalog.tagging import compose_caption, descriptor_tags, merge_tags, select_auto_tags
 
 
 def desc(**kw) -> Descriptors:

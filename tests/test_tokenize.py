@@ -14,8 +14,8 @@ import soundfile as sf
 
 from talkplay.catalog import FEATURES_FILE, Track, load_catalog, save_catalog
 from talkplay.token_store import load_store, store_dir
-from train.embeddings import DESCRIPTOR_FIELDS, EmbeddingConfig
-from train.tokenize import tokenize_catalog
+from train.tokens.embeddings import DESCRIPTOR_FIELDS, EmbeddingConfig
+from train.tokens.build import tokenize_catalog
 
 STYLES = ("orchestral", "chiptune", "ambient")
 
@@ -117,7 +117,7 @@ def _wav(path, freq, seconds=35.0, sr=22050):
 
 
 def test_cold_start_adds_three_tracks_without_refitting(built, tmp_path):
-    from train.cold_start import add_tracks
+    from train.catalog.cold_start import add_tracks
 
     bundle, _ = built
     before = {v: {f: (store_dir(bundle, v) / f).read_bytes() for f in ("centroids.safetensors", "quantizers.safetensors")}
@@ -148,7 +148,7 @@ def test_cold_start_adds_three_tracks_without_refitting(built, tmp_path):
 
 def test_reorder_keeps_codes_and_meaning_in_the_new_order(built):
     from talkplay.checkpoint import store_fingerprint
-    from train.tokenize import TEXT_FIRST_ORDER, reorder_store
+    from train.tokens.build import TEXT_FIRST_ORDER, reorder_store
 
     bundle = built[0]
     src = load_store(store_dir(bundle, "rkmeans"))
@@ -167,7 +167,7 @@ def test_reorder_keeps_codes_and_meaning_in_the_new_order(built):
 
 
 def test_code_texts_describe_each_code_by_its_tracks(built):
-    from train.token_init import NO_LYRICS_TEXT, code_texts
+    from train.tokens.token_init import NO_LYRICS_TEXT, code_texts
 
     bundle = built[0]
     catalog, store = load_catalog(bundle), load_store(store_dir(bundle, "rkmeans"))

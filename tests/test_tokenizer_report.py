@@ -5,7 +5,7 @@ import pytest
 
 from talkplay.token_store import TokenStore
 from talkplay.tokens import ModalitySpec, MusicVocab
-from train.tokenizer_report import expected_hit, hit_table, modality_scores, seeds_from
+from train.tokens.tokenizer_report import expected_hit, hit_table, modality_scores, seeds_from
 
 
 def test_expected_hit_without_ties():
@@ -50,7 +50,7 @@ def test_seeds_from_playlists():
 
 
 def test_expected_reciprocal_rank():
-    from train.tokenizer_report import expected_reciprocal_rank
+    from train.tokens.tokenizer_report import expected_reciprocal_rank
 
     scores = np.array([3.0, 2.0, 1.0])
     assert expected_reciprocal_rank(scores, np.array([False, True, False])) == pytest.approx(0.5)

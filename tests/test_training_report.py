@@ -1,13 +1,13 @@
-"""Training curves report and model card from train.sft run directories (fabricated logs)."""
+"""Training curves report and model card from train.training.sft run directories (fabricated logs)."""
 
 import csv
 import json
 
 import pytest
 
-from train.package import model_card, run_summary
-from train.sft import LOG_COLUMNS
-from train.training_report import write_report
+from train.catalog.package import model_card, run_summary
+from train.training.sft import LOG_COLUMNS
+from train.training.training_report import write_report
 
 
 def fake_run(root, lam, steps=30, eval_every=10):
