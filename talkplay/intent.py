@@ -6,14 +6,19 @@ drums", "nothing too loud"). BM25 over the cards finds none of that, and a sente
 loosely; a small model trained on a CPU links those words to music tokens only as well as its training data
 spelled them. This module is the plain, inspectable reading in between: a table of :class:`Concept` s, each the
 everyday words for one idea and the tags a track must carry to fit it (``need``: at least one tag of every
-group) or must not carry (``avoid``), with negation read as people write it ("no drums" declines the drums and
-asks for ``drumless``; "not too dark" avoids ``dark``).
+group) or must not carry (``avoid``), with negation read as people write it ("no drums", "I can't stand
+vocals", "anything but country", "too much drums": declined; "no drums but piano": the piano is asked for). A
+declined concept avoids the tags it names and its first need group when that is narrow ("no drums" avoids
+drums, beats, percussive and asks for ``drumless``; "nothing sad" rules out no instrument). Plurals are
+forgiven, and typos of long words (one letter dropped, two swapped: "orchestal", "electornic") unless the typed
+word is a real one another phrase or :data:`COMMON_WORDS` owns ("calling" is no "calming").
 
 :class:`IntentReader` binds the table to one catalog's tag vocabulary — a concept keeps only the tags the catalog
-has, and every tag of the catalog is a concept of its own, so a bring-your-own catalog's own tags ("shoegaze")
-are understood word for word — and scores each track by how well its tags fit what the request asks:
-:meth:`IntentReader.fit` is the mean over the request's mentions of (share of need groups met − 1 if an avoided
-tag is carried), in [−1, 1]. :class:`talkplay.textmatch.TextMatch` adds it to the words' score of every track,
+has; a tag the request spells exactly ("synthwave" in a catalog that has that tag) fits its mention, and every
+other tag of the catalog is a concept of its own, so a bring-your-own catalog's tags ("shoegaze") are understood
+word for word — and scores each track by how well its tags fit what the request asks: :meth:`IntentReader.fit`
+is the mean over the request's mentions of (share of need groups met − 1 if an avoided tag is carried), in
+[−1, 1]; a track whose title, artist or album holds a mention's words fits it ("play Battle Theme"). :class:`talkplay.textmatch.TextMatch` adds it to the words' score of every track,
 so the shortlist the model chooses from is made of tracks that fit.
 
 The table was written by hand for listeners' words and this project's tag vocabulary (the auto-tagger's and the
@@ -26,15 +31,21 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-# Words that decline what follows, up to the end of the clause ("no drums or vocals, just piano").
+# Words that decline what follows, up to the end of the clause ("no drums or vocals, just piano"); every "…n't"
+# reads as "not" (:func:`_words_and_stops`).
 NEGATORS = frozenset(["no", "not", "without", "non", "less", "never", "nothing", "avoid", "except", "minus",
-                      "hate", "dislike", "dont", "don't", "isnt", "isn't", "aren't", "arent", "fewer"])
-# Words that end a declined clause early: "no drums but with strings".
+                      "hate", "dislike", "dont", "isnt", "arent", "cant", "wont", "fewer", "nor", "neither"])
+# Two words that decline what follows: "anything but country", "other than metal", "too much drums".
+NEGATOR_PAIRS = frozenset([("anything", "but"), ("everything", "but"), ("other", "than"), ("instead", "of"),
+                           ("too", "much"), ("too", "many"), ("sick", "of"), ("tired", "of"), ("enough", "of")])
+# Words that end a declined clause once something was declined: "no drums but strings", "no drums, just piano".
+CLAUSE_RESUME = frozenset(["but", "just", "only", "rather", "instead", "more", "though", "yet"])
 # Words people type around what they ask for, never read as a typo of a phrase ("somthing" is not "soothing").
 COMMON_WORDS = frozenset(["something", "somthing", "sumthing", "somethin", "smth", "sth", "anything", "nothing",
                           "everything", "thing", "things", "looking", "listening", "listen", "playing", "please",
@@ -42,10 +53,14 @@ COMMON_WORDS = frozenset(["something", "somthing", "sumthing", "somethin", "smth
                           "really", "kinda", "sorta", "maybe", "about", "while", "getting", "going", "doing",
                           "feeling", "making", "good", "great", "nice", "cool", "want", "wanna", "need", "needs",
                           "gimme", "give", "play", "find", "recommend", "suggest", "little", "bit", "lot", "tonight",
-                          "today", "right", "now", "some", "with", "mood", "sound", "sounds", "sounding", "style"])
+                          "today", "right", "now", "some", "with", "mood", "sound", "sounds", "sounding", "style",
+                          "calling", "catch", "chorus", "strong", "plane", "plant", "comic", "waiting", "backing",
+                          "bottle", "trial", "sing", "quit", "sting", "fair", "change", "coming", "charge"])
 NEUTRAL = "neutral:"  # a concept key prefix: its words name no property; they are read (so no other concept
 # takes them) and ignored
-CLAUSE_RESUME = frozenset(["but", "just", "only", "rather", "instead", "and", "with", "more"])
+# Concept kinds that can make a later turn a new search ("now something for the gym"); a mood or tempo word on a
+# later turn ("beautiful, one more", "quick one") is feedback or a move, which the history and talkplay.refine read.
+SEARCH_KINDS = frozenset(["scene", "genre", "instrument", "tag"])
 
 
 @dataclass(frozen=True)
@@ -72,7 +87,7 @@ _ENERGY_AVOID = "calm,quiet,slow"
 
 CONCEPTS: tuple[Concept, ...] = (
     # ---------------------------------------------------------------- moods and feelings
-    _c("mood:calm", "calm|calming|relax|relaxing|relaxed|relaxation|chill|chilled|chillout|chill out|mellow|"
+    _c("mood:calm", "calm|calming|chil|relax|relaxing|relaxed|relaxation|chill|chilled|chillout|chill out|mellow|"
        "soothing|peaceful|serene|tranquil|laid back|laidback|easy listening|gentle|soft|unwind|unwinding|zen|"
        "low key|lowkey|smooth|quiet|quietly|ambient chill|de stress|destress|stress relief|not intense",
        "calm,chill,quiet,ambient,slow", avoid=_CALM_AVOID),
@@ -92,9 +107,9 @@ CONCEPTS: tuple[Concept, ...] = (
        "intense|intensity|exciting|excited|dynamic|hard hitting|banger|bangers|turn up|get me going",
        "energetic,fast,loud,action", avoid=_ENERGY_AVOID),
     _c("mood:aggressive", "aggressive|angry|anger|rage|raging|furious|brutal|violent|"
-       "mad|pissed|savage|headbang|headbanging|moshing|mosh", "metal,rock,loud,energetic,action",
+       "pissed|savage|headbang|headbanging|moshing|mosh", "metal,rock,loud,energetic,action",
        avoid="calm,quiet,playful"),
-    _c("mood:heavy", "heavy|hard|hardcore|heavier|harder", "metal,loud", avoid="calm,quiet"),
+    _c("mood:heavy", "heavy|hardcore|heavier", "metal,loud", avoid="calm,quiet"),
     _c("mood:dark", "dark|darker|moody|spooky|creepy|scary|eerie|ominous|sinister|haunting|haunted|horror|menacing|evil|"
        "gloomy|brooding|grim|dread|dreadful|unsettling|disturbing|nightmare|villain|demonic|gothic|goth|noir",
        "dark", avoid="playful,pop,bright"),
@@ -111,7 +126,7 @@ CONCEPTS: tuple[Concept, ...] = (
     _c("mood:epic", "epic|heroic|hero|triumphant|triumph|majestic|grand|grandiose|glorious|glory|victory|"
        "victorious|anthem|anthemic|legendary|inspiring|inspirational|motivating|motivational|empowering|"
        "uplifting orchestral", "orchestral,cinematic", avoid="quiet,chill"),
-    _c("mood:bright", "bright|brighter|shiny|sparkly|sparkling|crisp|light|sunshine|summery|summer",
+    _c("mood:bright", "bright|brighter|shiny|sparkly|sparkling|crisp|sunshine|summery|summer",
        "bright", avoid="dark"),
     _c("mood:distracting", "distracting|busy|hectic|chaotic|frantic|overwhelming|noisy|loud|blasting|cranked",
        "loud,energetic,action,fast", declined="calm,quiet,ambient,chill,drumless"),
@@ -123,7 +138,7 @@ CONCEPTS: tuple[Concept, ...] = (
        "healing|self care", "calm,quiet,ambient,chill", "slow,drumless,calm,quiet", avoid=_QUIET_AVOID),
     _c("scene:focus", "study|studying|studies|focus|focusing|focused|concentrate|concentration|concentrating|"
        "homework|exam|exams|revision|revising|deep work|work|working|productivity|productive|office|"
-       "reading|read|book|books|writing|essay|thinking|background|background music|bgm|not distracting",
+       "reading|read|book|books|writing|essay|background|background music|bgm|not distracting",
        "ambient,calm,chill,quiet,drumless,piano", avoid="loud,metal,action,fast,energetic"),
     _c("scene:coding", "coding|code|programming|programmer|hacking|hackathon|debugging|developer|dev",
        "electronic,ambient,synth", avoid="loud,metal,action"),
@@ -152,13 +167,13 @@ CONCEPTS: tuple[Concept, ...] = (
     _c("scene:fantasy", "fantasy|magic|magical|enchanted|fairy|fairytale|fairy tale|elves|elven|elf|dragon|"
        "dragons|wizard|wizards|sorcery|mage|kingdom|realm|rpg|jrpg|mmo|dnd|d and d|d d|dungeons and dragons|"
        "tabletop|lord of the rings|tolkien|skyrim|witcher|zelda|hobbit", "fantasy,medieval,folk"),
-    _c("scene:medieval", "medieval|middle ages|renaissance|castle|castles|knight|knights|king|queen|royal|"
-       "court|minstrel|minstrels|bard|bards|tavern|inn|pub|feast|mead|village|peasant|celtic|irish|scottish|"
+    _c("scene:medieval", "medieval|middle ages|renaissance|castle|castles|knight|knights|royal|"
+       "minstrel|minstrels|bard|bards|tavern|inn|pub|feast|mead|village|peasant|celtic|irish|scottish|"
        "viking|vikings|nordic|pirate|pirates|sea shanty|shanty|ren faire", "medieval,folk"),
     _c("scene:dungeon", "dungeon|dungeons|cave|caves|cavern|crypt|catacombs|tomb|underground|labyrinth|"
        "haunted house|graveyard|cemetery|abandoned", "dark", "ambient,atmospheric,exploration,cinematic",
        avoid="playful,pop,bright"),
-    _c("scene:cozy", "cozy|cosy|rain|rainy|raining|storm|autumn|fall evening|winter|snow|snowy|fireplace|"
+    _c("scene:cozy", "cozy|cosy|rain|rainy|raining|storm|autumn|fall evening|winter|snow|snowy|heavy rain|fireplace|"
        "tea|coffee|cafe|coffee shop|sunday|sunday morning|lazy|slow morning|evening|candle|blanket|"
        "cottagecore|nature|forest|garden|camping|campfire", "piano,acoustic,calm,chill,strings,folk,guitar",
        avoid="loud,metal,techno,fast,action"),
@@ -176,12 +191,12 @@ CONCEPTS: tuple[Concept, ...] = (
     _c("genre:orchestral", "orchestral|orchestra|orchestras|symphonic|symphony|symphonies|philharmonic|"
        "full orchestra|concerto|film score|epic orchestral|string orchestra|brass|horns|choir|choral|opera",
        "orchestral,classical,cinematic"),
-    _c("genre:classical", "classical|classic|classics|baroque|romantic era|mozart|beethoven|bach|chopin|"
+    _c("genre:classical", "classical|baroque|romantic era|mozart|beethoven|bach|chopin|"
        "chamber music|string quartet|sonata|piano sonata|waltz|instrumental classical", "classical,orchestral"),
     _c("genre:electronic", "electronic|electronica|electro|edm|electronic music|computer music|idm|"
        "electronic dance", "electronic,techno,synth"),
     _c("genre:techno", "techno|house music|deep house|trance|minimal techno|acid|industrial|"
-       "four on the floor|warehouse|breakbeat|breakbeats|jungle|garage|hardstyle|eurodance", "techno,electronic"),
+       "four on the floor|warehouse|breakbeat|breakbeats|jungle|garage|hardstyle|eurodance", "techno"),
     _c("genre:dnb", "drum and bass|drum n bass|drum n base|drum & bass|dnb|d n b|drumnbass|dubstep|liquid dnb",
        "techno,electronic,dance", "fast,energetic,beats,drums"),
     _c("genre:synthwave", "synthwave|synth wave|retrowave|outrun|vaporwave|synthpop|synth pop|80s|eighties|"
@@ -189,13 +204,14 @@ CONCEPTS: tuple[Concept, ...] = (
     _c("genre:lofi", "lofi|lo fi|low fi|lo fi hip hop|lofi hip hop|chillhop|chill hop|jazzhop|beats to relax",
        "chill,calm,slow,mid-tempo,ambient", "beats,drums,electronic", avoid="loud,metal,fast,action"),
     _c("genre:hiphop", "hip hop|hiphop|rap|trap|boom bap|beat tape", "beats,drums,electronic"),
-    _c("genre:ambient", "ambient|ambience|ambiance|drone|drones|soundscape|soundscapes|texture|textures|"
+    _c("genre:ambient", "ambient|ambiant|ambience|ambiance|drone|drones|soundscape|soundscapes|texture|textures|"
        "new age|space ambient|dark ambient|atmosphere", "ambient,atmospheric", avoid="loud,metal"),
     _c("genre:chiptune", "chiptune|chiptunes|chip tune|chip music|8 bit|8bit|eight bit|16 bit|16bit|bitpop|"
        "nes|snes|gameboy|game boy|retro gaming|bleepy|bloopy|arcade|pixel|pixel art|"
        "retro game|retro games|old console|old consoles|old games|old video games|classic games", "chiptune,8-bit,retro"),
     _c("genre:retro", "retro|old school|oldschool|vintage|throwback|oldies", "retro,chiptune,8-bit"),
-    _c("genre:rock", "rock|rock n roll|rock and roll|rocking|punk|grunge|indie rock|alt rock|alternative|"
+    _c("genre:rock", "rock|rock n roll|rock and roll|rocking|punk|grunge|indie rock|alt rock|alternative rock|light rock|soft rock|"
+       "rock classics|"
        "hard rock|prog|progressive rock|garage rock|classic rock|stoner rock", "rock,metal"),
     _c("genre:metal", "metal|heavy metal|metalcore|thrash|death metal|black metal|power metal|doom|djent|"
        "shred|shredding|nu metal", "metal,rock", avoid="calm,quiet"),
@@ -248,72 +264,95 @@ CONCEPTS: tuple[Concept, ...] = (
 # ---------------------------------------------------------------------------------------------- reading
 
 def words(text: str) -> list[str]:
-    """Lower-case words of ``text``: "&" reads as "and", hyphens and apostrophes split or vanish
-    ("lo-fi" → lo fi, "don't" → dont), digits stay ("8-bit" → 8 bit)."""
+    """Lower-case words of ``text``: accents dropped ("canción" → cancion), "&" reads as "and", "…n't" as "not",
+    hyphens and apostrophes split or vanish ("lo-fi" → lo fi), digits stay ("8-bit" → 8 bit)."""
     return [w for w in _words_and_stops(text) if w not in CLAUSE_STOPS]
 
 
-CLAUSE_STOPS = frozenset(",.;:!?()—–")  # punctuation that ends a clause (and a negation's reach)
+CLAUSE_STOPS = frozenset([*",.;:!?()—–", "\n", "-"])  # end a clause (and a negation's reach); "-" between spaces
 
 
 def _words_and_stops(text: str) -> list[str]:
-    text = text.lower().replace("&", " and ").replace("'", "").replace("’", "")
-    return re.findall(r"[a-z0-9]+|[,.;:!?()—–]", text)
+    """Words and clause stops of ``text``, in order (see :func:`words`)."""
+    text = unicodedata.normalize("NFKD", text.lower().replace("’", "'"))
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    text = re.sub(r"\b(?:can'?t|cannot|can not)\s+(?:fall\s+a)?sleep\b", " insomnia ", text)  # asks for sleep music
+    text = re.sub(r"\b\w+n't\b", " not ", text)  # don't, can't, won't, didn't … → not
+    text = _NT_WORDS.sub(" not ", text)  # … and typed without the apostrophe
+    text = text.replace("&", " and ").replace("'", "")
+    return re.findall(r"[a-z0-9]+|[,.;:!?()—–\n]|(?<=\s)-(?=\s)", text)
+
+
+# "…n't" words (typed with or without the apostrophe) that read as "not"
+_NT = frozenset(["dont", "doesnt", "didnt", "cant", "wont", "wouldnt", "shouldnt", "couldnt", "isnt", "arent",
+                 "wasnt", "werent", "havent", "hasnt", "hadnt", "aint", "neednt", "mustnt"])
+_NT_WORDS = re.compile(r"\b(?:" + "|".join(sorted(_NT)) + r")\b")
 
 
 def _plural(token: str, word: str) -> bool:
-    """``token`` (typed) reads as ``word`` (a phrase's): equal, or a plural 's'/'es' more or less."""
-    return token == word or token in (word + "s", word + "es") or word in (token + "s", token + "es")
+    """``token`` (typed) reads as ``word`` (a phrase's): equal, or a plural 's'/'es' more or less (words of
+    three letters or more: "n" is no "nes")."""
+    if token == word:
+        return True
+    if len(token) < 3 or len(word) < 3:
+        return False
+    return token in (word + "s", word + "es") or word in (token + "s", token + "es")
 
 
 def _typo(token: str, word: str) -> bool:
-    """``token`` is ``word`` mistyped: same first letter, and one edit for words of six letters or more
-    ("orchestal", "ambiant"), one dropped letter for five ("chil"). Only tried on tokens that are no phrase's
-    word ("fast" is not a mistyped "feast")."""
+    """``token`` is ``word`` mistyped: same first letter, a word of seven letters or more, and one letter dropped
+    ("orchestal", "clasical") or two neighbours swapped ("electornic"). Substitutions and extra letters are not
+    tried: among real words they misfire ("calling" is no "calming", "strong" no "string"). Only tried on tokens
+    that are no phrase's word and no common word (:data:`COMMON_WORDS`)."""
     n = len(word)
-    if not token or token[0] != word[0]:
+    if n < 7 or len(token) < 6 or token[0] != word[0]:
         return False
-    if n >= 6 and abs(len(token) - n) <= 1 and len(token) >= 5:
-        return _one_edit(token, word)
-    if n == 5 and len(token) == 4:
+    if len(token) == n - 1:
         return any(word[:i] + word[i + 1:] == token for i in range(n))
+    if len(token) == n:
+        diff = [i for i in range(n) if token[i] != word[i]]
+        return len(diff) == 2 and diff[1] == diff[0] + 1 and token[diff[0]] == word[diff[1]] \
+            and token[diff[1]] == word[diff[0]]
     return False
 
 
-def _one_edit(a: str, b: str) -> bool:
-    """Damerau distance of exactly one (one insertion, deletion, substitution or swap of neighbours)."""
-    if a == b:
-        return False
-    if len(a) == len(b):
-        diff = [i for i in range(len(a)) if a[i] != b[i]]
-        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
-                                  and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
-    short, long_ = (a, b) if len(a) < len(b) else (b, a)
-    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
-
-
 def _declined_flags(tokens: Sequence[str]) -> list[bool]:
-    """Per word of ``tokens`` (words and clause stops, :func:`_words_and_stops`): does a negation govern it? "no drums or vocals, just piano" → drums, or, vocals declined. A
-    negator declines what follows up to the clause's end (or a word that resumes the ask: "but", "just" …);
-    "too" declines the one word after it ("too dark" is a complaint, not a request)."""
-    out, declining, too = [], False, False
+    """Per word of ``tokens`` (words and clause stops, :func:`_words_and_stops`; the stops get no flag): does a
+    negation govern it? "no drums or vocals, just piano" → drums, or, vocals declined. A negator (or a pair:
+    "anything but", "too much") declines what follows up to the clause's end, or up to a word that resumes the
+    ask once something was declined ("no drums but strings"; "no more drums" declines the drums); "too" declines
+    the one word after it ("too dark" is a complaint, not a request)."""
+    out, declining, declined_any, too, prev = [], False, False, False, ""
     for tok in tokens:
         if tok in CLAUSE_STOPS:  # not a word: ends the clause, and is dropped from the flags
             declining = too = False
+            prev = ""
             continue
-        if tok in NEGATORS:
-            declining, too = True, False
+        if tok in NEGATORS or (prev, tok) in NEGATOR_PAIRS:
+            declining, declined_any, too = True, False, False
             out.append(False)
+            prev = tok
             continue
         if tok == "too":
             too = True
             out.append(False)
+            prev = tok
             continue
-        if declining and tok in CLAUSE_RESUME:
+        if declining and declined_any and tok in CLAUSE_RESUME:
             declining = False
         out.append(declining or too)
-        too = False
+        declined_any = declined_any or declining
+        too, prev = False, tok
     return out
+
+
+def undeclined_words(text: str) -> list[str]:
+    """The words of ``text`` that no negation governs, negators left out: "orchestral, no drums or vocals" →
+    orchestral. The one reading of negation for the whole text match (BM25 and sentence vectors use it too)."""
+    both = _words_and_stops(text)
+    tokens = [w for w in both if w not in CLAUSE_STOPS]
+    return [w for w, declined in zip(tokens, _declined_flags(both))
+            if not declined and w not in NEGATORS and w != "too"]
 
 
 @dataclass(frozen=True)
@@ -325,12 +364,22 @@ class Mention:
     need: tuple[frozenset[str], ...]
     avoid: frozenset[str]
     declined: bool  # "no drums": the listener declined the concept (need/avoid already say what that means)
+    named: frozenset[str] = frozenset()  # catalog tags spelled exactly by the words ("synthwave"): carrying one fits
+
+    @property
+    def kind(self) -> str:
+        return self.concept.split(":", 1)[0]
 
 
 class IntentReader:
-    """The concept table bound to one catalog's tags, and per-track fit scores (see the module docstring)."""
+    """The concept table bound to one catalog's tags, and per-track fit scores (see the module docstring).
 
-    def __init__(self, track_tags: Sequence[Iterable[str]], concepts: Sequence[Concept] = CONCEPTS):
+    ``names``: per track, the words of its title, artist and album; a track whose name holds all the words of a
+    mention fits that mention ("play Battle Theme" must not bury the track called so under battle music's tags).
+    """
+
+    def __init__(self, track_tags: Sequence[Iterable[str]], concepts: Sequence[Concept] = CONCEPTS,
+                 names: Sequence[Iterable[str]] | None = None):
         self.track_tags = [frozenset(t) for t in track_tags]
         vocab = sorted({t for tags in self.track_tags for t in tags})
         self.vocab = frozenset(vocab)
@@ -338,11 +387,17 @@ class IntentReader:
         for row, tags in enumerate(self.track_tags):
             for t in tags:
                 self._rows[t][row] = True
-        covered = {p for c in concepts for p in c.phrases}
+        self._name_rows: dict[str, np.ndarray] = {}
+        for row, name in enumerate(names or ()):
+            for w in set(name):
+                self._name_rows.setdefault(w, np.zeros(len(self.track_tags), bool))[row] = True
+        self._tag_words = {tuple(words(t)): t for t in vocab}  # a tag as the words a request would spell it with
+        covered = {tuple(words(p)) for c in concepts for p in c.phrases}
         own = [Concept(f"tag:{t}", (t.lower(),), (frozenset([t]),)) for t in vocab
-               if " ".join(words(t)) not in covered]  # a catalog's own tags read as themselves
-        self.concepts = [c for c in (*concepts, *own) if c.key.startswith(NEUTRAL) or self._bind(c, False)]
-        # every phrase as words, longest first, so "drum and bass" wins over "drums" and "heavy metal" over "heavy"
+               if tuple(words(t)) not in covered]  # a catalog's own tags read as themselves
+        # every concept's phrases are read, bound here or not: a concept this catalog cannot honour still owns its
+        # words (no other concept, and no typo, takes them); longest first, so "drum and bass" beats "drums"
+        self.concepts = [*concepts, *own]
         self._phrases = sorted(((tuple(words(p)), c) for c in self.concepts for p in c.phrases if words(p)),
                                key=lambda pc: -len(pc[0]))
         self._by_first: dict[str, list[tuple[int, tuple[str, ...], Concept]]] = {}
@@ -350,27 +405,34 @@ class IntentReader:
         for order, (phrase, concept) in enumerate(self._phrases):
             self._by_first.setdefault(phrase[0], []).append((order, phrase, concept))
             self._by_letter.setdefault(phrase[0][:1], []).append((order, phrase, concept))
-        self._read = functools.lru_cache(maxsize=1024)(self._read_uncached)  # a turn reads its request twice
         self._known = {w for phrase, _ in self._phrases for w in phrase}
         self._known |= {w + "s" for w in self._known} | COMMON_WORDS
+        self._read = functools.lru_cache(maxsize=1024)(self._read_uncached)  # a turn reads its request twice
 
-    def _bind(self, concept: Concept, declined: bool) -> tuple[tuple[frozenset[str], ...], frozenset[str]] | None:
-        """(need, avoid) restricted to this catalog's tags, or None when the concept says nothing here."""
+    def _bind(self, concept: Concept, declined: bool, named: frozenset[str]) -> Mention | None:
+        """``concept`` as this catalog can honour it (its tags restricted to the catalog's), or None when it says
+        nothing here. Declined, it avoids the tags named and its first need group when that is narrow (≤ 3 tags:
+        "no drums" avoids drums, beats, percussive; "nothing sad" avoids no instrument), and asks for its
+        ``declined`` tags instead."""
+        if concept.key.startswith(NEUTRAL):
+            return None
         need = tuple(g & self.vocab for g in concept.need)
-        if declined:  # "no drums": none of what the concept needs; its 'declined' tags instead
-            avoid = frozenset().union(*need) if need else frozenset()
+        if declined:
+            avoid = named | (need[0] if need and len(concept.need[0]) <= 3 else frozenset())
             want = concept.declined & self.vocab
             need = (want,) if want else ()
         else:
-            if concept.need and not any(need):  # asks for what this catalog has none of: says nothing here
+            if concept.need and not any(need) and not named:  # asks for what this catalog has none of
                 return None
             need = tuple(g for g in need if g)  # a group this catalog cannot meet at all is left out
             avoid = concept.avoid & self.vocab
-        return (need, avoid) if need or avoid else None
+        if not (need or avoid or named):
+            return None
+        return Mention(concept.key, "", need, avoid, declined, named)
 
     def read(self, text: str) -> list[Mention]:
         """The concepts ``text`` names, left to right, each once (its first mention decides declined or not).
-        Phrases are matched longest first, exact words (and plurals) before typos, and a word belongs to at
+        Phrases are matched longest first, exact words before plurals before typos, and a word belongs to at
         most one phrase."""
         return list(self._read(text))
 
@@ -381,25 +443,31 @@ class IntentReader:
         used = [False] * len(tokens)
         found: dict[str, tuple[int, Mention]] = {}
         for fuzzy in (False, True):
-            for _, i, phrase, concept in sorted(self._candidates(tokens, fuzzy), key=lambda c: c[:2]):
+            for *_, i, phrase, concept in sorted(self._candidates(tokens, fuzzy)):
                 n = len(phrase)
                 if any(used[i:i + n]):
                     continue
                 for k in range(n):
                     used[i + k] = True
-                bound = self._bind(concept, flags[i])
+                said = tuple(tokens[i:i + n])
+                named = frozenset(t for t in (self._tag_words.get(phrase), self._tag_words.get(said)) if t)
+                bound = self._bind(concept, flags[i], named)
                 if bound is None or (concept.key in found and found[concept.key][0] < i):
                     continue
-                found[concept.key] = (i, Mention(concept.key, " ".join(tokens[i:i + n]), bound[0], bound[1], flags[i]))
+                found[concept.key] = (i, replace(bound, text=" ".join(said)))
         mentions = [m for _, m in sorted(found.values(), key=lambda im: im[0])]
-        # "metal, but nothing too heavy": what is declined must not rule out all of what is asked for
+        # "rock but not too heavy", "rock but no metal": what is declined must not rule out all of what is asked
+        # for; a group the declined tags would empty keeps its tags, except those the listener named
         avoided = frozenset().union(*(m.avoid for m in mentions if m.declined))
-        keep = frozenset().union(*(g for m in mentions if not m.declined for g in m.need if g <= avoided))
-        return tuple(Mention(m.concept, m.text, m.need, m.avoid - keep, True) if m.declined else m for m in mentions)
+        named = frozenset().union(*(m.named for m in mentions if m.declined))
+        keep = frozenset().union(*(g for m in mentions if not m.declined for g in m.need if g <= avoided)) - named
+        return tuple(replace(m, avoid=m.avoid - keep) if m.declined else m for m in mentions)
 
-    def _candidates(self, tokens: Sequence[str], fuzzy: bool) -> Iterable[tuple[int, int, tuple[str, ...], Concept]]:
-        """(phrase order, position, phrase, concept) for every phrase that reads at a position: exactly (a plural
-        's' forgiven) or, with ``fuzzy``, as a typo of words that are no phrase's (see :func:`_typo`)."""
+    def _candidates(self, tokens: Sequence[str], fuzzy: bool) -> Iterable[tuple]:
+        """(−length, inexact, phrase order, position, phrase, concept) for every phrase that reads at a position:
+        exactly, with a plural 's' forgiven, or (``fuzzy``) as a typo of words that are no phrase's or common
+        word (see :func:`_typo`). Sorted, longer phrases come first, then exact spellings ("blues" the genre
+        before "blue" + s)."""
         for i, tok in enumerate(tokens):
             if not fuzzy:
                 keys = {tok, tok + "s", tok + "es", tok[:-1] if tok.endswith("s") else tok,
@@ -411,13 +479,13 @@ class IntentReader:
                 starts = [p for p in self._by_letter.get(tok[:1], ()) if _typo(tok, p[1][0])]
             for order, phrase, concept in starts:
                 n = len(phrase)
-                if i + n <= len(tokens) and all(self._reads_as(tokens[i + k], phrase[k], fuzzy) for k in range(1, n)):
-                    yield order, i, phrase, concept
+                if i + n <= len(tokens) and all(self._reads_as(tokens[i + k], phrase[k], fuzzy) for k in range(n)):
+                    yield -n, tuple(tokens[i:i + n]) != phrase, order, i, phrase, concept
 
     def _reads_as(self, token: str, word: str, fuzzy: bool) -> bool:
-        if not fuzzy:
-            return _plural(token, word)
-        return token not in self._known and not token.isdigit() and _typo(token, word)
+        if _plural(token, word):
+            return True
+        return fuzzy and token not in self._known and not token.isdigit() and _typo(token, word)
 
     def _has_any(self, tags: Iterable[str]) -> np.ndarray:
         mask = np.zeros(len(self.track_tags), bool)
@@ -427,9 +495,19 @@ class IntentReader:
                 mask |= row
         return mask
 
+    def _named_by(self, m: Mention) -> np.ndarray:
+        """Tracks that carry a tag the mention spells, or whose name holds all of its words."""
+        mask = self._has_any(m.named)
+        if self._name_rows and not m.declined:
+            rows = [self._name_rows.get(w) for w in m.text.split()]
+            if all(r is not None for r in rows):
+                mask = mask | np.logical_and.reduce(rows)
+        return mask
+
     def fit(self, mentions: Sequence[Mention]) -> np.ndarray:
         """float64 (n_tracks,) in [−1, 1]: the mean over ``mentions`` of (share of need groups a track meets
-        − 1 when it carries an avoided tag); zeros when there are no mentions."""
+        − 1 when it carries an avoided tag), a track carrying a tag the mention spells or named by its words
+        counting as meeting it; zeros when there are no mentions."""
         total = np.zeros(len(self.track_tags), np.float64)
         for m in mentions:
             part = np.zeros(len(self.track_tags), np.float64)
@@ -438,13 +516,17 @@ class IntentReader:
                     part += self._has_any(group)
                 part /= len(m.need)
             part -= self._has_any(m.avoid)
+            if not m.declined:  # what the listener spelled out wins over the concept's other tags
+                part[self._named_by(m)] = 1.0
             total += part
         return total / len(mentions) if mentions else total
 
     def fits(self, mentions: Sequence[Mention], row: int) -> bool:
-        """Whether track ``row`` meets every need group of every mention and carries no avoided tag."""
+        """Whether track ``row`` meets every need group of every mention and carries no avoided tag (or carries
+        a tag a mention spells)."""
         tags = self.track_tags[row]
-        return all(all(tags & g for g in m.need) and not tags & m.avoid for m in mentions)
+        return all((not m.declined and tags & m.named) or (all(tags & g for g in m.need) and not tags & m.avoid)
+                   for m in mentions)
 
 
 def concept_problems(concepts: Sequence[Concept] = CONCEPTS) -> list[str]:

@@ -494,7 +494,7 @@ class Recommender(Ranking):
         if len(moving) == 0:
             return None
         closeness = self.text_match().similar_to(self.store.row(prev))
-        if self.text_match().has_evidence(user_text, first_turn=False):
+        if self.text_match().has_evidence(user_text, first_turn=False, concepts=False):
             # the words' own matches, not their concepts: "less dark, more upbeat" is a move from this track,
             # which the candidates already make; the concepts' weight would outvote the closeness
             closeness = closeness + self.text_match().scores(user_text, concepts=False)

@@ -35,13 +35,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from talkplay.catalog import Track
-from talkplay.intent import IntentReader
+from talkplay.intent import SEARCH_KINDS, IntentReader, undeclined_words, words
 
 log = logging.getLogger(__name__)
 
 STOPWORDS = frozenset(
     ["a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have", "i", "i'm", "im", "in", "is", "it", "it's", "its", "me", "my", "of", "on", "or", "so", "some", "something", "that", "the", "this", "to", "was", "we", "with", "you", "your", "can", "could", "would", "like", "want", "play", "more", "please", "just", "give", "let's", "lets", "let", "me", "one", "m", "s", "t", "d", "ll", "re", "ve"])  # contraction tails: "I'm" → i, m
-NEGATIONS = frozenset(["no", "not", "without", "non", "less", "never", "nothing", "avoid", "except", "minus"])
 OFFLINE_TEXT_MODEL = "all-MiniLM-L6-v2"
 TAG_WEIGHT = 10.0  # weight of the concepts a track's tags meet (talkplay.intent), in z-units of s_t; valid-split choice
 TextEmbedderFn = Callable[[Sequence[str]], np.ndarray]  # texts → unit vectors (n, d)
@@ -82,21 +81,11 @@ def dense_document(track: Track, names: bool = False) -> str:
 
 
 def positive_text(request: str) -> str:
-    """``request`` without negated words: "orchestral, no drums or vocals" → "orchestral,". A negation word
-    removes the words after it up to the end of its clause (a comma, a period, "but", "and" + a new ask)."""
-    out, negating = [], False
-    for piece in re.findall(r"[A-Za-z0-9']+|[^A-Za-z0-9'\s]+", request):
-        word = piece.lower()
-        if not piece[0].isalnum():
-            negating = negating and piece not in {",", ".", ";", "!", "?", "—", "-"}
-            out.append(piece)
-        elif word in NEGATIONS or word.endswith("n't"):
-            negating = True
-        elif negating and word in ("but", "just", "only", "rather", "instead"):
-            negating = False
-        elif not negating:
-            out.append(piece)
-    return " ".join(out)
+    """``request`` without declined words: "orchestral, no drums or vocals" → "orchestral". Negation is read as
+    :mod:`talkplay.intent` reads it (one rule for the words and the concepts): a negator — "no", "not",
+    "without", any "…n't", "anything but" — declines what follows up to the end of its clause or a word that
+    resumes the ask ("but", "just" …)."""
+    return " ".join(undeclined_words(request))
 
 
 class BM25Index:
@@ -186,7 +175,8 @@ class TextMatch:
         """Index ``tracks`` (their order is the order of :meth:`scores`)."""
         bm25 = BM25Index.build([tokenize(bm25_document(t)) for t in tracks])
         vectors = np.asarray(embed([dense_document(t) for t in tracks]), np.float32) if embed else None
-        return cls(bm25, vectors, embed, bm25_weight, dense_weight, IntentReader([t.tags for t in tracks]), tag_weight)
+        return cls(bm25, vectors, embed, bm25_weight, dense_weight, IntentReader(
+            [t.tags for t in tracks], names=[words(f"{t.title} {t.artist} {t.album}") for t in tracks]), tag_weight)
 
     def similar_to(self, row: int) -> np.ndarray:
         """float64 (n_tracks,): z-scored similarity of every track's card to track ``row``'s (sentence vectors;
@@ -196,16 +186,20 @@ class TextMatch:
         terms = [w for w, r in self.bm25.vocab.items() if self.bm25.weights[r, row] > 0]
         return _z(self.bm25.score(terms))
 
-    def has_evidence(self, request: str, first_turn: bool) -> bool:
-        """Whether the words can speak for ``request``: a first request always (it is all there is to go on);
-        a later one only when BM25 finds one of its (non-negated) words on some card. "Something else",
-        "slower" or "another one" name nothing on a card — the model alone reads those against the history."""
-        if self.intent is not None and any(not m.declined for m in self.intent.read(request)):
-            return True  # it names something to look for ("for a boss fight"); "no drums" alone names nothing
+    def has_evidence(self, request: str, first_turn: bool, concepts: bool = True) -> bool:
+        """Whether the words can speak for ``request``. A first request: whenever it says anything beyond stop
+        words (it is all there is to go on). A later one: when it names a scene, genre, instrument or tag to look
+        for (:data:`talkplay.intent.SEARCH_KINDS`: "now something for the gym") or BM25 finds one of its
+        undeclined words on some card. "Something else", "slower", "another one" or "beautiful, one more" name
+        nothing to search for — the model reads those against the history (and :mod:`talkplay.refine` reads the
+        moves). ``concepts=False``: the words alone, as a relative request's closeness uses them."""
         tokens = tokenize(positive_text(request))
-        if not tokens:
-            return False
-        return first_turn or bool(self.bm25.score(tokens).max() > 0)
+        mentions = self.intent.read(request) if concepts and self.intent is not None else []
+        if first_turn:
+            return bool(tokens or mentions)
+        if any(not m.declined and m.kind in SEARCH_KINDS for m in mentions):
+            return True
+        return bool(tokens) and bool(self.bm25.score(tokens).max() > 0)
 
     def scores(self, request: str, concepts: bool = True) -> np.ndarray:
         """float64 (n_tracks,): bm25_weight · z(BM25) + dense_weight · z(cosine) + tag_weight · fit for

@@ -76,7 +76,14 @@ def test_longest_phrase_wins_and_typos_are_forgiven_but_real_words_are_not(reade
     assert set(_read(reader, "something fast")) == {"tempo:fast"}  # "fast" is no mistyped "feast"
     assert "scene:chores" not in _read(reader, "looking for a track for coding")  # nor "looking" "cooking"
     assert "mood:calm" not in _read(reader, "somthing dark")  # nor "somthing" "soothing"
-    assert words("Lo-Fi & D&D, don't") == ["lo", "fi", "and", "d", "and", "d", "dont"]
+    assert words("Lo-Fi & D&D, don't") == ["lo", "fi", "and", "d", "and", "d", "not"]
+    for real in ("a catchy chorus", "a strong beat", "calling home", "what's coming up next", "plane ride",
+                 "change it up", "fair enough, next"):  # real words are not typos of phrase words
+        assert not {"scene:chores", "instrument:strings", "mood:calm", "scene:coding", "scene:space",
+                    "scene:battle", "scene:fantasy"} & set(_read(reader, real)), real
+    assert "genre:chiptune" not in _read(reader, "guns n roses") and "genre:chiptune" not in _read(
+        reader, "canción triste")  # one letter is no plural of "ne"; accents are dropped, not split
+    assert "genre:jazz" in _read(reader, "some blues please")  # the exact phrase beats blue + s
 
 
 def test_a_catalog_is_read_in_its_own_tags():
@@ -99,3 +106,50 @@ def test_the_text_match_adds_the_fit_and_counts_concepts_as_evidence():
     assert not match.has_evidence("no drums", first_turn=False)  # a refusal alone names nothing to look for
     match.tag_weight = 0.0
     assert np.allclose(match.scores(request), 0.0)
+
+
+@pytest.mark.parametrize("text, concept", [
+    ("I can't stand vocals", "instrument:vocals"), ("doesnt need vocals", "instrument:vocals"),
+    ("I won't listen to metal", "genre:metal"), ("no more drums", "instrument:drums"),
+    ("nothing with lyrics", "instrument:vocals"), ("something without drums and vocals", "instrument:vocals"),
+    ("anything but country", "genre:folk"), ("too much drums", "instrument:drums"),
+    ("no drums - piano", "instrument:drums"),
+])
+def test_every_way_of_saying_no_declines(text, concept):
+    reader = IntentReader([*TAGS, ("female vocals", "folk", "acoustic"), ("instrumental", "calm")])
+    assert _read(reader, text)[concept].declined, text
+
+
+def test_a_resumed_ask_and_a_sleepless_listener(reader):
+    assert not _read(reader, "no drums - piano")["instrument:piano"].declined
+    assert not _read(reader, "no drums and more piano")["instrument:piano"].declined
+    assert not _read(reader, "I can't sleep")["scene:sleep"].declined  # asks for sleep music
+
+
+def test_a_declined_idea_avoids_only_what_it_names(reader):
+    """"nothing sad" must not rule out every piano and slow track; "rock but no metal" still avoids metal."""
+    assert not reader.fit(reader.read("nothing sad")).any()
+    fit = reader.fit(reader.read("rock but no metal"))
+    assert fit[2] > fit[3] and fit.argmax() == 2
+    assert "metal" in _read(reader, "rock but no metal")["genre:metal"].avoid
+
+
+def test_a_tag_spelled_by_the_request_and_a_title_that_names_it_fit():
+    """A bring-your-own catalog's tag that a table phrase spells ("synthwave") fits the request for it; a track
+    whose name holds the words ("Boss Attack") is not buried under battle music's tags."""
+    reader = IntentReader([("synthwave", "calm"), ("calm", "synth"), ("orchestral", "energetic", "loud")],
+                          names=[["neon"], ["boss", "attack"], ["epic", "war"]])
+    fit = reader.fit(reader.read("some synthwave"))
+    assert fit[0] == 1.0 and fit[0] >= fit.max()
+    assert reader.fit(reader.read("play Boss Attack"))[1] == 1.0
+
+
+def test_only_a_search_makes_a_later_turn_a_text_match_turn():
+    tracks = [Track(str(i), f"Title {i}", "A", "MIT", "c", "user", tags=tags) for i, tags in enumerate(TAGS)]
+    match = TextMatch.build(tracks)
+    for feedback in ("beautiful, one more", "quick one please", "slower", "darker", "what a banger",
+                     "give me an alternative", "another one"):
+        assert not match.has_evidence(feedback, first_turn=False), feedback
+    assert match.has_evidence("now something for the gym", first_turn=False)
+    assert match.has_evidence("no drums", first_turn=True)  # a first request is all there is
+    assert not match.has_evidence("now something for the gym", first_turn=False, concepts=False)
