@@ -36,13 +36,24 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from talkplay.catalog import Catalog, Track, slugify
-from talkplay.refine import TEMPO_RANK, moves, tag_rank  # one definition of "slower", "darker", …
-from train.data import lexicon as lx
-from train.data.conversation_schema import MAX_TURNS, MIN_TURNS, Conversation, ConversationError, Message
-from train.data.noise import add_noise
 from talkplay.bundle import Playlist
+from talkplay.catalog import Catalog, Track, slugify
+from talkplay.refine import (  # one definition of "slower", "darker", …
+    TEMPO_RANK,
+    moves,
+    tag_rank,
+)
 from train.catalog.tagging import KEY_CAPTION_MIN_STRENGTH, MIN_TEMPO_CONFIDENCE
+from train.data import lexicon as lx
+from train.data import reply_frames as rf
+from train.data.conversation_schema import (
+    MAX_TURNS,
+    MIN_TURNS,
+    Conversation,
+    ConversationError,
+    Message,
+)
+from train.data.noise import add_noise
 
 GENERATOR = "offline-templates v1"  # bump when the output for a seed changes
 
@@ -247,7 +258,7 @@ class _Relations:
         return self._reasons[k]
 
 
-_FRAME_SLOTS = tuple((f, lx.placeholders(f)) for f in lx.REPLY_FRAMES)
+_FRAME_SLOTS = tuple((f, lx.placeholders(f)) for f in rf.REPLY_FRAMES)
 
 
 class _Turns:
@@ -377,7 +388,7 @@ class _Turns:
         facts = {
             "title": tr.title, "artist": tr.artist, "album": t.album,
             "year": str(tr.year) if tr.year is not None else None,
-            "descr": lx.describe(tags, rng), "caption": tr.caption.strip() or None,
+            "descr": rf.describe(tags, rng), "caption": tr.caption.strip() or None,
             "tags": ", ".join(tags[: rng.randint(2, 4)]) if len(tags) >= 2 else None,
             "bpm": str(round(t.bpm)) if t.bpm is not None else None, "key": t.key,
         }
@@ -385,9 +396,9 @@ class _Turns:
         text = rng.choice(frames).format(**facts)
         if tr.artist.lower().startswith("by "):
             text = text.replace(f"by {tr.artist}", tr.artist)
-        pre = [rng.choice(lx.REPLY_LEADS[ack])] if ack else []
+        pre = [rng.choice(rf.REPLY_LEADS[ack])] if ack else []
         if lead and rng.random() < self.cfg.lead_prob * (0.5 if ack else 1.0):  # two openers read as filler
-            pre.append(rng.choice(lx.REPLY_LEADS[lead]))
+            pre.append(rng.choice(rf.REPLY_LEADS[lead]))
         return " ".join([p for p in pre if p] + [text])
 
 

@@ -43,22 +43,43 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from talkplay.catalog import atomic_write_dir
-from train.training.dataset import CONVERSATION, PLAYLIST, REQUEST, TASKS, MixedStream, collate, length_chunks, supervised_count
-from train.training.losses import causal_lm, self_similarity_loss, self_similarity_targets, token_losses
+from train.training.dataset import (
+    CONVERSATION,
+    PLAYLIST,
+    REQUEST,
+    TASKS,
+    MixedStream,
+    collate,
+    length_chunks,
+    supervised_count,
+)
+from train.training.losses import (
+    causal_lm,
+    self_similarity_loss,
+    self_similarity_targets,
+    token_losses,
+)
+from train.training.run_state import (  # noqa: F401 (re-exported)
+    META_FILE,
+    SUMMARY_FILE,
+    TRAINABLE_FILE,
+    Processes,
+    _write_dir,
+    hardware,
+    load_last,
+    load_trainable,
+    save_last,
+    trainable_state,
+)
 
 LOG_COLUMNS = ("step", "lr", "train_ce", "train_ce_conversation", "train_ce_playlist", "train_ce_request", "self_sim",
                "valid_loss", "valid_ce_conversation", "valid_ce_playlist", "valid_ce_request", "step_seconds")
-TRAINABLE_FILE = "trainable.safetensors"
-STATE_FILE = "state.pt"
-META_FILE = "state.json"
-SUMMARY_FILE = "summary.json"  # written when a run completes: wall time (all sessions), hardware, best step
 
 
 @dataclass(frozen=True)
@@ -174,116 +195,6 @@ def make_scheduler(optimizer, warmup: int, total: int) -> torch.optim.lr_schedul
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-# ---------------------------------------------------------------------------------------- state on disk
-
-
-def trainable_state(model: Any) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def load_trainable(model: Any, path: Path) -> None:
-    from safetensors.torch import load_file
-
-    saved = load_file(str(path))
-    params = dict(model.named_parameters())
-    missing = [n for n in saved if n not in params]
-    if missing:
-        raise KeyError(f"{path}: parameter {missing[0]!r} is not in the model (different LoRA/base setup?)")
-    with torch.no_grad():
-        for n, t in saved.items():
-            params[n].copy_(t)
-
-
-def _write_dir(final: Path, write) -> None:
-    """Write a checkpoint directory via a temporary sibling and rename (never a half-written one)."""
-    atomic_write_dir(final, write, single_writer=True)
-
-
-def save_last(model, optimizer, scheduler, step: int, best: dict, config: TrainConfig,
-              wall_seconds: float = 0.0) -> None:
-    from safetensors.torch import save_file
-
-    def write(d: Path) -> None:
-        save_file(trainable_state(model), str(d / TRAINABLE_FILE))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}, d / STATE_FILE)
-        meta = {"step": step, "best": best, "wall_seconds": wall_seconds, "config": {k: str(v) if isinstance(v, Path) else v
-                                                       for k, v in asdict(config).items()}}
-        (d / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
-
-    _write_dir(config.out / "last", write)
-
-
-def load_last(model, optimizer, scheduler, out: Path) -> tuple[int, dict, float]:
-    d = out / "last"
-    load_trainable(model, d / TRAINABLE_FILE)
-    state = torch.load(d / STATE_FILE, weights_only=False)  # our own file: holds Python RNG state
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    random.setstate(state["python_rng"])
-    meta = json.loads((d / META_FILE).read_text())
-    return int(meta["step"]), meta["best"], float(meta.get("wall_seconds", 0.0))
-
-
-def hardware() -> str:
-    """One line naming where training ran (device, cores, torch threads)."""
-    import platform
-
-    if torch.cuda.is_available():
-        return f"CUDA {torch.cuda.get_device_name(0)}"
-    return (f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"{torch.get_num_threads()} torch threads")
-
-
-# ---------------------------------------------------------------------------------------- processes
-
-
-@dataclass(frozen=True)
-class Processes:
-    """Data-parallel layout from the launcher's environment (``accelerate launch``/``torchrun`` set
-    WORLD_SIZE, RANK, LOCAL_RANK); a plain ``python -m train.training.sft`` is one process.
-
-    Each process trains on its own slice of every optimizer step's examples and the gradients of the
-    trainable weights are averaged across processes before the update (LoRA keeps them small), so every
-    process holds identical weights; only rank 0 evaluates, logs and writes checkpoints.
-    """
-
-    world: int = 1
-    rank: int = 0
-    local_rank: int = 0
-
-    @classmethod
-    def from_env(cls) -> "Processes":
-        return cls(int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0)),
-                   int(os.environ.get("LOCAL_RANK", 0)))
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def device(self) -> torch.device:
-        return torch.device(f"cuda:{self.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-
-    def init(self) -> None:
-        if self.world > 1 and not torch.distributed.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            torch.distributed.init_process_group(backend, rank=self.rank, world_size=self.world)
-
-    def average_gradients(self, params: list[torch.Tensor]) -> None:
-        if self.world == 1:
-            return
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            torch.distributed.all_reduce(p.grad)
-            p.grad /= self.world
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
 
 
 # ---------------------------------------------------------------------------------------- losses
@@ -539,15 +450,15 @@ def load_datasets(bundle: Path, tokenizer, store, render_config, splits=("train"
     from the catalog (:mod:`train.data.text_requests`, deterministic per seed; valid ones with another seed and
     shuffled, so their first ``eval_examples`` span many tracks).
     """
-    from train.training.dataset import request_examples
     from train.data.text_requests import bundle_requests
+    from train.training.dataset import request_examples
 
     per_track = {**REQUESTS_PER_TRACK, **(requests_per_track or {})}
     from talkplay.catalog import load_catalog
-    from train.data.conversation_schema import read_conversations
     from train.data.build import conversations_path, sequences_path
-    from train.training.dataset import continuation_examples, conversation_examples
+    from train.data.conversation_schema import read_conversations
     from train.data.sequences import read_examples
+    from train.training.dataset import continuation_examples, conversation_examples
 
     catalog = load_catalog(bundle)
     out = {}
