@@ -1,4 +1,5 @@
-"""A bundle's training-side files, each read and written here only: ``playlists.parquet`` and ``splits.json``.
+"""A bundle's data files, each read and written here only: ``playlists.parquet``, ``splits.json`` and
+``features.parquet``.
 
 (``tracks.parquet`` and ``manifest.json`` are :mod:`talkplay.catalog`'s; the layout of the whole bundle is in its
 docstring.) Playlists are real (imported) or synthetic (``train.data.playlists`` simulates them); either way every
@@ -9,6 +10,7 @@ row and field; writing is atomic.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from talkplay.catalog import PLAYLISTS_FILE, CatalogError, atomic_write, load_catalog, read_parquet
+from talkplay.catalog import FEATURES_FILE, PLAYLISTS_FILE, CatalogError, atomic_write, load_catalog, read_parquet
 
 SPLITS = ("train", "valid", "test")
 SPLITS_FILE = "splits.json"
@@ -184,3 +186,46 @@ def read_cold_ids(bundle: str | Path) -> tuple[str, ...]:
     if not isinstance(ids, list) or not all(isinstance(x, str) for x in ids):
         raise CatalogError(path, "must hold a list of track ids", field="cold_start_track_ids")
     return tuple(ids)
+
+
+# ---------------------------------------------------------------- features.parquet
+
+
+def read_features(bundle: str | Path, columns: Sequence[str] | None = None,
+                  known_track_ids: Collection[str] | None = None) -> dict[str, dict]:
+    """``<bundle>/features.parquet`` — what was measured from each track's audio (tempo, key, loudness, energy,
+    brightness, percussiveness, the musicnn embedding and auto-tags; written by ``train.catalog.analyze``) — as
+    {track_id: row} in file order; {} when the bundle has none. ``columns``: only these (the ones the file has;
+    ``track_id`` always). Errors name the file, row (1 = first data row) and field: an unreadable file, a row
+    without a track id or with one not in ``known_track_ids``, a repeated id, a non-finite embedding."""
+    path = Path(bundle) / FEATURES_FILE
+    if not path.is_file():
+        return {}
+    try:
+        names = pq.read_schema(path).names
+        wanted = None if columns is None else ["track_id", *(c for c in columns if c in names and c != "track_id")]
+        rows = pq.read_table(path, columns=wanted).to_pylist()
+    except (pa.ArrowException, OSError) as err:
+        raise CatalogError(path, f"not a readable Parquet file ({err})") from err
+    out: dict[str, dict] = {}
+    for row, r in enumerate(rows, 1):
+        tid = r.get("track_id")
+        if not isinstance(tid, str) or not tid:
+            raise CatalogError(path, "missing track id", row=row, field="track_id")
+        if known_track_ids is not None and tid not in known_track_ids:
+            raise CatalogError(path, f"track id {tid!r} is not in the bundle's tracks", row=row, field="track_id")
+        if tid in out:
+            raise CatalogError(path, f"track id {tid!r} appears twice", row=row, field="track_id")
+        emb = r.get("musicnn_embedding")
+        if emb is not None and (not emb or any(v is None or not math.isfinite(v) for v in emb)):
+            raise CatalogError(path, "must be a non-empty list of finite numbers", row=row, field="musicnn_embedding")
+        out[tid] = r
+    return out
+
+
+def write_features(bundle: str | Path, rows: Sequence[dict] | pa.Table) -> Path:
+    """Atomically write ``<bundle>/features.parquet`` (zstd) from rows or a table."""
+    path = Path(bundle) / FEATURES_FILE
+    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(list(rows))
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    return path

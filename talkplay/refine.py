@@ -130,14 +130,9 @@ class Attributes:
 def load_attributes(bundle: str | Path, tracks: Iterable[Any]) -> dict[str, Attributes]:
     """Attributes of ``tracks`` from the bundle's ``features.parquet`` (tags alone where a track has no row, or
     when the bundle has no such file)."""
-    rows: dict[str, dict] = {}
-    path = Path(bundle) / "features.parquet"
-    if path.exists():
-        import pyarrow.parquet as pq
+    from talkplay.bundle import read_features  # pyarrow only when a bundle is read
 
-        cols = ["track_id", "tempo_bpm", "tempo_confidence", "energy", "brightness", "percussiveness"]
-        table = pq.read_table(path, columns=[c for c in cols if c in pq.read_schema(path).names])
-        rows = {r["track_id"]: r for r in table.to_pylist()}
+    rows = read_features(bundle, columns=["tempo_bpm", "tempo_confidence", "energy", "brightness", "percussiveness"])
     return {t.track_id: Attributes.of(t.tags or (), rows.get(t.track_id)) for t in tracks}
 
 

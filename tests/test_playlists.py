@@ -213,3 +213,23 @@ def test_cli(tmp_path, capsys):
     assert main(["--catalog", str(tmp_path / "missing")]) == 2
     assert main(["--catalog", str(root), "--train", "0.9"]) == 2  # fractions must sum to 1
     shutil.rmtree(root)
+
+
+def test_features_file_has_one_reader_that_names_row_and_field(tmp_path):
+    """talkplay.bundle owns features.parquet: written atomically, read back in file order, every bad row named."""
+    from talkplay.bundle import read_features, write_features
+    from talkplay.catalog import CatalogError
+
+    assert read_features(tmp_path) == {}
+    write_features(tmp_path, [{"track_id": "a", "tempo_bpm": 90.0, "musicnn_embedding": [0.1, 0.2]},
+                              {"track_id": "b", "tempo_bpm": 120.0, "musicnn_embedding": [0.3, 0.4]}])
+    rows = read_features(tmp_path, columns=["tempo_bpm", "no_such_column"])
+    assert list(rows) == ["a", "b"] and rows["b"] == {"track_id": "b", "tempo_bpm": 120.0}
+    with pytest.raises(CatalogError, match=r"row 2.*track_id.*'b' is not in the bundle"):
+        read_features(tmp_path, known_track_ids={"a"})
+    write_features(tmp_path, [{"track_id": "a", "musicnn_embedding": [0.1, float("nan")]}])
+    with pytest.raises(CatalogError, match=r"row 1.*musicnn_embedding"):
+        read_features(tmp_path)
+    (tmp_path / "features.parquet").write_bytes(b"not parquet")
+    with pytest.raises(CatalogError, match="not a readable Parquet file"):
+        read_features(tmp_path)

@@ -20,10 +20,8 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from talkplay.catalog import FEATURES_FILE, Catalog, CatalogError, Track, atomic_write, load_catalog, save_catalog
+from talkplay.bundle import read_features, write_features
+from talkplay.catalog import Catalog, CatalogError, Track, load_catalog, save_catalog
 from talkplay.debsource import sha256_file
 
 
@@ -47,7 +45,12 @@ def analyse_tracks(tracks: list[Track], audio: dict[str, Path], table_path: Path
     from train.catalog.demo_catalog import Analyzer
     from train.catalog.descriptors import Descriptors
     from train.catalog.musicnn import MSD_TAGS, MTT_TAGS
-    from train.catalog.tagging import compose_caption, descriptor_tags, merge_tags, select_auto_tags
+    from train.catalog.tagging import (
+        compose_caption,
+        descriptor_tags,
+        merge_tags,
+        select_auto_tags,
+    )
 
     analyzer = analyzer or Analyzer(cache_dir)
     done, features, errors = [], [], []
@@ -92,8 +95,7 @@ def analyse_catalog(bundle: str | Path, cache_dir: Path | None = None, log=print
 
     bundle = Path(bundle)
     catalog = load_catalog(bundle)
-    path = bundle / FEATURES_FILE
-    existing = pq.read_table(path).to_pylist() if path.exists() else []
+    existing = list(read_features(bundle, known_track_ids={t.track_id for t in catalog}).values())
     have = {r["track_id"] for r in existing}
     todo = [t for t in catalog if t.track_id not in have]
     audio = {t.track_id: f for t in todo if (f := audio_file(catalog, t)) is not None}
@@ -102,8 +104,7 @@ def analyse_catalog(bundle: str | Path, cache_dir: Path | None = None, log=print
     if todo:
         done, rows = analyse_tracks(todo, audio, bundle / "tracks.parquet", cache_dir or default_cache_dir())
         updated = {t.track_id: t for t in done}
-        table = pa.Table.from_pylist(existing + rows)
-        atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+        write_features(bundle, existing + rows)
         save_catalog(bundle, [updated.get(t.track_id, t) for t in catalog],
                      **{k: v for k, v in catalog.manifest.items() if k != "tracks"})
     result = {"analysed": len(todo), "already": len(have), "without_audio": without}

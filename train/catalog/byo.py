@@ -38,26 +38,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from talkplay.catalog import FEATURES_FILE, CatalogError, Track, atomic_write, preview_relpath, save_catalog
+from talkplay.bundle import write_features
+from talkplay.catalog import CatalogError, Track, atomic_write, preview_relpath, save_catalog
 from talkplay.checkpoint import CHECKPOINT_DIR, CheckpointError, verify_checkpoint
 from talkplay.download import sha256_file
 from talkplay.licenses import license_info
 from talkplay.preflight import check_bundle
 from talkplay.previews import cut_preview
-from talkplay.token_store import (
-    CENTROIDS_FILE,
-    QUANTIZERS_FILE,
-    TokenStore,
-    default_variant,
-    load_default_store,
-    load_store,
-    save_store,
-    set_default_variant,
-    store_dir,
-)
+from talkplay.token_store import (CENTROIDS_FILE, QUANTIZERS_FILE, TokenStore, default_variant, load_default_store,
+                                  load_store, save_store, set_default_variant, store_dir)
 from train.catalog.analyze import analyse_tracks
 from train.catalog.cold_start import Staged, codes_for
 from train.catalog.import_catalog import import_playlists, read_rows, rows_to_tracks
@@ -120,8 +110,7 @@ def prepare(table: str | Path, out: str | Path, audio_root: str | Path | None = 
                             staging / tracks[i].preview_path)
         catalog = save_catalog(staging, tracks, name=out.name, imported_from=table.name, model_from=str(model_from))
         if feature_rows:
-            features = pa.Table.from_pylist(feature_rows)
-            atomic_write(staging / FEATURES_FILE, lambda tmp: pq.write_table(features, tmp, compression="zstd"))
+            write_features(staging, feature_rows)
 
         # The shipped store's quantizers and vocabulary, none of its tracks; then this catalog's codes.
         target = store_dir(staging, variant)
@@ -171,7 +160,13 @@ def retrain_doc() -> str:
 def _retrain(args, argv: list[str] | None) -> int:
     """``train.catalog.byo retrain``: every stage of :mod:`train.training.retrain` not done yet; exit 2 on a failed stage, 3 when
     training stopped before its last step (rerun to resume)."""
-    from train.training.retrain import Interrupted, RetrainError, describe, options_from_args, retrain
+    from train.training.retrain import (
+        Interrupted,
+        RetrainError,
+        describe,
+        options_from_args,
+        retrain,
+    )
 
     command = "python -m train.catalog.byo " + " ".join(argv if argv is not None else sys.argv[1:])
     try:

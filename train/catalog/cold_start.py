@@ -28,17 +28,15 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from talkplay.catalog import FEATURES_FILE, CatalogError, Track, atomic_write, load_catalog, preview_relpath, \
-    save_catalog, validate_tracks
+from talkplay.bundle import read_features, write_features
+from talkplay.catalog import CatalogError, Track, load_catalog, preview_relpath, save_catalog, validate_tracks
 from talkplay.debsource import sha256_file
 from talkplay.previews import cut_preview
 from talkplay.token_store import QUANTIZERS_FILE, load_store, save_store, store_dir, variants
-from train.tokens.embeddings import BundleAudioFeatures, EmbeddingConfig, RidgeMap, TextEmbedder, embed_catalog
 from train.catalog.analyze import analyse_tracks
 from train.catalog.import_catalog import read_rows, rows_to_tracks
+from train.tokens.embeddings import BundleAudioFeatures, EmbeddingConfig, RidgeMap, TextEmbedder, embed_catalog
 
 
 def add_tracks(bundle: str | Path, table: str | Path, audio_root: str | Path | None = None,
@@ -67,8 +65,7 @@ def add_tracks(bundle: str | Path, table: str | Path, audio_root: str | Path | N
     validate_tracks(all_tracks, bundle / "tracks.parquet")
 
     # Code the new tracks in every store, in memory, before writing anything.
-    features_path = bundle / FEATURES_FILE
-    old_features = pq.read_table(features_path).to_pylist() if features_path.exists() else []
+    old_features = list(read_features(bundle).values())
     staged_catalog = Staged(catalog, new, old_features + feature_rows)
     grown = {}
     for variant in variants(bundle):
@@ -79,8 +76,7 @@ def add_tracks(bundle: str | Path, table: str | Path, audio_root: str | Path | N
     # Write: previews, features, tracks, then stores (each file atomically).
     for t in new:
         cut_preview(audio[t.track_id], t.preview_start_s, t.preview_duration_s, bundle / t.preview_path)
-    features_table = pa.Table.from_pylist(old_features + feature_rows)
-    atomic_write(features_path, lambda tmp: pq.write_table(features_table, tmp, compression="zstd"))
+    write_features(bundle, old_features + feature_rows)
     save_catalog(bundle, all_tracks, **{k: v for k, v in catalog.manifest.items() if k not in ("tracks",)})
     for variant, store in grown.items():
         store.manifest.setdefault("cold_start_added", []).extend(t.track_id for t in new)

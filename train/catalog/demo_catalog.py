@@ -31,31 +31,15 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import soundfile as sf
 
-from talkplay.catalog import (
-    FEATURES_FILE,
-    Track,
-    atomic_write,
-    preview_relpath,
-    save_catalog,
-    slugify,
-    validate_tracks,
-)
+from talkplay.bundle import write_features
+from talkplay.catalog import Track, atomic_write, preview_relpath, save_catalog, slugify, validate_tracks
 from talkplay.debsource import extract_from_deb, extract_member, fetch_deb, sha256_file
 from talkplay.licenses import license_info
 from talkplay.previews import PREVIEW_SECONDS, SOURCES_FILE, cut_preview, default_cache_dir, mark_cut
-from train.catalog.credits import (
-    attribution_line,
-    credit_for,
-    is_placeholder_artist,
-    load_album_sidecars,
-    matches_any,
-    read_tags,
-    resolve_url_artists,
-)
+from train.catalog.credits import (attribution_line, credit_for, is_placeholder_artist, load_album_sidecars,
+                                   matches_any, read_tags, resolve_url_artists)
 from train.catalog.demo_sources import MIN_TRACK_SECONDS, PACKAGES, PackageSpec
 from train.catalog.dep5 import parse_dep5
 
@@ -137,7 +121,11 @@ class Analyzer:
         out = self.cache / f"{sha}.v{ANALYSIS_VERSION}.json"
         if out.exists():
             return json.loads(out.read_text())
-        from train.catalog.descriptors import compute_descriptors, find_preview_section, load_mono
+        from train.catalog.descriptors import (
+            compute_descriptors,
+            find_preview_section,
+            load_mono,
+        )
 
         duration = sf.info(str(path)).duration
         mono = load_mono(path, ANALYSIS_SR)
@@ -206,8 +194,13 @@ def dedupe(seq) -> list[str]:
 def build(out: Path, cache: Path, packages: list[str] | None = None, limit: int | None = None, log=print) -> dict:
     """Build the bundle at ``out``; returns build statistics (also stored in manifest.json)."""
     from train.catalog.descriptors import Descriptors
-    from train.catalog.tagging import compose_caption, descriptor_tags, merge_tags, select_auto_tags
     from train.catalog.musicnn import MSD_TAGS, MTT_TAGS
+    from train.catalog.tagging import (
+        compose_caption,
+        descriptor_tags,
+        merge_tags,
+        select_auto_tags,
+    )
 
     t0 = time.time()
     specs = [s for s in PACKAGES if packages is None or s.deb.name in packages]
@@ -298,8 +291,7 @@ def write_bundle(out: Path, specs, tracks: list[Track], features: list[dict], st
     sources = {"packages": [{"name": s.deb.name, "version": s.deb.version, "pool_path": s.deb.pool_path,
                              "sha256": s.deb.sha256, "size": s.deb.size, "game": s.game} for s in specs]}
     atomic_write(out / SOURCES_FILE, lambda tmp: tmp.write_text(json.dumps(sources, indent=2) + "\n"))
-    table = pa.Table.from_pylist(features)
-    atomic_write(out / FEATURES_FILE, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    write_features(out, features)
     save_catalog(out, tracks, name="demo",
                  description="Freely licensed game soundtracks from Debian packages (real recordings).",
                  features={"msd_tags": MSD_TAGS, "mtt_tags": MTT_TAGS, "musicnn_embedding_dim": 200,

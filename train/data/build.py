@@ -26,18 +26,11 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
-from talkplay.bundle import SPLITS, read_splits_json
-from talkplay.catalog import FEATURES_FILE, atomic_write, load_catalog
+from talkplay.bundle import SPLITS, read_features, read_splits_json
+from talkplay.catalog import atomic_write, load_catalog
 from talkplay.debsource import sha256_file
-from train.data.conversation_schema import (
-    Conversation,
-    conversation_stats,
-    read_conversations,
-    validate_conversation,
-    write_conversations,
-)
+from train.data.conversation_schema import (Conversation, conversation_stats, read_conversations,
+                                            validate_conversation, write_conversations)
 from train.data.sequences import SequenceConfig, make_examples, write_examples
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,8 +72,7 @@ def build_data(bundle: str | Path, seed: int = 0, report_dir: Path | None = REPO
     bundle = Path(bundle)
     catalog = load_catalog(bundle)
     playlists = ensure_playlists(bundle, seed, log)
-    features = {r["track_id"]: r for r in pq.read_table(bundle / FEATURES_FILE).to_pylist()} \
-        if (bundle / FEATURES_FILE).exists() else {}
+    features = read_features(bundle)
     splits_meta = read_splits_json(bundle)
     cold = set(splits_meta.get("cold_start_track_ids", []))
     config = ConversationConfig(seed=seed)

@@ -12,16 +12,14 @@ if __name__ == "__main__" and not __package__:  # run as a file: the imports bel
     raise SystemExit("train.data.track_space is a module of the train package: import it, or use python -m")
 
 import hashlib
-import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
+from talkplay.bundle import read_features
 from talkplay.catalog import FEATURES_FILE, Catalog, CatalogError
 from train.data.splits import source_group
 
@@ -96,19 +94,8 @@ def _features_by_id(bundle: Path, catalog: Catalog) -> dict[str, dict] | None:
     path = bundle / FEATURES_FILE
     if not path.is_file():
         return None
-    try:
-        rows = pq.read_table(path).to_pylist()
-    except (pa.ArrowException, OSError) as err:
-        raise CatalogError(path, f"not a readable Parquet file ({err})") from err
-    out: dict[str, dict] = {}
-    for row, r in enumerate(rows, 1):
-        tid = r.get("track_id")
-        if tid not in catalog:
-            raise CatalogError(path, f"track id {tid!r} is not in the bundle's tracks", row=row, field="track_id")
-        emb = r.get("musicnn_embedding")
-        if emb is not None and (not emb or any(v is None or not math.isfinite(v) for v in emb)):
-            raise CatalogError(path, "must be a non-empty list of finite numbers", row=row, field="musicnn_embedding")
-        out[tid] = dict(r, _row=row)
+    rows = read_features(bundle, known_track_ids={t.track_id for t in catalog})  # checked, named by row
+    out = {tid: dict(r, _row=row) for row, (tid, r) in enumerate(rows.items(), 1)}
     lacking = [t.track_id for t in catalog if t.track_id not in out]
     if lacking:
         raise CatalogError(path, f"no row for track {lacking[0]!r} ({len(lacking)} track(s) lack features)",

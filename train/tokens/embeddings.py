@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from talkplay.bundle import read_features
 from talkplay.catalog import FEATURES_FILE, Catalog, Track, atomic_write
 from talkplay.tokens import DEFAULT_MODALITIES
 
@@ -199,20 +200,15 @@ class BundleAudioFeatures:
 
     def has_data(self, catalog: Catalog, tracks: Sequence[Track]) -> np.ndarray:
         """Which tracks have a features row (analysed audio); none when the bundle has no features file."""
-        import pyarrow.parquet as pq
-
-        path = catalog.root / FEATURES_FILE
-        have = set(pq.read_table(path, columns=["track_id"]).column("track_id").to_pylist()) if path.exists() else set()
+        have = read_features(catalog.root, columns=["track_id"])
         return np.array([t.track_id in have for t in tracks], bool)
 
     def __call__(self, catalog: Catalog, tracks: Sequence[Track]) -> np.ndarray:
-        import pyarrow.parquet as pq
-
         path = catalog.root / FEATURES_FILE
         if not path.exists():
             raise FileNotFoundError(f"{path}: the audio modality needs features (run the catalog build or cold-start "
                                     "command, which analyse the audio)")
-        rows = {r["track_id"]: r for r in pq.read_table(path).to_pylist()}
+        rows = read_features(catalog.root)
         missing = [t.track_id for t in tracks if t.track_id not in rows]
         if missing:
             raise KeyError(f"{path}: no features for {missing[:5]}")
