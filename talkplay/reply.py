@@ -34,8 +34,23 @@ class ReplyRow:
             self.fed += self.reply
             self.ban = torch.as_tensor(engine.attribute_ban().ids(chosen.track), dtype=torch.long)
         self.shown = ""
+        # incremental detokenizing: only tokens from ``_prefix_at`` on are decoded per step; the text of
+        # reply[_prefix_at:_read_at] was already shown (a window of a few tokens, so a byte-level token that
+        # completes a character, or a word-start space, decodes as it would in the whole reply)
+        self._prefix_at = self._read_at = 0  # the forced opening is streamed with the first sampled token
         self.gen = engine._generator(replace(config, seed=None if config.seed is None else config.seed + 1))
         self.logits: torch.Tensor | None = None  # the first reply token's logits, once the grounding span is fed
+
+    def _new_text(self) -> str:
+        """Text the tokens since the last shown piece add, once it ends in a whole UTF-8 character ('' until
+        then); decodes a few tokens, not the whole reply (the reply is decoded whole once, at its end)."""
+        decode = self.engine.tokenizer.decode
+        shown = decode(self.reply[self._prefix_at:self._read_at], skip_special_tokens=True)
+        text = decode(self.reply[self._prefix_at:], skip_special_tokens=True)
+        if len(text) <= len(shown) or text.endswith("\ufffd"):
+            return ""
+        self._prefix_at, self._read_at = self._read_at, len(self.reply)
+        return text[len(shown):]
 
     def push(self, logits: torch.Tensor) -> tuple[int | None, list[Event]]:
         """Sample the next reply token from ``logits`` (V,); returns (token to feed next, or None when the reply
@@ -48,10 +63,10 @@ class ReplyRow:
         events: list[Event] = []
         if token not in engine.stop_ids:
             self.reply.append(token)
-            text = engine.tokenizer.decode(self.reply, skip_special_tokens=True)
-            if not text.endswith("\ufffd") and len(text) > len(self.shown):  # wait for complete UTF-8 characters
-                events.append(TextDelta(text[len(self.shown):]))
-                self.shown = text
+            delta = self._new_text()
+            if delta:
+                events.append(TextDelta(delta))
+                self.shown += delta
             if len(self.reply) < self.config.max_reply_tokens:
                 self.fed.append(token)
                 return token, events

@@ -370,3 +370,24 @@ def test_scores_fed_together_equal_scores_fed_alone(world):  # noqa: F811
                               GenerationConfig(seed=3), torch.Generator().manual_seed(3), excluded)
     lp = torch.log_softmax(rec.forward(torch.tensor([prompt + span]), DynamicCache())[0].float(), dim=-1)
     assert abs(logprob - sum(float(lp[len(prompt) - 1 + k, t]) for k, t in enumerate(span))) < 1e-4
+
+
+def test_reply_text_streams_in_pieces_that_add_up_to_the_whole_decode(world):  # noqa: F811
+    """ReplyRow decodes a window of a few tokens per step, never the whole reply; the pieces it shows join into
+    exactly the text the whole reply decodes to (word-start spaces and multi-token characters included)."""
+    import random
+    import types
+
+    from talkplay.reply import ReplyRow
+
+    tok = world["tokenizer"]
+    rng = random.Random(0)
+    for _ in range(50):
+        ids = [rng.randrange(0, world["n_old"]) for _ in range(rng.randrange(1, 30))]
+        row = types.SimpleNamespace(engine=types.SimpleNamespace(tokenizer=tok), reply=[], _prefix_at=0, _read_at=0)
+        shown = ""
+        for t in ids:
+            row.reply.append(t)
+            shown += ReplyRow._new_text(row)
+        whole = tok.decode(ids, skip_special_tokens=True)
+        assert whole.startswith(shown) and (shown == whole or whole.endswith("\ufffd"))
