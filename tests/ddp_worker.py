@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from tests.test_sft import build_world, config, make_model  # noqa: E402
+from tests.train.test_sft import build_world, config, make_model  # noqa: E402
 from train.training.sft import Processes, train, trainable_state  # noqa: E402
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The runtime tests' world, built without the training package: a tokenizer trained on a few sentences and
 expanded with a small music vocabulary, a tiny tied Llama, a 6-track catalog and its token store.
 
-``tests/conftest.py`` serves it as the ``world`` fixture; ``tests/test_sft.py`` adds rendered training datasets.
+``tests/conftest.py`` serves it as the ``world`` fixture; ``tests/train/test_sft.py`` adds rendered training datasets.
 """
 
 import numpy as np

@@ -29,7 +29,7 @@ def test_space_front_matter_matches_the_pins():
     """Spaces install the Gradio of ``sdk_version`` (not requirements.txt's) and run ``app_file``: they must agree."""
     import re
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     readme = (repo / "README.md").read_text(encoding="utf-8")
     front = readme.split("---")[1]
     meta = dict(re.findall(r"^(\w+):\s*\"?([^\"\n]+)\"?$", front, flags=re.M))

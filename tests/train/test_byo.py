@@ -16,8 +16,8 @@ from talkplay.recommender import GenerationConfig, Recommender
 from talkplay.render import RenderConfig
 from talkplay.token_store import load_default_store, store_dir
 from tests import tiny_lm
-from tests.test_sft import SENTENCES
-from tests.test_tokenize import CONFIG, _wav, text_embedder, write_fixture
+from tests.train.test_sft import SENTENCES
+from tests.train.test_tokenize import CONFIG, _wav, text_embedder, write_fixture
 from train.tokens.build import tokenize_catalog
 
 

@@ -6,7 +6,7 @@ import re
 from train.data import lexicon as lx
 from train.data.text_requests import generate_requests
 
-from tests.test_conversations import COLD, world  # noqa: F401  (the module-scoped fixture bundle)
+from tests.train.test_conversations import COLD, world  # noqa: F401  (the module-scoped fixture bundle)
 
 
 def _requests(world, **kw):  # noqa: F811

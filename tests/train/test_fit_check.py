@@ -10,7 +10,7 @@ from talkplay.recommender import GenerationConfig, Recommender
 from talkplay.render import RenderConfig
 from train.evaluation.baselines import BM25Ranker
 from train.evaluation.fit_check import FitRequest, markdown, read_requests, run_fit_check
-from tests.test_sft import make_model, world  # noqa: F401  (fixture)
+from tests.train.test_sft import make_model, world  # noqa: F401  (fixture)
 
 TAGS = {0: ("orchestral", "epic", "strings"), 1: ("orchestral", "calm", "piano"), 2: ("chiptune", "playful"),
         3: ("metal", "guitar", "loud"), 4: ("ambient", "calm", "drumless"), 5: ("electronic", "techno", "drums")}
@@ -94,7 +94,7 @@ def test_valid_split_requests_need_what_their_slot_words_need():
     from train.data import lexicon as lx
     from train.evaluation.fit_check import split_requests
 
-    bundle = Path(__file__).resolve().parent.parent / "catalog" / "demo"
+    bundle = Path(__file__).resolve().parents[2] / "catalog" / "demo"
     reqs = split_requests(bundle, "valid", limit=40)
     assert len(reqs) == 40
     for r in reqs:

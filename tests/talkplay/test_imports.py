@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_records_import_without_torch():
@@ -25,11 +25,9 @@ def test_talkplay_and_the_app_never_import_train():
             assert not [n for n in names if n == "train" or n.startswith("train.")], path
 
 
-# The runtime's tests: they must run where only talkplay/ is installed (a Space, a laptop serving a bundle).
-RUNTIME_TESTS = ("test_app", "test_bad_input", "test_browse", "test_catalog", "test_chat", "test_chat_session",
-                 "test_constraints", "test_faithful", "test_feedback", "test_imports", "test_main", "test_model",
-                 "test_previews", "test_recommender", "test_refine", "test_scheduler", "test_settings", "test_space",
-                 "test_textmatch", "test_token_store", "test_tokens")
+# The runtime's tests (tests/talkplay/): they must run where only talkplay/ is installed (a Space, a laptop serving
+# a bundle). The training side's are in tests/train/.
+RUNTIME_TESTS = tuple(sorted(p.stem for p in (REPO / "tests" / "talkplay").glob("test_*.py")))
 RUNTIME_HELPERS = ("conftest", "worlds", "tiny_lm")
 
 _BLOCK_TRAIN = """
@@ -43,18 +41,23 @@ sys.meta_path.insert(0, Block())
 
 
 def test_runtime_tests_need_no_training_code():
-    allowed_tests = {"tests", *(f"tests.{n}" for n in (*RUNTIME_HELPERS, *RUNTIME_TESTS))}
-    for name in (*RUNTIME_HELPERS, *RUNTIME_TESTS):
-        tree = ast.parse((REPO / "tests" / f"{name}.py").read_text(encoding="utf-8"))
+    allowed_tests = {"tests", "tests.talkplay", *(f"tests.{n}" for n in RUNTIME_HELPERS),
+                     *(f"tests.talkplay.{n}" for n in RUNTIME_TESTS)}
+    assert len(RUNTIME_TESTS) > 15 and "test_recommender" in RUNTIME_TESTS
+    paths = [REPO / "tests" / f"{n}.py" for n in RUNTIME_HELPERS] + \
+        [REPO / "tests" / "talkplay" / f"{n}.py" for n in RUNTIME_TESTS]
+    for path in paths:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):  # function-level imports too
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            if isinstance(node, ast.ImportFrom) and node.module == "tests":
-                names = [f"tests.{a.name}" for a in node.names]
+            if isinstance(node, ast.ImportFrom) and node.module in ("tests", "tests.talkplay"):
+                names = [f"{node.module}.{a.name}" for a in node.names]
             bad = [n for n in names if n == "train" or n.startswith("train.")
-                   or (n.startswith("tests") and n not in allowed_tests)]  # another test module may need train
-            assert not bad, f"tests/{name}.py imports {bad}"
-    imports = "".join(f"import tests.{name}\n" for name in RUNTIME_TESTS if name not in ("test_app", "test_imports"))
+                   or (n.startswith("tests") and n not in allowed_tests)]  # a training-side test may need train
+            assert not bad, f"{path.relative_to(REPO)} imports {bad}"
+    imports = "".join(f"import tests.talkplay.{name}\n" for name in RUNTIME_TESTS
+                      if name not in ("test_app", "test_imports"))
     out = subprocess.run([sys.executable, "-c", _BLOCK_TRAIN + imports], cwd=REPO, capture_output=True, text=True,
                          timeout=300, env={**os.environ, "TALKPLAY_NO_AUTOLOAD": "1"})
     assert out.returncode == 0, out.stderr[-2000:]

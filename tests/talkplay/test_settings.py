@@ -8,7 +8,7 @@ import pytest
 
 from talkplay.settings import LIBRARY_SETTINGS, ServeSettings, SettingsError, documented_variables
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_and_parsing():

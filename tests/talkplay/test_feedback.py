@@ -193,7 +193,7 @@ def test_kill_9_while_writing_keeps_every_acknowledged_record(tmp_path):
     import os
 
     path = tmp_path / "fb.sqlite3"
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     child = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True,
                              cwd=repo, env={**os.environ, "PYTHONPATH": repo})
     acked = []

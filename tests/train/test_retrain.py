@@ -15,8 +15,8 @@ import pytest
 
 from talkplay.catalog import PLAYLISTS_FILE, Track, load_catalog, save_catalog
 from tests import tiny_lm
-from tests.test_sft import SENTENCES
-from tests.test_tokenize import CONFIG, text_embedder, write_fixture
+from tests.train.test_sft import SENTENCES
+from tests.train.test_tokenize import CONFIG, text_embedder, write_fixture
 from train.training.retrain import Context, Interrupted, Recipe, RetrainError, RetrainOptions, _splits, retrain
 
 RECIPE = Recipe(max_steps=4, batch_size=4, warmup_steps=1, eval_every=2, eval_examples=4)

@@ -6,7 +6,7 @@ from talkplay.catalog import Track, save_catalog
 
 def test_validate_checks_what_the_app_checks(tmp_path, capsys):
     """A catalog alone is not servable: validate says what is missing and which command makes it; a damaged file
-    is named. (A complete bundle passing it: tests/test_byo.py.)"""
+    is named. (A complete bundle passing it: tests/train/test_byo.py.)"""
     save_catalog(tmp_path / "ok", [Track(track_id="a", title="A", artist="B", license="MIT", attribution="c",
                                          source="user")])
     assert main(["validate", str(tmp_path / "ok")]) == 2

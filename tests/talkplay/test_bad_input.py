@@ -4,7 +4,7 @@ Through the app's own logic (:class:`ChatController`, as ``app.py`` binds it) wi
 odd text of every kind, injected token strings, hostile markup, a missing preview, damaged bundle files
 (the app refuses to start and names the file), an unwritable feedback database (chat goes on, ratings are
 held and written later), and the limits (length, turns, rate). Serving only previews/assets and hostile
-markup in a real browser are in ``tests/test_app.py``.
+markup in a real browser are in ``tests/talkplay/test_app.py``.
 """
 
 import json
@@ -23,10 +23,10 @@ from talkplay.feedback import FeedbackStore
 from talkplay.token_store import default_variant
 from talkplay.limits import RateLimiter, clean_text
 from talkplay.trie import TokenIdMap
-from tests.test_chat_session import XSS, app_world, assert_missing_preview_is_said, last  # noqa: F401
+from tests.talkplay.test_chat_session import XSS, app_world, assert_missing_preview_is_said, last  # noqa: F401
 
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "catalog" / "demo"
 
 

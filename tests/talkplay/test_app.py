@@ -14,10 +14,10 @@ os.environ["TALKPLAY_NO_AUTOLOAD"] = "1"  # importing app must not load the demo
 import app  # noqa: E402
 from talkplay.browse import CatalogBrowser  # noqa: E402
 from talkplay.feedback import FeedbackStore  # noqa: E402
-from tests.test_chat_session import app_world  # noqa: E402,F401  (fixture)
+from tests.talkplay.test_chat_session import app_world  # noqa: E402,F401  (fixture)
 
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def free_port() -> int:

@@ -16,7 +16,7 @@ from talkplay.debsource import DebSource
 from talkplay.licenses import LICENSES
 from talkplay.previews import load_sources
 
-DEMO = Path(__file__).resolve().parents[1] / "catalog" / "demo"
+DEMO = Path(__file__).resolve().parents[2] / "catalog" / "demo"
 
 
 @pytest.fixture(scope="module")

@@ -262,7 +262,7 @@ def test_two_process_data_parallel_keeps_ranks_identical(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    worker = __import__("pathlib").Path(__file__).with_name("ddp_worker.py")
+    worker = __import__("pathlib").Path(__file__).parents[1] / "ddp_worker.py"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
                            "127.0.0.1", "--master_port", str(port), str(worker), str(tmp_path)],
                           capture_output=True, text=True, timeout=300)

@@ -4,8 +4,8 @@ to Recommender.rank, paper-mode statistics that add up."""
 import numpy as np
 
 from talkplay.conversation import ConversationState
-from tests.test_recommender import rec  # noqa: F401  (fixture)
-from tests.test_sft import world  # noqa: F401  (fixture)
+from tests.talkplay.test_recommender import rec  # noqa: F401  (fixture)
+from tests.train.test_sft import world  # noqa: F401  (fixture)
 from train.data.conversation_schema import Message
 from train.evaluation.evaluate import EvalTurn
 from train.evaluation.model_eval import ModelRanker, PaperModeRanker, state_from_history

@@ -202,7 +202,7 @@ def test_sampled_spans_are_catalog_tuples_over_many_seeds(lm, trie, store):
 
 def check_later_spans(ids, store, exclude, tokens):
     """Every span opened later in the generation is an allowed catalog track (music ids outside a span are the
-    reply rule's business, tested on the engine: tests/test_recommender.py)."""
+    reply rule's business, tested on the engine: tests/talkplay/test_recommender.py)."""
     span = None
     for t in tokens:
         if span is None:

@@ -9,7 +9,7 @@ from talkplay.checkpoint import read_info
 from talkplay.conversation import ConversationState, Done, TextDelta, TrackChosen
 from talkplay.recommender import GenerationConfig, load_recommender
 
-BUNDLE = Path(__file__).resolve().parent.parent / "catalog" / "demo"
+BUNDLE = Path(__file__).resolve().parents[2] / "catalog" / "demo"
 
 
 @pytest.fixture(scope="module")

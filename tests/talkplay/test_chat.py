@@ -4,7 +4,7 @@
 import io
 
 from talkplay.chat import run_chat
-from tests.test_recommender import rec  # noqa: F401  (fixture)
+from tests.talkplay.test_recommender import rec  # noqa: F401  (fixture)
 
 
 def test_chat_session(rec):  # noqa: F811

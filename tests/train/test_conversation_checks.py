@@ -48,7 +48,7 @@ def test_the_synthetic_training_replies_are_faithful_by_the_checker():
     from train.data.conversation_schema import read_conversations
     from train.data.build import conversations_path
 
-    bundle = Path(__file__).resolve().parent.parent / "catalog" / "demo"
+    bundle = Path(__file__).resolve().parents[2] / "catalog" / "demo"
     catalog = load_catalog(bundle)
     vocab = Vocabulary.of(catalog)
     checked = 0

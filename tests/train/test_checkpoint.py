@@ -17,7 +17,7 @@ from talkplay.checkpoint import (
 from talkplay.model import ModelConfig
 from talkplay.token_store import TokenStore, load_store, save_store
 from tests import tiny_lm
-from tests.test_sft import config, fixed_batch, make_model, make_tokenizer, world  # noqa: F401  (fixture)
+from tests.train.test_sft import config, fixed_batch, make_model, make_tokenizer, world  # noqa: F401  (fixture)
 from train.training.sft import train
 
 

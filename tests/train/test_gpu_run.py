@@ -28,7 +28,7 @@ def test_gpu_check_load_runs_listeners_through_the_scheduler(tmp_path):
     """The in-process load of the GPU check, on CPU with the tiny model: turns complete, none repeats a track."""
     from talkplay.recommender import GenerationConfig, Recommender
     from talkplay.render import RenderConfig
-    from tests.test_sft import build_world, make_model
+    from tests.train.test_sft import build_world, make_model
     from train.checks.gpu_check import inprocess_load
 
     w = build_world(tmp_path)

@@ -350,7 +350,7 @@ def test_same_output_under_different_hash_seeds(world, convs, tmp_path):
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     digests = set()
     for hash_seed in ("1", "2"):
-        env = dict(os.environ, PYTHONHASHSEED=hash_seed, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
         out = subprocess.run([sys.executable, "-c", _HASH_SEED_SCRIPT, str(tmp_path / "spec.json")], env=env,
                              capture_output=True, text=True, check=True)
         digests.add(out.stdout.strip())
