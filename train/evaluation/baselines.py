@@ -14,8 +14,9 @@ Systems:
 * ``RandomRanker(seed)`` — uniform scores, seeded by (seed, history) so results do not depend on order.
 * ``PopularityRanker`` — track frequency in the TRAIN playlists plus accepted tracks of TRAIN
   conversations; tracks never seen score 0 (they tie at the bottom).
-* ``BM25Ranker`` — Okapi BM25 (k1=1.5, b=0.75, Lucene idf ``log(1 + (N−df+0.5)/(df+0.5))``), in numpy
-  (``talkplay.textmatch.BM25Index``, which the engine's own text match uses too), over "{title} by {artist} from {album} {tags} {year}", the query being all user and
+* ``BM25Ranker`` — Okapi BM25 (k1=1.5, b=0.75, Lucene idf ``log(1 + (N−df+0.5)/(df+0.5))``), a sparse index
+  (``talkplay.textmatch.BM25Index``, which the engine's own text match uses too; it says why not bm25s —
+  same rankings, measured), over "{title} by {artist} from {album} {tags} {year}", the query being all user and
   assistant text so far (the paper's setup). Lower-cased ``[a-z0-9]+`` tokens minus a small English
   stop-word list.
 * ``DenseRanker`` — cosine between a text embedding (default MiniLM, ``train.tokens.embeddings.TextEmbedder``)

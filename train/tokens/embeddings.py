@@ -237,6 +237,13 @@ def item2vec(playlists: Sequence[Sequence[str]], dim: int = 128, window: int = 3
     """Skip-gram with negative sampling over playlists (item2vec). Returns unit vectors per track id.
 
     Deterministic for a seed on CPU. Negatives are drawn from the unigram distribution to the 3/4 power.
+
+    Why not gensim's Word2Vec (the field's usual item2vec): measured on the demo's 4,000 training playlists, next-
+    track hit@10 on the 500 validation playlists (7,476 pairs; chance 0.038) is 0.691–0.697 here over three seeds
+    vs 0.669–0.687 for gensim 4.4 (sg=1, negative=5, window=3, 128-d, 15 epochs, one worker; with and without
+    subsampling and window shrinking; 50 epochs: 0.686). gensim trains in 1–3 s vs ~25 s here, but this runs
+    once per token build and is cached by content (:func:`cached_item2vec`), and a switch would change every
+    playlist token and so need a retrain.
     """
     import torch
 
