@@ -18,7 +18,6 @@ from train.tokens.quantizer import (
     _kmeans,
     _nearest,
     _sub_seed,
-    _with_overrides,
 )
 
 # --------------------------------------------------------------------------- #
@@ -45,19 +44,9 @@ class ResidualKMeansQuantizer(Quantizer):
     kind: ClassVar[str] = "rkmeans"
     config_type: ClassVar[type] = KMeansConfig
 
-    def __init__(
-        self,
-        levels: int,
-        codebook_size: int,
-        *,
-        reserved: int = 0,
-        l2_normalize: bool = True,
-        config: KMeansConfig | None = None,
-        **overrides: Any,
-    ) -> None:
-        """Args: see :class:`Quantizer`; ``overrides`` are :class:`KMeansConfig` fields (e.g. ``n_init=8``)."""
-        cfg = _with_overrides(KMeansConfig, config, overrides, type(self).__name__)
-        super().__init__(levels, codebook_size, reserved=reserved, l2_normalize=l2_normalize, config=cfg)
+    def __init__(self, levels: int, codebook_size: int, **kw: Any) -> None:
+        """See :class:`Quantizer`; keyword overrides are :class:`KMeansConfig` fields."""
+        super().__init__(levels, codebook_size, **kw)
         self._books: list[np.ndarray] = []
 
     def _fit(self, z: np.ndarray, seed: int) -> dict[str, tuple[float, ...]]:

@@ -277,9 +277,10 @@ class Quantizer(ABC):
     kind: ClassVar[str]
     config_type: ClassVar[type]
 
-    def __init__(
-        self, levels: int, codebook_size: int, *, reserved: int = 0, l2_normalize: bool = True, config: Any = None
-    ) -> None:
+    def __init__(self, levels: int, codebook_size: int, *, reserved: int = 0, l2_normalize: bool = True,
+                 config: Any = None, **overrides: Any) -> None:
+        """``config``: a :attr:`config_type` (default: its defaults); ``overrides``: fields of it to change
+        (``n_init=8``, ``epochs=50``), named in the error when unknown."""
         if levels < 1:
             raise ValueError(f"{self.kind} quantizer: levels must be >= 1, got {levels}")
         if codebook_size < 1:
@@ -290,7 +291,7 @@ class Quantizer(ABC):
         self.codebook_size = int(codebook_size)
         self.reserved = int(reserved)
         self.l2_normalize = bool(l2_normalize)
-        self.config = config if config is not None else self.config_type()
+        self.config = _with_overrides(self.config_type, config, overrides, type(self).__name__)
         self._mean: np.ndarray | None = None
         self._scale = 1.0
 

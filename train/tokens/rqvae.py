@@ -23,7 +23,6 @@ from train.tokens.quantizer import (
     _kmeans,
     _nearest,
     _sub_seed,
-    _with_overrides,
 )
 
 # --------------------------------------------------------------------------- #
@@ -99,19 +98,9 @@ class RQVAEQuantizer(Quantizer):
     kind: ClassVar[str] = "rqvae"
     config_type: ClassVar[type] = RQVAEConfig
 
-    def __init__(
-        self,
-        levels: int,
-        codebook_size: int,
-        *,
-        reserved: int = 0,
-        l2_normalize: bool = True,
-        config: RQVAEConfig | None = None,
-        **overrides: Any,
-    ) -> None:
-        """Args: see :class:`Quantizer`; ``overrides`` are :class:`RQVAEConfig` fields (e.g. ``epochs=50``)."""
-        cfg = _with_overrides(RQVAEConfig, config, overrides, type(self).__name__)
-        super().__init__(levels, codebook_size, reserved=reserved, l2_normalize=l2_normalize, config=cfg)
+    def __init__(self, levels: int, codebook_size: int, **kw: Any) -> None:
+        """See :class:`Quantizer`; keyword overrides are :class:`RQVAEConfig` fields."""
+        super().__init__(levels, codebook_size, **kw)
         self._net: nn.ModuleDict | None = None
         self._books: torch.Tensor | None = None  # (L, K, latent)
 
