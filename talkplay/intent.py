@@ -18,7 +18,7 @@ has; a tag the request spells exactly ("synthwave" in a catalog that has that ta
 other tag of the catalog is a concept of its own, so a bring-your-own catalog's tags ("shoegaze") are understood
 word for word — and scores each track by how well its tags fit what the request asks: :meth:`IntentReader.fit`
 is the mean over the request's mentions of (share of need groups met − 1 if an avoided tag is carried), in
-[−1, 1]; a track whose title, artist or album holds a mention's words fits it ("play Battle Theme"). :class:`talkplay.textmatch.TextMatch` adds it to the words' score of every track,
+[−1, 1]; a track whose title or artist holds a mention's words fits it ("play Battle Theme"). :class:`talkplay.textmatch.TextMatch` adds it to the words' score of every track,
 so the shortlist the model chooses from is made of tracks that fit.
 
 The table was written by hand for listeners' words and this project's tag vocabulary (the auto-tagger's and the
@@ -374,8 +374,9 @@ class Mention:
 class IntentReader:
     """The concept table bound to one catalog's tags, and per-track fit scores (see the module docstring).
 
-    ``names``: per track, the words of its title, artist and album; a track whose name holds all the words of a
-    mention fits that mention ("play Battle Theme" must not bury the track called so under battle music's tags).
+    ``names``: per track, the words of its title and artist; a track whose name holds all the words of a mention
+    fits that mention ("play Battle Theme" must not bury the track called so under battle music's tags). Album
+    words are left out: an album named "The Battle for Wesnoth" would make every one of its tracks battle music.
     """
 
     def __init__(self, track_tags: Sequence[Iterable[str]], concepts: Sequence[Concept] = CONCEPTS,

@@ -196,7 +196,7 @@ class TextMatch:
         bm25 = BM25Index.build([tokenize(bm25_document(t)) for t in tracks])
         vectors = np.asarray(embed([dense_document(t) for t in tracks]), np.float32) if embed else None
         return cls(bm25, vectors, embed, bm25_weight, dense_weight, IntentReader(
-            [t.tags for t in tracks], names=[words(f"{t.title} {t.artist} {t.album}") for t in tracks]), tag_weight)
+            [t.tags for t in tracks], names=[words(f"{t.title} {t.artist}") for t in tracks]), tag_weight)
 
     def similar_to(self, row: int) -> np.ndarray:
         """float64 (n_tracks,): z-scored similarity of every track's card to track ``row``'s (sentence vectors;
