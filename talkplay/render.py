@@ -280,12 +280,27 @@ def fit_to_budget(render, n_turns: int, budget: int, where: str = "conversation"
     Raises:
         BudgetExceeded: if the system prompt plus the last turn alone exceed the budget.
     """
-    for first in range(n_turns):
-        out = render(first)
+    out = render(0)
+    if len(out.input_ids) <= budget or n_turns <= 1:  # the common case: everything fits, one render
         if len(out.input_ids) <= budget:
             return out
-    raise BudgetExceeded(f"{where}: the system prompt and the last turn take {len(out.input_ids)} tokens, "
-                     f"more than the budget of {budget}")
+        raise BudgetExceeded(f"{where}: the system prompt and the last turn take {len(out.input_ids)} tokens, "
+                             f"more than the budget of {budget}")
+    # The length only falls as older turns are dropped: binary search for the fewest dropped (log2 renders,
+    # not one per dropped turn).
+    lo, hi, best = 1, n_turns - 1, None  # render(lo - 1) is too long; find the smallest first that fits
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        cand = render(mid)
+        if len(cand.input_ids) <= budget:
+            best, hi = cand, mid - 1
+        else:
+            lo, out = mid + 1, cand
+    if best is None:
+        last = render(n_turns - 1) if out is None or lo - 1 != n_turns - 1 else out
+        raise BudgetExceeded(f"{where}: the system prompt and the last turn take {len(last.input_ids)} tokens, "
+                             f"more than the budget of {budget}")
+    return best
 
 
 def render_conversation(tokenizer, conversation_messages: Sequence[Any], store, catalog,

@@ -187,3 +187,29 @@ def test_errors_name_the_problem(tokenizer, world):
     with pytest.raises(KeyError, match="t9"):
         render_conversation(tokenizer, [Message("user", "hi"), Message("music", "t9"), Message("assistant", "x")],
                             store, catalog)
+
+
+def test_fit_to_budget_finds_the_fewest_dropped_turns_with_few_renders():
+    """Binary search over the first kept turn: the same answer as dropping one turn at a time, in log2 renders."""
+    import random
+    from types import SimpleNamespace
+
+    from talkplay.render import BudgetExceeded, fit_to_budget
+
+    rng = random.Random(0)
+    for _ in range(300):
+        sizes = [rng.randrange(1, 50) for _ in range(rng.randrange(1, 30))]
+        budget = rng.randrange(10, 400)
+        calls = []
+
+        def render(first):
+            calls.append(first)
+            return SimpleNamespace(input_ids=[0] * (7 + sum(sizes[first:])), first=first)
+
+        expected = next((k for k in range(len(sizes)) if 7 + sum(sizes[k:]) <= budget), None)
+        if expected is None:
+            with pytest.raises(BudgetExceeded):
+                fit_to_budget(render, len(sizes), budget)
+        else:
+            assert fit_to_budget(render, len(sizes), budget).first == expected
+        assert len(calls) <= 2 + len(sizes).bit_length()
