@@ -13,7 +13,7 @@ This module owns everything needed to run musicnn without TensorFlow:
   MSD and MTT tag probabilities and the 200-d MSD "penultimate" embedding.
 
 The port is checked against outputs recorded from the original TF graph by
-``train/catalog/tools/record_musicnn_reference.py`` (see ``tests/test_musicnn.py``).
+``train/catalog/tools/record_musicnn_reference.py`` (see ``tests/train/test_musicnn.py``).
 
 Architecture (input: patches of 187 frames x 96 mel bands, log-compressed):
 

@@ -7,7 +7,7 @@ Starts ``python app.py`` (demo checkpoint, CPU, its own fresh feedback database)
 answers. A comment counts as *acknowledged* when the app replied "feedback saved" (the row was committed).
 After ``--acks`` acknowledgements the app process gets SIGKILL — no shutdown, writer thread mid-batch.
 Then the database is opened again as the next start would: ``PRAGMA integrity_check`` must say ok, and
-every acknowledged comment must be a row. (``tests/test_feedback.py::test_kill_9…`` does the same
+every acknowledged comment must be a row. (``tests/talkplay/test_feedback.py::test_kill_9…`` does the same
 against the store alone, in CI.)
 """
 
