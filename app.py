@@ -32,6 +32,7 @@ from talkplay.preflight import StartupError, check_bundle
 from talkplay.settings import ServeSettings
 from talkplay.chat_session import (
     EXAMPLES,
+    KEEP,
     ChatController,
     LazyRecommender,
     feedback_store_from_env,
@@ -106,11 +107,15 @@ def _chat_tab(ctrl: ChatController) -> None:
     turns = dict(concurrency_id="model-turns", concurrency_limit=ctrl.settings.concurrency)
 
     # Rate limits follow the visitor (address + browser session), not the conversation: see ChatSession.visitor.
+    def shown(updates):  # KEEP: the card and the player stay as they are (a words-only answer, an error line)
+        for chat, card_md, path, played_md, s in updates:
+            yield chat, gr.skip() if card_md is KEEP else card_md, gr.skip() if path is KEEP else path, played_md, s
+
     def on_send(text, s, t, p, m, req: gr.Request):
-        yield from ctrl.send(text, s, t, p, m, visitor=visitor_key(req))
+        yield from shown(ctrl.send(text, s, t, p, m, visitor=visitor_key(req)))
 
     def on_skip(s, t, p, m, req: gr.Request):
-        yield from ctrl.skip(s, t, p, m, visitor=visitor_key(req))
+        yield from shown(ctrl.skip(s, t, p, m, visitor=visitor_key(req)))
 
     def on_new(req: gr.Request):
         return ctrl.new_session(visitor_key(req))
@@ -139,8 +144,9 @@ def _chat_tab(ctrl: ChatController) -> None:
         return ctrl.like_reply(s, data.index, bool(data.liked))
 
     chatbot.like(on_like, session, status, api_visibility="private")
-    # A new track, a skip or a new conversation clears the previous track's rating, comment and status at once.
-    for event in (send.click, request.submit, skip.click, new.click, chatbot.clear):
+    # A new track (its card changes) or a new conversation clears the previous track's rating, comment and status;
+    # a message answered in words only leaves them, as it leaves the track playing.
+    for event in (card.change, new.click, chatbot.clear):
         event(lambda: (gr.Radio(value=None), "", ""), None, [stars, comment, status], queue=False, **hidden)
     # Each new preview starts at 0:00 and plays when autoplay is on. Updating gr.Audio(autoplay=…) does not start
     # playback, and the player keeps the previous position, so this runs in the page (the checkbox is read there).

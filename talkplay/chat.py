@@ -1,7 +1,8 @@
 """Terminal chat: ``python -m talkplay chat`` — the engine without a browser.
 
-Each line you type is a request; the chosen track (title, artist, license, why) prints first, then the
-reply streams in. Commands: ``/reject`` (the last track: never again in this conversation),
+Each line you type is a message; when the model answers it with music, the chosen track (title, artist,
+license, why) prints first, then the reply streams in (a greeting, thanks or a question about the playing
+track gets words only). Commands: ``/reject`` (the last track: never again in this conversation),
 ``/alternatives`` (top 5 for your last request), ``/new`` (start over), ``/quit``.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import IO
 
-from talkplay.conversation import ConversationState, Done, TextDelta, TrackChosen
+from talkplay.conversation import ConversationState, Done, Talk, TextDelta, TrackChosen
 
 HELP = "commands: /reject  /alternatives  /new  /quit"
 
@@ -53,7 +54,8 @@ def run_chat(recommender, lines: IO[str] = sys.stdin, out: IO[str] = sys.stdout,
             if last_request is None:
                 print("(ask for something first)", file=out)
                 continue
-            hidden = ConversationState(state.turns[:-1], set(state.rejected))
+            last = max(i for i, t in enumerate(state.turns) if t.track_id is not None)
+            hidden = ConversationState(state.turns[:last], set(state.rejected))
             for r in recommender.rank(hidden, last_request, k=5):
                 t = recommender.catalog[r.track_id]
                 print(f"  {r.logprob:8.2f}  “{t.title}” by {t.artist}", file=out)
@@ -66,11 +68,14 @@ def run_chat(recommender, lines: IO[str] = sys.stdin, out: IO[str] = sys.stdout,
                 if isinstance(event, TrackChosen):
                     print(describe(event), file=out, flush=True)
                     print("talkplay> ", end="", file=out, flush=True)
+                elif isinstance(event, Talk):
+                    print("talkplay> ", end="", file=out, flush=True)
                 elif isinstance(event, TextDelta):
                     print(event.text, end="", file=out, flush=True)
                 elif isinstance(event, Done):
                     print(file=out, flush=True)
-            last_request = text
+                    if event.turn.track_id is not None:
+                        last_request = event.turn.user
         except NoAllowedTrack as err:
             print(f"({err}; /new starts over)", file=out)
     return state

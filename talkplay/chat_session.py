@@ -22,7 +22,7 @@ from typing import Any
 
 from talkplay.browse import CatalogBrowser, escape
 from talkplay.trie import NoAllowedTrack
-from talkplay.conversation import ConversationState, Done, TextDelta, TrackChosen
+from talkplay.conversation import ConversationState, Done, Talk, TextDelta, TrackChosen
 from talkplay.feedback import FeedbackRecord, FeedbackStore
 from talkplay.settings import ServeSettings
 from talkplay.limits import RateLimiter, clean_text
@@ -37,6 +37,16 @@ TOP_P_RANGE = (0.05, 1.0)
 MODES = ("constrained", "paper")
 FEEDBACK_WAIT_S = 5.0  # a click waits this long for its row to be committed before "saved" is said
 SKIP_REQUEST = "Skip — another one, please."
+
+class _Keep:
+    """The card/audio value of an update that leaves the widget as it is (``app.py`` sends ``gr.skip()``): a
+    message answered in words only, or an error line, must not stop or rewind the track that is playing."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP = _Keep()
 EXAMPLES = ("something epic and orchestral for a boss fight", "upbeat chiptune for a road trip",
             "I want something calm and ambient to study to", "dark electronic music for a night drive")
 
@@ -149,12 +159,13 @@ class ChatController:
         return c.markdown + f"\n\n**Why this track:** chosen by {how}; shares the {escape(why)} tokens.", c.audio
 
     def played_markdown(self, session: ChatSession) -> str:
-        if not session.conversation.turns:
+        played = session.conversation.played
+        if not played:
             return "*Nothing played yet.*"
         lines = []
-        for i, t in enumerate(session.conversation.turns, 1):
-            track = self.browser.catalog[t.track_id]
-            mark = " — *skipped*" if t.track_id in session.conversation.rejected else ""
+        for i, track_id in enumerate(played, 1):
+            track = self.browser.catalog[track_id]
+            mark = " — *skipped*" if track_id in session.conversation.rejected else ""
             lines.append(f"{i}. {escape(track.title)} — {escape(track.artist)}{mark}")
         return "\n".join(lines)
 
@@ -180,8 +191,9 @@ class ChatController:
             lock.release()
 
     def _say(self, session: ChatSession, text: str, card: tuple[str, str | None] | None = None):
-        """Append an assistant line; the update tuple to yield."""
-        card, audio = card or self.card(None)
+        """Append an assistant line; the update tuple to yield (the card and player stay as they are unless
+        ``card`` is given)."""
+        card, audio = card or (KEEP, KEEP)
         session.messages.append({"role": "assistant", "content": text})
         return session.messages, card, audio, self.played_markdown(session), session
 
@@ -197,11 +209,11 @@ class ChatController:
         log.warning("rejected settings: temperature=%.40r top_p=%.40r mode=%.40r", temperature, top_p, mode)
         return None
 
-    def _send(self, text, session, temperature, top_p, mode):
+    def _send(self, text, session, temperature, top_p, mode, music_only: bool = False):
         from talkplay.recommender import GenerationConfig
 
         text = clean_text(text).strip()
-        card, audio = self.card(None)
+        card, audio = KEEP, KEEP  # the track playing keeps playing until a new one is chosen
         if not text:  # empty, whitespace or control characters only: nothing to answer, nothing changes
             yield session.messages, card, audio, self.played_markdown(session), session
             return
@@ -227,7 +239,7 @@ class ChatController:
         if wait:
             yield self._say(session, f"This demo is busy right now — please try again in {math.ceil(wait)} s.")
             return
-        if len(session.conversation.turns) >= self.settings.max_turns:
+        if len(session.conversation.played) >= self.settings.max_turns:
             yield self._say(session, f"This conversation has reached {self.settings.max_turns} tracks — press *New conversation* "
                                      "to keep listening.")
             return
@@ -239,17 +251,25 @@ class ChatController:
             yield self._say(session, "The recommender is not available on this server right now "
                                      f"(error {error_id}; the server log says why).")
             return
+        opened, turns_before = None, len(session.conversation.turns)
         try:
             config = GenerationConfig(mode=mode, temperature=temperature, top_p=top_p,
-                                      max_reply_tokens=rec.generation.max_reply_tokens)
+                                      max_reply_tokens=rec.generation.max_reply_tokens,
+                                      talk=False if music_only else rec.generation.talk,
+                                      music_threshold=rec.generation.music_threshold)
             header, raw, shown_at = "", "", 0.0
             for event in rec.respond(session.conversation, text, generation=config):
+                if isinstance(event, (TrackChosen, Talk)):
+                    opened = len(session.messages)  # this turn's assistant message, appended just below
                 if isinstance(event, TrackChosen):
                     card, audio = self.card(event)
                     session.on_screen = event.track.track_id
                     header = f"**♪ {escape(event.track.title)}** — {escape(event.track.artist)}\n\n"
                     session.messages.append({"role": "assistant", "content": header})
                     session.turn_of_message[len(session.messages) - 1] = len(session.conversation.turns) + 1
+                elif isinstance(event, Talk):  # answered in words only: no new track, the card stays
+                    header = ""
+                    session.messages.append({"role": "assistant", "content": ""})
                 elif isinstance(event, TextDelta):
                     raw += event.text  # escaped as a whole: escaping pieces would lose their spaces
                     session.messages[-1]["content"] = header + escape(raw)
@@ -265,10 +285,9 @@ class ChatController:
         except Exception:
             error_id = uuid.uuid4().hex[:8]
             log.exception("turn failed (error %s)", error_id)
-            if session.messages and session.messages[-1]["role"] == "assistant" and \
-                    len(session.messages) - 1 in session.turn_of_message and \
-                    len(session.conversation.turns) < session.turn_of_message[len(session.messages) - 1]:
-                session.turn_of_message.pop(len(session.messages) - 1)
+            if opened is not None and opened == len(session.messages) - 1 and \
+                    len(session.conversation.turns) == turns_before:
+                session.turn_of_message.pop(opened, None)
                 session.messages.pop()  # a half-streamed reply of a failed turn
             yield self._say(session, f"Sorry — something went wrong with this request (error {error_id}). "
                                      "Please try again.", (card, audio))
@@ -295,7 +314,7 @@ class ChatController:
                 if turn_index is not None:
                     self._record(session, "skip", "", turn_index)
                 log.info("session %s skipped %s", session.session_id, target)
-            yield from self._send(SKIP_REQUEST, session, temperature, top_p, mode)
+            yield from self._send(SKIP_REQUEST, session, temperature, top_p, mode, music_only=True)  # a skip plays one
         finally:
             lock.release()
 
@@ -308,10 +327,11 @@ class ChatController:
 
     def _record(self, session: ChatSession | None, kind: str, value: str, turn_index: int | None = None) -> str:
         turns = session.conversation.turns if session else []
-        if not turns:
+        with_track = [i for i, t in enumerate(turns, 1) if t.track_id is not None]
+        if not with_track:
             return "Nothing to rate yet."
-        turn_index = turn_index or len(turns)
-        if not 1 <= turn_index <= len(turns):
+        turn_index = turn_index or with_track[-1]  # the track playing: the last one chosen
+        if not 1 <= turn_index <= len(turns) or turns[turn_index - 1].track_id is None:
             return "That message has no recommendation to rate."
         turn = turns[turn_index - 1]
         if self.feedback is None:

@@ -1,7 +1,8 @@
 """Conversation state and the events a recommendation turn streams: plain typed records, no torch.
 
 The caller (app, terminal chat, evaluation) holds a :class:`ConversationState` and passes it to
-:meth:`talkplay.recommender.Recommender.respond`, which yields :class:`TrackChosen`, then
+:meth:`talkplay.recommender.Recommender.respond`, which yields :class:`TrackChosen` (a new track plays) or
+:class:`Talk` (the model answers in words only: a greeting, thanks, a question about the playing track), then
 :class:`TextDelta` pieces, then :class:`Done` — and appends the finished :class:`Turn` to the state.
 Played and rejected tracks are derived from the state, so a conversation never repeats a track or
 brings back a rejected one.
@@ -16,18 +17,19 @@ from typing import Any, Literal
 
 from talkplay.trie import ExcludeTracks
 
-MatchKind = Literal["constrained", "exact", "partial", "fallback"]
+MatchKind = Literal["constrained", "exact", "partial", "fallback", "talk"]
 
 
 @dataclass(frozen=True)
 class Turn:
-    """One answered request: the user's text, the track that played, and the reply about it."""
+    """One answered message: the user's text, the track that played (None when the model answered in words only),
+    and the reply."""
 
     user: str
-    track_id: str
+    track_id: str | None
     reply: str
-    match: MatchKind  # how the span became a track ("constrained" decoding, or paper-mode matching)
-    score: float  # log-probability of the span (constrained) or the partial-match score (paper mode)
+    match: MatchKind  # how the span became a track ("constrained" decoding, paper-mode matching), or "talk"
+    score: float  # log-probability of the span (constrained), the partial-match score (paper), or P(music) (talk)
     matched_modalities: tuple[str, ...]  # modalities the generated tokens share with the track
     tokens: tuple[str, ...] = ()  # the generated music tokens
 
@@ -41,6 +43,14 @@ class TrackChosen:
     matched_modalities: tuple[str, ...]
     match: MatchKind = "constrained"
     tokens: tuple[str, ...] = ()
+    seconds: float = 0.0  # time from the request to this event
+
+
+@dataclass(frozen=True)
+class Talk:
+    """The model chose to answer in words only (no music span): no new track; the one playing keeps playing."""
+
+    p_music: float  # the model's probability of opening a music span here (below the engine's threshold)
     seconds: float = 0.0  # time from the request to this event
 
 
@@ -60,7 +70,7 @@ class Done:
     seconds: float = 0.0  # whole turn
 
 
-Event = TrackChosen | TextDelta | Done
+Event = TrackChosen | Talk | TextDelta | Done
 
 
 @dataclass(frozen=True)
@@ -83,14 +93,20 @@ class ConversationState:
 
     @property
     def played(self) -> list[str]:
-        return [t.track_id for t in self.turns]
+        """The tracks played so far, in order (turns answered in words only have none)."""
+        return [t.track_id for t in self.turns if t.track_id is not None]
+
+    @property
+    def last_track(self) -> str | None:
+        """The track playing now: the last one played (None before the first)."""
+        return next((t.track_id for t in reversed(self.turns) if t.track_id is not None), None)
 
     def reject(self, track_id: str | None = None) -> str:
         """Mark ``track_id`` (default: the last played track) as rejected; returns it."""
         if track_id is None:
-            if not self.turns:
+            track_id = self.last_track
+            if track_id is None:
                 raise ValueError("nothing has played yet, so nothing can be rejected")
-            track_id = self.turns[-1].track_id
         self.rejected.add(track_id)
         return track_id
 
@@ -99,10 +115,13 @@ class ConversationState:
         return ExcludeTracks(played=frozenset(self.played) | frozenset(extra), rejected=frozenset(self.rejected))
 
     def messages(self, user_text: str) -> list[_Message]:
-        """History as user → music → assistant messages, ending with the new ``user_text``."""
+        """History as user → music → assistant messages (user → assistant for a turn answered in words only),
+        ending with the new ``user_text``."""
         out: list[_Message] = []
         for t in self.turns:
-            out += [_Message("user", t.user), _Message("music", t.track_id, t.track_id in self.rejected),
-                    _Message("assistant", t.reply)]
+            out.append(_Message("user", t.user))
+            if t.track_id is not None:
+                out.append(_Message("music", t.track_id, t.track_id in self.rejected))
+            out.append(_Message("assistant", t.reply))
         out.append(_Message("user", user_text))
         return out

@@ -33,10 +33,14 @@ class Ranking:
     """Span scoring for the engine (mixin: needs ``model``, ``store``, ``ids``, ``trie``, ``forward``, ``_step``,
     ``_prompt``, ``generation``, ``prior``, ``text_match``, ``_relative``, ``exhaustive_limit``, ``rank_batch``)."""
 
-    def _lead_and_tree(self, lead: list[int], cache: Any, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _lead_and_tree(self, lead: list[int], cache: Any, ids: torch.Tensor, before: bool = False
+                       ) -> tuple[torch.Tensor, torch.Tensor | None] | tuple[torch.Tensor, torch.Tensor | None,
+                                                                           torch.Tensor | None]:
         """Feed ``lead`` after ``cache`` and, in the same forward pass, the items ``ids`` (n, L) packed as a prefix
         tree after it (as :meth:`_packed`). Returns fp32 log-probs after ``lead`` (V,) and after each item's tokens
-        but the last ((n, L − 1, V), None when L is 1); ``cache`` is left holding ``lead`` only."""
+        but the last ((n, L − 1, V), None when L is 1); ``cache`` is left holding ``lead`` only. With ``before``,
+        also the log-probs after ``lead[:-1]`` (V,; None when ``lead`` has one token) — the engine's "music or
+        words" decision, read from the same pass."""
         past, n_lead = cache.get_seq_length(), len(lead)
         if n_lead == 0:
             raise ValueError("at least the prompt's last token must be fed")
@@ -48,12 +52,16 @@ class Ranking:
         mask[n_lead:, past:past + n_lead] = True
         mask[n_lead:, past + n_lead:] = own
         positions = torch.cat([torch.arange(n_lead), n_lead + torch.tensor(depth, dtype=torch.long)]) + past
+        extra = 1 if before and n_lead > 1 else 0
         logits = self.forward(torch.tensor([lead + tokens]), cache, attention_mask=mask[None, None].to(self.device),
-                              position_ids=positions[None].to(self.device), logits_to_keep=m + 1)
+                              position_ids=positions[None].to(self.device), logits_to_keep=m + 1 + extra)
         if m:
             cache.crop(-m)
-        lp = torch.log_softmax(logits[0].float(), dim=-1)
-        return lp[0].cpu(), (lp[1:][where.to(lp.device)] if m else None)
+        lp = torch.log_softmax(logits[0, extra:].float(), dim=-1)
+        out = lp[0].cpu(), (lp[1:][where.to(lp.device)] if m else None)
+        if not before:
+            return out
+        return (*out, torch.log_softmax(logits[0, 0].float(), dim=-1).cpu() if extra else None)
 
     @staticmethod
     def _tree(rows: list[list[int]]) -> tuple[list[int], list[int], torch.Tensor, torch.Tensor]:
@@ -126,7 +134,7 @@ class Ranking:
             if relative is not None:  # as respond plays it: tracks moving the asked way first, closest first
                 moving, closeness = relative
                 scores = scores + lam * closeness[rows] - RELATIVE_PENALTY * ~np.isin(rows, moving)
-            elif lam and self.text_match().has_evidence(user_text, first_turn=not state.turns):
+            elif lam and self.text_match().has_evidence(user_text, first_turn=not state.played):
                 scores = scores + lam * self.text_match().scores(user_text)[rows]
         elif method == "beam":
             scores = self._beam(cache, first, excluded, beam or max(k, 16))

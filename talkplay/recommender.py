@@ -1,8 +1,11 @@
 """The inference engine: one user turn in, a real catalog track and a grounded, streamed reply out.
 
-For each request (TalkPlay §4.4: music first, then words)::
+For each message (TalkPlay §4.4: music first, then words)::
 
     prompt = render_prompt(history + user text)          # ends with <start_of_music>
+    music or words ← the model's P(<start_of_music>) right after the assistant header (read from the same
+                  forward pass): below ``GenerationConfig.music_threshold`` the turn is answered in words only
+                  (a greeting, thanks, a question about the playing track) — no span, no new track
     music span  ← sampled token by token under a span rule (constrained: CatalogTrie minus played and
                   rejected tracks; paper: any code per position, matched afterwards)
     track       ← resolve (constrained) | exact → weighted partial match (paper) | constrained retry
@@ -39,7 +42,7 @@ import torch
 from talkplay.catalog import Catalog, load_catalog
 from talkplay.constraints import BanTokens, MusicSpanConstraint, SpanFormat
 from talkplay.trie import CatalogTrie, ExcludeTracks, NoAllowedTrack, TokenIdMap, resolve
-from talkplay.conversation import ConversationState, Done, Event, TrackChosen, Turn
+from talkplay.conversation import ConversationState, Done, Event, Talk, TrackChosen, Turn
 from talkplay.kvcache import PrefixCache
 from talkplay.matching import PAPER_WEIGHTS, match
 from talkplay.prior import NEUTRAL_REQUEST, Compose, PriorCorrection, TriePrior
@@ -60,6 +63,9 @@ SHORTLIST = 8  # candidates the text match proposes and the model scores: valid 
 # β = 0 / .25 / .5 / .75 / 1; with the text match 0.62 / 0.63 / 0.60 / 0.65 at β = .5, λ = 0 / 1 / 2 / 4 and
 # 0.58 / 0.72 / 0.73 / 0.70 at β = 1, λ = 0 / 1 / 2 / 3 (60 valid first requests; reports/text_match_tuning.md)
 PRIOR_WEIGHT = 1.0
+# default threshold on the model's P(<start_of_music>) after the assistant header: below it a message is answered in
+# words only (chosen on the validation split, `python -m train.evaluation.conversation_checks --tune-threshold`)
+MUSIC_THRESHOLD = 0.5
 PREFIX_CACHE_MB = 512  # KV caches kept for conversations' next turns (~46 kB a token in fp32: ~11k tokens)
 
 
@@ -115,9 +121,13 @@ class GenerationConfig:
     faithful: bool = True  # the reply opens with the track's name and never starts an attribute word its card lacks
     modality_weights: Mapping[str, float] | None = None  # paper mode; None → PAPER_WEIGHTS (25/16/9/4/1)
     hierarchical: bool = True  # paper mode: 3MToken's level-by-level matching of residual codes
+    # the model may answer a message in words only (no new track); None: when the checkpoint was trained with such
+    # turns (Recommender.talks); False: every turn plays a track
+    talk: bool | None = None
+    music_threshold: float = MUSIC_THRESHOLD  # P(<start_of_music>) below which the turn is words only
 
     def __post_init__(self) -> None:
-        for name in ("temperature", "top_p", "music_temperature", "prior_weight", "text_weight"):
+        for name in ("temperature", "top_p", "music_temperature", "prior_weight", "text_weight", "music_threshold"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"GenerationConfig.{name}={value}: must be a finite number")
@@ -130,6 +140,8 @@ class GenerationConfig:
             raise ValueError(f"GenerationConfig.mode {self.mode!r}: expected 'constrained' or 'paper'")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError(f"GenerationConfig: temperature {self.temperature} must be ≥ 0, top_p {self.top_p} in (0, 1]")
+        if not 0 <= self.music_threshold <= 1:
+            raise ValueError(f"GenerationConfig.music_threshold {self.music_threshold} must be in [0, 1]")
         if self.max_reply_tokens < 1:
             raise ValueError("GenerationConfig.max_reply_tokens must be ≥ 1")
 
@@ -147,7 +159,7 @@ class Recommender(Ranking):
                  generation: GenerationConfig = GenerationConfig(), render: RenderConfig = RenderConfig(),
                  exhaustive_limit: int = 4096, rank_batch: int = 32,
                  text_embedder: Callable[[], TextEmbedderFn | None] | None = None, shortlist: int = SHORTLIST,
-                 prefix_cache_mb: float = PREFIX_CACHE_MB):
+                 prefix_cache_mb: float = PREFIX_CACHE_MB, talks: bool = False):
         missing = [t for t in store.track_ids if t not in catalog]
         if missing:
             raise ValueError(f"token store {store.variant!r} has {len(missing)} tracks missing from catalog "
@@ -176,6 +188,7 @@ class Recommender(Ranking):
         self._prior: TriePrior | None = None
         self._prior_lock = threading.Lock()  # concurrent first turns build the prior once
         self.shortlist = shortlist
+        self.talks = talks  # the model learned turns answered in words only (GenerationConfig.talk=None follows it)
         self._text_embedder = text_embedder  # loads a sentence embedder for the text match (None: BM25 only)
         self._text_match: TextMatch | None = None
         self._text_lock = threading.Lock()
@@ -189,14 +202,17 @@ class Recommender(Ranking):
     @classmethod
     def load(cls, bundle: str | Path, model_config: Any = None, generation: GenerationConfig = GenerationConfig(),
              render: RenderConfig = RenderConfig(), **kwargs) -> "Recommender":
-        """Load a bundle's catalog, default token store and packaged checkpoint (``<bundle>/model``)."""
+        """Load a bundle's catalog, default token store and packaged checkpoint (``<bundle>/model``); words-only
+        answers are on when the checkpoint was trained with such turns (its manifest's ``talk_fraction``)."""
         from talkplay.checkpoint import load_checkpoint
         from talkplay.token_store import load_default_store
 
         catalog = load_catalog(bundle)
         store = load_default_store(bundle, catalog)
-        model, tokenizer, _ = load_checkpoint(bundle, model_config, store=store)
+        model, tokenizer, info = load_checkpoint(bundle, model_config, store=store)
         kwargs.setdefault("text_embedder", load_text_embedder)
+        # a checkpoint trained without words-only turns has a meaningless P(music): it always plays a track
+        kwargs.setdefault("talks", bool(info.training.get("talk_fraction")))
         return cls(model, tokenizer, catalog, store, generation, render, **kwargs)
 
     # ------------------------------------------------------------------------------------ model steps
@@ -301,7 +317,7 @@ class Recommender(Ranking):
 
     @torch.no_grad()
     def _rerank(self, lead: list[int], cache: Any, rows: np.ndarray, text: np.ndarray, config: GenerationConfig,
-                gen: torch.Generator) -> tuple[list[int], float, int]:
+                gen: torch.Generator) -> tuple[list[int], float, int, torch.Tensor | None]:
         """The span of the best of ``shortlist`` candidates: the allowed rows the text match ranks highest, scored
         by the model's log-likelihood of their music tokens − β · prior + λ · text match (the ranking objective,
         exactly; :mod:`talkplay.textmatch`). Greedy at music temperature 0, else sampled ∝ exp(score / T).
@@ -309,12 +325,13 @@ class Recommender(Ranking):
         ``lead`` (the prompt's tokens not yet in ``cache``) and the candidates are fed in one forward pass
         (:meth:`_lead_and_tree`): on a CPU a forward pass costs about the same for 1 token as for 50 (the weights
         are read once either way), so a turn's start takes as few passes as it can. ``cache`` is returned holding
-        the prompt only; the caller feeds the span with the grounding span. Returns (span ids, log-likelihood, row).
+        the prompt only; the caller feeds the span with the grounding span. Returns (span ids, log-likelihood, row,
+        the log-probs after the assistant header — the "music or words" decision — when ``config.talk``).
         """
         order = np.lexsort((rows, -text[rows]))[: self.shortlist]  # best text matches first; ties by row
         cand = rows[order]
         ids = self._code_ids(cand)
-        first, tree = self._lead_and_tree(lead, cache, ids)
+        first, tree, header = self._lead_and_tree(lead, cache, ids, before=True)
         model = first[ids[:, 0]].double().numpy()
         if tree is not None:
             model += tree.gather(2, ids[:, 1:, None].to(tree.device))[..., 0].sum(dim=1).double().cpu().numpy()
@@ -329,7 +346,7 @@ class Recommender(Ranking):
             p = torch.softmax(torch.as_tensor(score, dtype=torch.float64) / temperature, dim=0)
             i = int(torch.multinomial(p, 1, generator=gen))
         span = [int(t) for t in ids[i]]
-        return span, float(model[i]), int(cand[i])
+        return span, float(model[i]), int(cand[i]), header
 
     # ------------------------------------------------------------------------------------ respond
 
@@ -372,8 +389,9 @@ class Recommender(Ranking):
 
     def choose(self, state: ConversationState, user_text: str, *, generation: GenerationConfig | None = None,
                exclude: tuple[str, ...] = ()) -> TrackChosen:
-        """Only the music span: the track ``respond`` would play, without the reply; ``state`` is unchanged."""
-        config = generation or self.generation
+        """Only the music span: the track ``respond`` would play if the message asked for one, without the reply;
+        ``state`` is unchanged."""
+        config = replace(generation or self.generation, talk=False)
         return self._choose(state, user_text, config, tuple(exclude), self._generator(config), time.perf_counter())[0]
 
     @staticmethod
@@ -381,10 +399,36 @@ class Recommender(Ranking):
         seed = config.seed if config.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)))
         return torch.Generator().manual_seed(seed)
 
-    def _choose(self, state, user_text, config, extra, gen, t0) -> tuple[TrackChosen, list[int], list[int], Any, str]:
-        """Prompt → music span → track. Returns (event, prompt ids, span ids, KV cache, the request as the model
-        read it). The cache holds the prompt and all or none of the span (a shortlisted span is not fed: the caller
-        feeds it with what follows, in one pass). The prompt's prefix that the conversation's last turn computed
+    @torch.no_grad()
+    def music_probability(self, state: ConversationState, user_text: str) -> float:
+        """The model's P(<start_of_music>) right after the assistant header for ``user_text``: how sure it is that
+        the message asks for music (a turn is words only below ``GenerationConfig.music_threshold``)."""
+        from transformers import DynamicCache
+
+        prompt = self._prompt(state, user_text)[:-1]  # up to the assistant header
+        logits = self.forward(torch.tensor([prompt]), DynamicCache(), logits_to_keep=1)[0, -1].float()
+        return float(torch.softmax(logits, dim=-1)[self.ids.start_id])
+
+    def may_talk(self, config: GenerationConfig) -> bool:
+        """Whether a turn under ``config`` may be answered in words only."""
+        return self.talks if config.talk is None else config.talk
+
+    def _talks(self, header: torch.Tensor | None, config: GenerationConfig) -> float | None:
+        """P(<start_of_music>) after the assistant header when it is below the threshold (answer in words only);
+        None when the turn plays music (or the decision cannot be read: the prompt's last pass fed one token)."""
+        if not self.may_talk(config) or header is None:
+            return None
+        p = math.exp(float(header[self.ids.start_id]))
+        return p if p < config.music_threshold else None
+
+    def _choose(self, state, user_text, config, extra, gen, t0
+                ) -> tuple[TrackChosen | Talk, list[int], list[int], Any, str, torch.Tensor | None]:
+        """Prompt → music or words → music span → track. Returns (event, prompt ids, span ids, KV cache, the
+        request as the model read it, the first reply token's log-probs when the turn is words only).
+
+        The cache holds the prompt and all or none of the span (a shortlisted span is not fed: the caller feeds it
+        with what follows, in one pass); for a words-only turn (:class:`Talk`) the prompt without its
+        ``<start_of_music>``, and the span is empty. The prompt's prefix that the conversation's last turn computed
         is reused from :attr:`prefix` (only the rest is prefilled)."""
         excluded = state.exclude(extra)
         allowed = self.trie.rows([], excluded)  # computed once per turn: the relative and shortlist paths share it
@@ -392,20 +436,39 @@ class Recommender(Ranking):
             raise NoAllowedTrack(f"all {len(self.store)} tracks were played or rejected in this conversation")
         prompt, user_text = self._fit_prompt(state, user_text)
         cache, reused = self.prefix.take(state.key, prompt)
+
+        def talk(header: torch.Tensor | None):
+            p = self._talks(header, config)
+            if p is None:
+                return None
+            cache.crop(-1)  # the prompt's <start_of_music>: the reply follows the assistant header
+            return Talk(p, time.perf_counter() - t0), prompt[:-1], [], cache, user_text, header
+
         constrained = MusicSpanConstraint(self.ids, self.trie, excluded)
         relative = self._relative(state, user_text, allowed) \
             if config.mode == "constrained" and config.text_weight else None
         if relative is None and config.mode == "constrained" and config.text_weight and \
-                self.text_match().has_evidence(user_text, first_turn=not state.turns):
+                self.text_match().has_evidence(user_text, first_turn=not state.played):
             relative = allowed, self.text_match().scores(user_text)
         if relative is not None:  # a shortlist: "slower"/"less dark" (the tracks that move that way, the closest
             # first), or the request's words (the best text matches); the prompt is fed with the candidates
-            span, logprob, row = self._rerank(prompt[reused:], cache, *relative, config, gen)
+            span, logprob, row, header = self._rerank(prompt[reused:], cache, *relative, config, gen)
+            words = talk(header)
+            if words is not None:
+                return words
             track_id, kind, score, matched = self.store.track_ids[row], "constrained", logprob, self.all_modalities
             tokens = tuple(self.tokenizer.convert_ids_to_tokens(span))
             event = TrackChosen(self.catalog[track_id], score, matched, kind, tokens, time.perf_counter() - t0)
-            return event, prompt, span, cache, user_text
-        logits = self._step(prompt[reused:], cache)
+            return event, prompt, span, cache, user_text, None
+        lead = prompt[reused:]
+        if self.may_talk(config) and len(lead) > 1:  # the header's and <start_of_music>'s logits from one pass
+            both = self.forward(torch.tensor([lead]), cache, logits_to_keep=2)[0].float()
+            words = talk(torch.log_softmax(both[0], dim=-1))
+            if words is not None:
+                return words
+            logits = both[1]
+        else:
+            logits = self._step(lead, cache)
         if config.mode == "constrained":
             rule = constrained if not config.prior_weight else \
                 Compose(constrained, PriorCorrection(self.ids, self.prior(), config.prior_weight))
@@ -429,16 +492,20 @@ class Recommender(Ranking):
                 kind, score, matched = "fallback", logprob, self.all_modalities
         tokens = tuple(self.tokenizer.convert_ids_to_tokens(span))
         event = TrackChosen(self.catalog[track_id], score, matched, kind, tokens, time.perf_counter() - t0)
-        return event, prompt, span, cache, user_text
+        return event, prompt, span, cache, user_text, None
 
-    def _start_turn(self, state, user_text, config, extra) -> tuple[TrackChosen, "ReplyRow", Any]:
-        """Everything of a turn before its reply tokens: prompt, music span, track, grounding span fed.
-        Returns (the TrackChosen event, the reply's row, KV cache holding all of it)."""
+    def _start_turn(self, state, user_text, config, extra) -> tuple[TrackChosen | Talk, "ReplyRow", Any]:
+        """Everything of a turn before its reply tokens: prompt, music span, track, grounding span fed (or, for a
+        words-only turn, the prompt up to the assistant header). Returns (the TrackChosen or Talk event, the
+        reply's row, KV cache holding all of it)."""
         t0 = time.perf_counter()
-        chosen, prompt, span, cache, user_text = self._choose(state, user_text, config, extra,
-                                                              self._generator(config), t0)
+        chosen, prompt, span, cache, user_text, first = self._choose(state, user_text, config, extra,
+                                                                     self._generator(config), t0)
         row = ReplyRow(self, state.key, chosen, prompt + span, user_text, config, t0)
-        row.logits = self._step(row.fed[cache.get_seq_length():], cache)  # span (unless fed), grounding, opening
+        if first is not None:  # words only: the header's log-probs are the first reply token's
+            row.logits = first
+        else:
+            row.logits = self._step(row.fed[cache.get_seq_length():], cache)  # span (unless fed), grounding, opening
         return chosen, row, cache
 
     def _respond(self, state, user_text, config, extra) -> Iterator[Event]:
@@ -483,8 +550,8 @@ class Recommender(Ranking):
         against the history alone)."""
         from talkplay.refine import directions, moves
 
-        wanted = directions(user_text) if state.turns else ()
-        prev = state.turns[-1].track_id if state.turns else None
+        prev = state.last_track
+        wanted = directions(user_text) if prev is not None else ()
         if not wanted or prev not in self.store:
             return None
         attrs = self.attributes()

@@ -64,8 +64,8 @@ class Rendered:
     labels: list[int]  # input_ids where supervised, IGNORE_INDEX elsewhere
     text: str  # the exact text the ids were built from (for debugging)
     user_spans: tuple[tuple[int, int], ...]  # user message contents
-    music_spans: tuple[tuple[int, int], ...]  # <start_of_music> … <end_of_music> inclusive
-    grounding_spans: tuple[tuple[int, int], ...]  # grounding text ((i, i) when grounding is off)
+    music_spans: tuple[tuple[int, int], ...]  # <start_of_music> … <end_of_music> inclusive ((i, i): words only)
+    grounding_spans: tuple[tuple[int, int], ...]  # grounding text ((i, i) when grounding is off or words only)
     reply_spans: tuple[tuple[int, int], ...]  # assistant reply text
     end_spans: tuple[tuple[int, int], ...]  # assistant end-of-turn token(s)
     rejected: tuple[bool, ...]  # per kept turn: the listener rejected its track
@@ -216,26 +216,42 @@ class _Builder:
 
 
 def _turns(messages: Sequence[Any], where: str, partial: bool = False) -> list[tuple[Any, Any | None, Any | None]]:
-    """Group messages into (user, music, assistant) turns; with ``partial`` the last is a lone user."""
+    """Group messages into (user, music, assistant) turns — (user, None, assistant) for a turn answered in words
+    only — and with ``partial`` the last is a lone user message (user, None, None)."""
     msgs = list(messages)
     out = []
-    for i in range(0, len(msgs), 3):
-        chunk = msgs[i:i + 3]
-        roles = tuple(m.role for m in chunk)
-        if roles == ("user", "music", "assistant"):
-            out.append(tuple(chunk))
-        elif partial and roles == ("user",) and i + 1 == len(msgs):
-            out.append((chunk[0], None, None))
+    i = 0
+    while i < len(msgs):
+        if msgs[i].role != "user":
+            raise ValueError(f"{where}: message {i} has role {msgs[i].role!r}; expected user → music → assistant "
+                             f"(or user → assistant) turns")
+        roles = tuple(m.role for m in msgs[i + 1:i + 3])
+        if roles == ("music", "assistant"):
+            out.append(tuple(msgs[i:i + 3]))
+            i += 3
+        elif roles[:1] == ("assistant",):
+            out.append((msgs[i], None, msgs[i + 1]))
+            i += 2
+        elif partial and i + 1 == len(msgs):
+            out.append((msgs[i], None, None))
+            i += 1
         else:
-            raise ValueError(f"{where}: messages {i}–{i + len(chunk) - 1} have roles {list(roles)}; expected "
-                             f"user → music → assistant turns" + (" ending with a user message" if partial else ""))
+            raise ValueError(f"{where}: messages {i}–{min(i + 2, len(msgs) - 1)} have roles "
+                             f"{[m.role for m in msgs[i:i + 3]]}; expected user → music → assistant (or user → "
+                             f"assistant) turns" + (" ending with a user message" if partial else ""))
     if not out:
         raise ValueError(f"{where}: no turns to render")
+    if partial and out[-1][2] is not None:
+        raise ValueError("history: must end with the user message to answer")
     return out
 
 
 def _render(tokenizer, turns, store, catalog, config: RenderConfig, dropped: int) -> Rendered:
-    """Render complete turns; a final turn with no music/assistant stops after ``<start_of_music>``."""
+    """Render complete turns; a final turn with no music/assistant stops after ``<start_of_music>``.
+
+    A turn answered in words only (music None, assistant given) has no music or grounding span: its reply
+    follows the assistant header directly, so the position that predicts ``<start_of_music>`` in a music turn
+    predicts the reply's first word here — the model's "music or not" decision (:mod:`talkplay.recommender`)."""
     roles = ["system"] + [r for _ in turns for r in ("user", "assistant")]
     glue = _glue(tokenizer, roles)
     controls = _control_strings(tokenizer)
@@ -251,9 +267,16 @@ def _render(tokenizer, turns, store, catalog, config: RenderConfig, dropped: int
         # glue[1 + 2t] (before this user message) was added by the previous end of turn, or just above.
         spans["user"].append(b.add(make_inert(user.content, controls), untrusted="user"))
         b.add(glue[2 + 2 * t])
-        if music is None:  # inference: the model generates from here
+        if music is None and assistant is None:  # inference: the model generates from here
             b.add(START_OF_MUSIC, ids=[start_id])
             break
+        if music is None:  # answered in words only
+            rejected.append(False)
+            spans["music"].append((len(b.ids), len(b.ids)))
+            spans["grounding"].append((len(b.ids), len(b.ids)))
+            spans["reply"].append(b.add(make_inert(assistant.content, controls), True, untrusted="reply"))
+            spans["end"].append(b.add_end_of_turn(glue[3 + 2 * t]))
+            continue
         # A rejected track is one the listener turned down: never teach the model to pick it.
         supervise_music = not music.rejected
         rejected.append(bool(music.rejected))
@@ -305,7 +328,8 @@ def fit_to_budget(render, n_turns: int, budget: int, where: str = "conversation"
 
 def render_conversation(tokenizer, conversation_messages: Sequence[Any], store, catalog,
                         config: RenderConfig = RenderConfig()) -> Rendered:
-    """Render complete user → music → assistant turns for training.
+    """Render complete user → music → assistant turns (and user → assistant turns answered in words only) for
+    training.
 
     Supervised (labels = ids): each turn's music span (``<start_of_music>`` through ``<end_of_music>``),
     its reply text and the template's end-of-turn token. A *rejected* turn's music span is NOT
@@ -332,8 +356,6 @@ def render_prompt(tokenizer, history: Sequence[Any], store, catalog,
     neither is truncated). Oldest turns are dropped so that ``config.reply_reserve`` tokens stay free.
     """
     turns = _turns(history, "history", partial=True)
-    if turns[-1][1] is not None:
-        raise ValueError("history: must end with the user message to answer")
     budget = config.max_tokens - config.reply_reserve
     return fit_to_budget(lambda k: _render(tokenizer, turns[k:], store, catalog, config, k), len(turns),
                          budget, "history").input_ids

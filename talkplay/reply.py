@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from talkplay.conversation import Done, Event, TextDelta, TrackChosen, Turn
+from talkplay.conversation import Done, Event, Talk, TextDelta, TrackChosen, Turn
 from talkplay.render import grounding_ids, reply_opening_ids
 
 
@@ -20,16 +20,22 @@ class ReplyRow:
     The same object is decoded alone (:meth:`Recommender._respond`) or batched with other turns
     (:mod:`talkplay.scheduler`): the caller feeds the token :meth:`push` returns and passes the next logits back.
     ``fed`` is every token the turn's KV cache holds (prompt, span, grounding, reply so far).
+
+    A words-only turn (``chosen`` is a :class:`Talk`) has no span or grounding span: ``context`` is the prompt up to
+    the assistant header and the reply follows it; the card of the track playing is in the history it reads.
     """
 
-    def __init__(self, engine: Any, key: str, chosen: TrackChosen, context: list[int], user_text: str,
+    def __init__(self, engine: Any, key: str, chosen: TrackChosen | Talk, context: list[int], user_text: str,
                  config: Any, t0: float):
         self.engine, self.key, self.chosen, self.user_text, self.config, self.t0 = \
             engine, key, chosen, user_text, config, t0
-        self.fed = list(context) + [engine.ids.end_id] + grounding_ids(engine.tokenizer, chosen.track)
+        self.talk = isinstance(chosen, Talk)
+        self.fed = list(context)
+        if not self.talk:
+            self.fed += [engine.ids.end_id] + grounding_ids(engine.tokenizer, chosen.track)
         self.reply: list[int] = []
         self.ban: torch.Tensor | None = None
-        if config.faithful:  # talkplay.faithful: the name first, no attribute the card lacks
+        if config.faithful and not self.talk:  # talkplay.faithful: the name first, no attribute the card lacks
             self.reply = reply_opening_ids(engine.tokenizer, chosen.track)[: config.max_reply_tokens - 1]
             self.fed += self.reply
             self.ban = torch.as_tensor(engine.attribute_ban().ids(chosen.track), dtype=torch.long)
@@ -74,6 +80,10 @@ class ReplyRow:
         if len(text) > len(self.shown):
             events.append(TextDelta(text[len(self.shown):]))
         c = self.chosen
-        turn = Turn(self.user_text, c.track.track_id, text.strip(), c.match, c.score, c.matched_modalities, c.tokens)
+        if self.talk:
+            turn = Turn(self.user_text, None, text.strip(), "talk", c.p_music, ())
+        else:
+            turn = Turn(self.user_text, c.track.track_id, text.strip(), c.match, c.score, c.matched_modalities,
+                        c.tokens)
         events.append(Done(turn, len(self.reply), time.perf_counter() - self.t0))
         return None, events

@@ -149,3 +149,26 @@ def test_other_base_weights_are_refused_naming_both_fingerprints(world, trained,
     monkeypatch.setenv(ALLOW_OTHER_BASE_ENV, "1")  # the explicit override loads it (with a warning)
     model, _, _ = load_checkpoint(trained["dir"], cfg)
     assert model is not None
+
+
+def test_a_run_starts_where_a_checkpoint_ended(world, trained):  # noqa: F811
+    """--init-from: the checkpoint's LoRA factors and music rows go into a fresh run's adapters (not merged, so its
+    export keeps them): before any step the model computes the checkpoint's logits."""
+    from talkplay.expansion import music_token_ids
+    from train.training.sft import init_from_checkpoint, prepare_model
+
+    tok = world["tokenizer"]
+    model = prepare_model(make_model(tok, world["n_old"]), config(trained["root"] / "again"),
+                          music_token_ids(tok, world["store"].vocab))
+    done = init_from_checkpoint(model, tok, trained["dir"], world["n_old"])
+    assert done["steps"] == 3 and done["layers"] > 0
+    batch = fixed_batch(world)
+    with torch.no_grad():
+        want = trained["model"](input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        got = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert torch.allclose(got, want, atol=1e-5)
+    result = train(config(trained["root"] / "continued", max_steps=1, init_from=str(trained["dir"])),
+                   make_model(tok, world["n_old"]), tok, world["datasets"], world["store"])
+    assert result["steps"] == 1
+    with pytest.raises(CheckpointError, match="same token store"):
+        init_from_checkpoint(model, tok, trained["dir"], world["n_old"] + 1)

@@ -176,8 +176,10 @@ def test_grounding_can_be_turned_off(tokenizer, world):
 
 def test_errors_name_the_problem(tokenizer, world):
     catalog, store = world
-    with pytest.raises(ValueError, match=r"roles \['user', 'assistant'\]"):
-        render_conversation(tokenizer, [Message("user", "hi"), Message("assistant", "x")], store, catalog)
+    with pytest.raises(ValueError, match=r"roles \['user', 'music'\]"):  # user → assistant is a words-only turn
+        render_conversation(tokenizer, [Message("user", "hi"), Message("music", "t1")], store, catalog)
+    with pytest.raises(ValueError, match=r"message 0 has role 'assistant'"):
+        render_conversation(tokenizer, [Message("assistant", "x")], store, catalog)
     with pytest.raises(ValueError, match="must end with the user message"):
         render_prompt(tokenizer, conversation()[:3], store, catalog)
     bigger = MusicVocab([ModalitySpec("playlist", 1, 4), ModalitySpec("audio", 1, 9)])

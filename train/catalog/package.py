@@ -89,6 +89,21 @@ def _fmt(v, digits=3) -> str:
     return "–" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
 
 
+def _continued(cfg: dict) -> str:
+    """The card's line on where a continued run started (empty for a fresh one)."""
+    if not cfg.get("init_from"):
+        return "- Started fresh from the base model."
+    from talkplay.checkpoint import CheckpointError, read_info
+
+    try:
+        before = read_info(cfg["init_from"]).training
+    except (CheckpointError, OSError, ValueError):
+        return f"- Started from the checkpoint `{cfg['init_from']}` (its LoRA factors and music rows)."
+    return (f"- Started from the checkpoint `{cfg['init_from']}` (its LoRA factors and music rows), which had trained "
+            f"{before.get('steps', '?')} steps at {_fmt(before.get('step_seconds_mean'), 1)} s per step; the steps "
+            "below continue it.")
+
+
 def model_card(bundle: Path, summary: dict, ablation: dict | None, info_base: str, store_variant: str,
                evaluation: dict | None, store_order: list[str] | tuple[str, ...] = ()) -> str:
     """MODEL_CARD.md text for a packaged checkpoint."""
@@ -114,6 +129,10 @@ def model_card(bundle: Path, summary: dict, ablation: dict | None, info_base: st
         "(`python -m train.data.build`), text → music requests from the tracks' own tags, captions and names",
         "(`python -m train.data.text_requests`). No real listening data or human-written dialogues were used.",
     ]
+    if cfg.get("talk_fraction"):
+        lines += ["", f"A share of {cfg['talk_fraction']} of the conversation examples also holds one synthetic turn "
+                      "answered in words only — a greeting, thanks, a goodbye, a question about the app or about the "
+                      "playing track answered from its card (`train.data.talk_turns`)."]
     if counts:
         lines += ["", "Examples per split: " + "; ".join(
             f"{split} {c.get('conversations', 0)} conversations + {c.get('sequences', 0)} playlist-continuation examples"
@@ -124,7 +143,9 @@ def model_card(bundle: Path, summary: dict, ablation: dict | None, info_base: st
         f"--max-steps {cfg['max_steps']} --batch-size {cfg['batch_size']} --grad-accum {cfg['grad_accum']} "
         f"--lr {cfg['lr']} --eval-every {cfg['eval_every']} --warmup-steps {cfg['warmup_steps']} "
         f"--lambda-self-sim {cfg['lambda_self_sim']} --request-fraction {cfg.get('request_fraction', 0.0)} "
-        f"--playlist-fraction {cfg['playlist_fraction']} --row-init {cfg.get('row_init', 'random')}`,",
+        f"--playlist-fraction {cfg['playlist_fraction']} --row-init {cfg.get('row_init', 'random')}"
+        + (f" --talk-fraction {cfg['talk_fraction']}" if cfg.get("talk_fraction") else "")
+        + (f" --init-from {cfg['init_from']}" if cfg.get("init_from") else "") + "`,",
         f"  then `python -m train.catalog.package --run <run> --catalog {bundle.as_posix()}`.",
         f"- Loss: L_conversation + L_playlist + L_text→music + {cfg['lambda_self_sim']} · L_self-sim, each task's "
         f"token-mean CE summed (text → music share {cfg.get('request_fraction', 0.0)} of examples, playlist share "
@@ -133,6 +154,7 @@ def model_card(bundle: Path, summary: dict, ablation: dict | None, info_base: st
         f"- Steps: {summary['steps']} × batch {cfg['batch_size']}×{cfg['grad_accum']} "
         f"(best valid loss at step {summary['best_step']})"
         + _stopped_early(summary, cfg),
+        _continued(cfg),
         f"- Hardware: {summary.get('hardware', 'CPU (see the training note)')}; mean {_fmt(summary['step_seconds_mean'], 1)} s "
         f"per step; {_fmt(summary['step_seconds_sum'] / 60, 1)} min in training steps"
         + (f", {_fmt(wall / 60, 1)} min wall time including evaluation." if wall else "."),
@@ -212,6 +234,14 @@ def package(run: Path, bundle: Path, ablation: Path | None = None, base_model: s
     training["row_init"] = cfg.get("row_init", "random")
     training["row_init_blend"] = cfg.get("row_init_blend", 0.0)
     training["request_fraction"] = cfg.get("request_fraction", 0.0)
+    training["talk_fraction"] = cfg.get("talk_fraction", 0.0)  # > 0: the engine may answer in words only
+    if cfg.get("init_from"):  # continued from a packaged checkpoint: what it had been trained on before
+        from talkplay.checkpoint import read_info
+
+        before = read_info(cfg["init_from"]).training
+        training["continued_from"] = {"checkpoint": str(cfg["init_from"]),
+                                      "steps": before.get("steps"), "step_seconds_mean": before.get("step_seconds_mean"),
+                                      **({"continued_from": before["continued_from"]} if "continued_from" in before else {})}
     training["order"] = [p.label for p in store.vocab.positions]
     training["synthetic_data"] = True
     out = export_checkpoint(model, tokenizer, store, bundle / CHECKPOINT_DIR, base_model=base_model,

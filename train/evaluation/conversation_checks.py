@@ -22,7 +22,17 @@ The JSON's ``summary`` holds ``faithfulness_violation_rate``, ``names_played_tra
 ``over_length_replies`` and ``refinement_rate`` (with ``refinement_rate_bm25`` / ``_dense`` beside it): the share
 of relative requests ("slower", "less dark, more upbeat") — test-split turns and our own scripts
 (``eval/refinement_scripts.jsonl`` in the bundle) — after which the played track moves every asked way from the
-previous one (:func:`talkplay.refine.moves`). The talk-without-a-track check is not built yet (``null``).
+previous one (:func:`talkplay.refine.moves`).
+
+``music_decision_accuracy`` is the share of messages of ``eval/dialogue_acts.jsonl`` (in the bundle: greetings,
+thanks, goodbyes, questions about the app or the playing track, and requests — written apart from the training
+phrasings) for which the engine's choice, a new track or words only, is the right one. Messages that follow a
+conversation's start (thanks, follow-ups, questions about the track) are sent after one played request. A
+question about the playing track that is answered in words counts as *answered from the card* when the answer
+states the asked fact as the card gives it (key, tempo, artist, album, year, an instrument or genre tag), or,
+for a fact the card lacks (license details, length), points to the card or the player; its answer is also
+checked for faithfulness like any reply. ``--tune-threshold`` instead picks the threshold on the model's
+P(music) on the validation split (:mod:`train.data.talk_turns` turns vs the split's requests).
 """
 
 from __future__ import annotations
@@ -174,8 +184,14 @@ def run_checks(bundle: Path, rec, max_test_turns: int, fit_requests: Iterable[st
     for n, (source, history, cid) in enumerate(jobs, 1):
         state, text = state_from_history(history)
         events = list(rec.respond(state, text, generation=config))
-        chosen = next(e for e in events if isinstance(e, TrackChosen))
+        chosen = next((e for e in events if isinstance(e, TrackChosen)), None)
         done = next(e for e in events if isinstance(e, Done))
+        if chosen is None:  # the model answered a request in words only: no track, so it names none
+            rows.append({"source": source, "conversation": cid, "request": text, "track_id": None,
+                         "reply": done.turn.reply, "reply_tokens": done.reply_tokens, "violates": False,
+                         "wrong_names": [], "wrong_numbers": [], "absent_attributes": [],
+                         "over_length": done.reply_tokens >= config.max_reply_tokens, "names_track": False})
+            continue
         check = check_reply(done.turn.reply, chosen.track, vocab, done.reply_tokens, config.max_reply_tokens)
         rows.append({"source": source, "conversation": cid, "request": text, "track_id": chosen.track.track_id,
                      "reply": done.turn.reply, "reply_tokens": done.reply_tokens, "violates": check.violates,
@@ -192,7 +208,8 @@ def run_checks(bundle: Path, rec, max_test_turns: int, fit_requests: Iterable[st
         "wrong_name_replies": sum(bool(r["wrong_names"]) for r in rows),
         "wrong_number_replies": sum(bool(r["wrong_numbers"]) for r in rows),
         "absent_attribute_replies": sum(bool(r["absent_attributes"]) for r in rows),
-        "music_decision_accuracy": None, "refinement_rate": None,  # checks not built yet (see module docstring)
+        "requests_answered_without_track": sum(r["track_id"] is None for r in rows),
+        "music_decision_accuracy": None, "refinement_rate": None,  # filled in by the checks below (main)
     }
     common = Counter(w for r in rows for w in r["absent_attributes"] + r["wrong_names"] + r["wrong_numbers"])
     return {"summary": summary, "most_common_violations": common.most_common(15), "rows": rows,
@@ -268,8 +285,8 @@ def refinement_check(bundle: Path, rec, max_test_turns: int, scripts: Sequence[d
     ids = rec.store.track_ids
     rows: list[dict] = []
 
-    def judge(source: str, state, text: str, wanted: tuple[str, ...], played: str) -> None:
-        prev = state.turns[-1].track_id
+    def judge(source: str, state, text: str, wanted: tuple[str, ...], played: str | None) -> None:
+        prev = state.last_track
         heard = state.exclude()
         allowed = [r for r, t in enumerate(ids) if t not in heard]
         query = positive_text(text)
@@ -280,13 +297,13 @@ def refinement_check(bundle: Path, rec, max_test_turns: int, scripts: Sequence[d
             picks["dense"] = ids[max(allowed, key=lambda r: cos[r])]
         row = {"source": source, "request": text, "directions": list(wanted), "previous": prev}
         for name, track in picks.items():
-            row[name] = track
-            row[f"{name}_moved"] = all(moves(attrs[prev], attrs[track], d) for d in wanted)
+            row[name] = track  # None: TalkPlay answered in words only, so nothing moved
+            row[f"{name}_moved"] = track is not None and all(moves(attrs[prev], attrs[track], d) for d in wanted)
         rows.append(row)
 
     for history, wanted, cid in _refinement_turns(bundle, max_test_turns):
         state, text = state_from_history(history)
-        if state.turns[-1].track_id not in attrs:
+        if state.last_track not in attrs:
             continue
         judge("test", state, text, wanted, rec.choose(state, text, generation=config).track.track_id)
     for script in scripts:
@@ -295,7 +312,7 @@ def refinement_check(bundle: Path, rec, max_test_turns: int, scripts: Sequence[d
             text = turn if isinstance(turn, str) else turn["text"]
             before = ConversationState(list(state.turns), set(state.rejected), state.key)
             played = rec.chat(state, text, generation=config).track_id
-            if not isinstance(turn, str):
+            if not isinstance(turn, str) and before.last_track is not None:
                 judge("scripts", before, text, tuple(turn["directions"]), played)
         log(f"refinement script {script['id']} done")
 
@@ -326,7 +343,7 @@ def markdown(result: dict) -> str:
              f"| … a style/mood/instrument absent from the tags and caption | {s['absent_attribute_replies']} |",
              f"| replies naming the played track | **{s['names_played_track_rate']:.1%}** |",
              f"| replies cut at the length cap | {s['over_length_replies']} |",
-             "| talk without a track (music/no-music decision) | not built yet |",
+             f"| talk without a track: music/words chosen right | {_dialogue_cell(result)} |",
              f"| refinements moving the asked way (TalkPlay · BM25 · dense) | {_refinement_cell(result)} |", "",
              "Most common violations: " + (", ".join(f"{w} ({c})" for w, c in result["most_common_violations"])
                                          or "none") + ".", "", "## Examples", ""]
@@ -349,11 +366,22 @@ def markdown(result: dict) -> str:
         for r in [r for r in ref["rows"] if r["source"] == "scripts"]:
             lines.append(f"- *{r['request']}* ({', '.join(r['directions'])}) after `{r['previous']}` → `{r['talkplay']}`: "
                          + ("moved" if r["talkplay_moved"] else "did not move"))
+    from train.evaluation.dialogue_acts import markdown_section
+
+    lines += markdown_section(result)
     return "\n".join(lines) + "\n"
 
 
 def _pct(x: float | None) -> str:
     return "—" if x is None else f"{x:.0%}"
+
+
+def _dialogue_cell(result: dict) -> str:
+    d = result.get("dialogue")
+    if not d:
+        return "not run"
+    return (f"**{_pct(d['accuracy'])}** of {d['messages']} (non-requests {_pct(d['accuracy_non_requests'])}, requests "
+            f"{_pct(d['accuracy_requests'])}); track questions answered from the card {_pct(d['answered_from_card_rate'])}")
 
 
 def _refinement_cell(result: dict) -> str:
@@ -373,14 +401,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--refinement-turns", type=int, default=80, help="test-split relative requests to play (0: none)")
     p.add_argument("--no-faithfulness", action="store_true", help="only the refinement check (the report keeps "
                    "the previous faithfulness numbers)")
+    p.add_argument("--no-dialogue", action="store_true", help="leave out the music/words check (eval/dialogue_acts.jsonl)")
+    p.add_argument("--tune-threshold", action="store_true", help="only pick the music/words threshold on the "
+                   "validation split (prints it; writes reports/music_threshold.json)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--precision", default="bf16", help="model precision on CPU")
     p.add_argument("--out", type=Path, default=Path("reports"), help="where conversation_checks.{json,md} go")
     args = p.parse_args(list(argv) if argv is not None else None)
     from talkplay.recommender import load_recommender
+    from train.evaluation.dialogue_acts import ACTS_FILE, dialogue_check, read_acts
     from train.evaluation.fit_check import REQUESTS_FILE, read_requests
 
     rec = load_recommender(args.catalog, "cpu", args.precision)
+    if args.tune_threshold:
+        from train.evaluation.dialogue_acts import tune_threshold
+
+        tuned = tune_threshold(args.catalog, rec, seed=args.seed)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "music_threshold.json").write_text(json.dumps(tuned, indent=1) + "\n")
+        print(json.dumps(tuned, indent=1))
+        return 0
     fit = [] if args.no_fit_requests else [r.text for r in read_requests(args.catalog / REQUESTS_FILE)]
     path = args.out / "conversation_checks.json"
     if args.no_faithfulness:
@@ -393,6 +433,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["summary"]["refinement_rate"] = result["refinement"]["rates"]["talkplay"]["all"]
     result["summary"]["refinement_rate_bm25"] = result["refinement"]["rates"]["bm25"]["all"]
     result["summary"]["refinement_rate_dense"] = result["refinement"]["rates"]["dense"]["all"]
+    acts_file = args.catalog / ACTS_FILE
+    if not args.no_dialogue and acts_file.exists():
+        vocab = Vocabulary.of(rec.catalog)
+        result["dialogue"] = dialogue_check(rec, read_acts(acts_file),
+                                            lambda reply, track, n, cap: check_reply(reply, track, vocab, n, cap),
+                                            args.seed)
+        result["summary"]["music_decision_accuracy"] = result["dialogue"]["accuracy"]
+        result["summary"]["music_decision_accuracy_non_requests"] = result["dialogue"]["accuracy_non_requests"]
+        result["summary"]["music_decision_accuracy_requests"] = result["dialogue"]["accuracy_requests"]
+        result["summary"]["track_questions_answered_from_card"] = result["dialogue"]["answered_from_card_rate"]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "conversation_checks.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     (args.out / "conversation_checks.md").write_text(markdown(result))

@@ -202,8 +202,17 @@ def reading_block(reports: Path, catalog: str = "demo", bundle: Path | None = No
                    "opens with the card's name, attribute words the card lacks are banned: `talkplay.faithful`), not "
                    "from a better model; the replies still read like a small model's.")
         if s.get("music_decision_accuracy") is None:
-            out.append("- *Talk without a track is not built yet:* every message gets a track, \"thanks\" too — the "
-                       "model has not been trained on turns without music.")
+            out.append("- *Talk without a track was not measured on this checkpoint* "
+                       "(`python -m train.evaluation.conversation_checks` with `eval/dialogue_acts.jsonl`).")
+        else:
+            d = checks.get("dialogue", {})
+            out.append(f"- *Talk without a track:* on {d.get('messages', '?')} messages people might send (greetings, "
+                       f"thanks, questions about the app or the playing track, and requests; written apart from the "
+                       f"training phrasings) the model chose music or words right {s['music_decision_accuracy']:.0%} of "
+                       f"the time (non-requests {s.get('music_decision_accuracy_non_requests') or 0:.0%}, requests "
+                       f"{s.get('music_decision_accuracy_requests') or 0:.0%}); questions about the playing track were "
+                       f"answered from its card {s.get('track_questions_answered_from_card') or 0:.0%} of the time. The "
+                       "choice is the model's own: its probability of opening a music span after the request.")
         if s.get("refinement_rate") is not None:
             out.append(f"- *Relative requests* (\"slower\", \"without drums\") move the next track the asked way "
                        f"{s['refinement_rate']:.0%} of the time, BM25's top-1 {s['refinement_rate_bm25']:.0%} and dense "

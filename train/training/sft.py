@@ -99,6 +99,8 @@ class TrainConfig:
     lambda_self_sim: float = 0.1  # λ of the self-similarity loss (0 = off)
     playlist_fraction: float = 0.5  # share of playlist-continuation examples among the non-text→music ones
     request_fraction: float = 0.0  # share of text → music examples in the training stream (train.data.text_requests)
+    talk_fraction: float = 0.0  # share of conversation examples with a turn answered in words only (talk_turns)
+    init_from: str = ""  # a packaged checkpoint the LoRA factors and music rows start from ("": fresh start)
     max_batch_tokens: int = 4096  # padded tokens per forward chunk (length-sorted); 0 = the whole step at once
     threads: int = 0  # torch CPU threads; 0 = every core (the demo's first run used 1 of 2)
     row_init: str = "random"  # how music-token rows started: "random" (N(μ, Σ)) or "text" (recorded, set by main)
@@ -129,9 +131,11 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)}: must be ≥ 1")
         if self.max_steps < 0 or self.warmup_steps < 0 or self.eval_every < 0:
             raise ValueError("TrainConfig.max_steps, warmup_steps and eval_every must be ≥ 0")
-        for name in ("playlist_fraction", "request_fraction", "row_init_blend"):
+        for name in ("playlist_fraction", "request_fraction", "row_init_blend", "talk_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)}: expected [0, 1]")
+        if self.talk_fraction >= 1.0:
+            raise ValueError("TrainConfig.talk_fraction=1 would leave no plain conversation")
         if self.row_init not in ("random", "text"):
             raise ValueError(f"TrainConfig.row_init={self.row_init!r}: expected 'random' or 'text'")
 
@@ -168,6 +172,48 @@ def prepare_model(model: Any, config: TrainConfig, music_ids: list[int]) -> Any:
         w.requires_grad_(True)
         w.register_hook(lambda g, m=mask: g * m.to(g.device, g.dtype))
     return model
+
+
+def init_from_checkpoint(model: Any, tokenizer: Any, path: str | os.PathLike, base_vocab_size: int) -> dict:
+    """Start a LoRA ``model`` (from :func:`prepare_model`) where a packaged checkpoint ended: its LoRA factors go
+    into the adapters (not merged into the base: the export stores adapters only, so a merged old delta would be
+    lost) and its rows into the music-token embeddings. Continues the shipped model on a new recipe.
+
+    Raises:
+        talkplay.checkpoint.CheckpointError: the checkpoint's tokens, rank or scale differ from this run's.
+    """
+    from talkplay.checkpoint import ADAPTER_FILE, ROWS_FILE, CheckpointError, _load_tensors, checkpoint_dir, read_info
+
+    d = checkpoint_dir(path)
+    info = read_info(d)
+    tokens = tuple(tokenizer.convert_ids_to_tokens(list(range(base_vocab_size, len(tokenizer)))))
+    if info.base_vocab_size != base_vocab_size or info.tokens != tokens:
+        raise CheckpointError(f"{d}: its music tokens differ from this run's ({len(info.tokens)} vs {len(tokens)} "
+                              f"added tokens); --init-from needs the same token store")
+    factors, rows = _load_tensors(d / ADAPTER_FILE), _load_tensors(d / ROWS_FILE)
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        emb = causal_lm(model).get_input_embeddings().weight
+        if tuple(rows["embed"].shape) != (emb.shape[0] - base_vocab_size, emb.shape[1]):
+            raise CheckpointError(f"{d / ROWS_FILE}: 'embed' has shape {tuple(rows['embed'].shape)}, expected "
+                                  f"{(emb.shape[0] - base_vocab_size, emb.shape[1])}")
+        emb[base_vocab_size:] = rows["embed"].to(emb.dtype)
+        if not info.tied:
+            head = causal_lm(model).get_output_embeddings()
+            head.weight[base_vocab_size:] = rows["lm_head"].to(head.weight.dtype)
+        n = 0
+        for key in sorted(k.removesuffix(".lora_A") for k in factors if k.endswith(".lora_A")):
+            module = modules.get(f"base_model.model.{key}")
+            if module is None or "default" not in getattr(module, "lora_A", {}):
+                raise CheckpointError(f"{d / ADAPTER_FILE}: layer {key!r} has no LoRA adapter in this run")
+            a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
+            if a.shape != factors[f"{key}.lora_A"].shape or abs(float(module.scaling["default"]) - info.lora_scale) > 1e-6:
+                raise CheckpointError(f"{d}: LoRA rank/scale {info.lora_rank}/{info.lora_scale} differ from this "
+                                      f"run's {a.shape[0]}/{module.scaling['default']}")
+            a.copy_(factors[f"{key}.lora_A"])
+            b.copy_(factors[f"{key}.lora_B"])
+            n += 1
+    return {"layers": n, "steps": int(info.training.get("steps", 0) or 0)}
 
 
 def _embedding_params(model: Any) -> set[int]:
@@ -318,7 +364,14 @@ def train(config: TrainConfig, model: Any, tokenizer: Any, datasets: dict, store
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         raise ValueError("tokenizer has neither a pad nor an eos token to pad batches with")
-    model = prepare_model(model, config, music_ids).to(procs.device())
+    model = prepare_model(model, config, music_ids)
+    if config.init_from:
+        if not config.lora:
+            raise ValueError("--init-from continues a LoRA checkpoint; it cannot be combined with --no-lora")
+        done = init_from_checkpoint(model, tokenizer, config.init_from, min(music_ids))
+        print(f"started from {config.init_from}: {done['layers']} LoRA layers, music rows "
+              f"(it had trained {done['steps']} steps)", file=sys.stderr)
+    model = model.to(procs.device())
     sim_ids, sim_targets = self_similarity_targets(tokenizer, store) if config.lambda_self_sim else ({}, {})
     train_sets, valid = datasets["train"], datasets.get("valid") or {}
     stream = MixedStream(train_sets.get(CONVERSATION) or [], train_sets.get(PLAYLIST) or [],
@@ -443,13 +496,16 @@ REQUESTS_PER_TRACK = {"train": 40, "valid": 2}  # text → music examples per (n
 
 
 def load_datasets(bundle: Path, tokenizer, store, render_config, splits=("train", "valid"), seed: int = 0,
-                  requests_per_track: dict | None = None) -> dict:
+                  requests_per_track: dict | None = None, talk_fraction: float = 0.0) -> dict:
     """Lazily rendered conversation, playlist and text → music examples of ``bundle`` for each split.
 
     Conversations and playlist examples come from ``bundle``/data; text → music examples are generated
     from the catalog (:mod:`train.data.text_requests`, deterministic per seed; valid ones with another seed and
-    shuffled, so their first ``eval_examples`` span many tracks).
+    shuffled, so their first ``eval_examples`` span many tracks). With ``talk_fraction`` > 0, that share of each
+    split's conversation examples carries a turn answered in words only (:mod:`train.data.talk_turns`, grown
+    from the split's own conversations; shuffled in, so the valid loss sees both kinds).
     """
+    from train.data.talk_turns import talk_conversations
     from train.data.text_requests import bundle_requests
     from train.training.dataset import request_examples
 
@@ -474,6 +530,12 @@ def load_datasets(bundle: Path, tokenizer, store, render_config, splits=("train"
             requests = bundle_requests(bundle, per_track[split], seed if split == "train" else seed + 1000)
             if split != "train":
                 random.Random(seed).shuffle(requests)
+        if talk_fraction and convs:
+            want = round(len(convs) * talk_fraction / (1.0 - talk_fraction))
+            per = -(-want // len(convs))
+            talk = talk_conversations(convs, catalog, seed if split == "train" else seed + 1000, per)[:want]
+            convs = list(convs) + talk
+            random.Random(f"{seed}:{split}:talk").shuffle(convs)
         out[split] = {CONVERSATION: conversation_examples(tokenizer, convs, store, catalog, render_config),
                       PLAYLIST: continuation_examples(tokenizer, seqs, store, render_config),
                       REQUEST: request_examples(tokenizer, requests, store, catalog, render_config)}
@@ -501,6 +563,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="share of text → music examples (train.data.text_requests) in the training stream; 0 = off")
     p.add_argument("--requests-per-track", type=int, default=REQUESTS_PER_TRACK["train"],
                    help="text → music training examples generated per track")
+    p.add_argument("--talk-fraction", type=float, default=0.0,
+                   help="share of conversation examples with a turn answered in words only (greetings, thanks, "
+                        "questions about the playing track; train.data.talk_turns); 0 = off")
+    p.add_argument("--init-from", default="",
+                   help="a packaged checkpoint (a bundle or its model/ folder) whose LoRA factors and music rows "
+                        "the run starts from, e.g. to continue the shipped model on a new recipe")
     p.add_argument("--row-init", choices=("text", "random"), default="text",
                    help="music-token rows: 'text' = base embeddings of what each code stands for, blended with "
                         "the N(mean, cov) draw; 'random' = the draw only")
@@ -539,8 +607,13 @@ def main(argv: list[str] | None = None) -> int:
     n_old = len(tokenizer)
     ids = expand_tokenizer(tokenizer, store.vocab.special_tokens())
     expand_model(model, n_old, list(ids.values()), seed=args.seed)
-    blend = 0.0
-    if args.row_init == "text":
+    blend, row_init = 0.0, args.row_init
+    if args.init_from:  # the rows come from the checkpoint: record how they started there
+        from talkplay.checkpoint import read_info
+
+        started = read_info(args.init_from).training
+        row_init, blend = started.get("row_init", "random"), float(started.get("row_init_blend", 0.0))
+    elif args.row_init == "text":
         from talkplay.catalog import load_catalog
         from talkplay.expansion import init_rows_from_text
         from train.tokens.token_init import code_texts
@@ -550,12 +623,14 @@ def main(argv: list[str] | None = None) -> int:
         blend = args.row_init_blend
         print(f"text-grounded rows: {done['initialized']} music tokens (blend {blend})", file=sys.stderr)
     datasets = load_datasets(args.catalog, tokenizer, store, RenderConfig(max_tokens=args.max_tokens), seed=args.seed,
-                             requests_per_track={"train": args.requests_per_track if args.request_fraction else 0})
+                             requests_per_track={"train": args.requests_per_track if args.request_fraction else 0},
+                             talk_fraction=args.talk_fraction)
     config = TrainConfig(out=args.out, variant=store.variant, lr=args.lr, warmup_steps=args.warmup_steps, max_steps=args.max_steps,
                          epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
                          lambda_self_sim=args.lambda_self_sim, playlist_fraction=args.playlist_fraction,
                          request_fraction=args.request_fraction, max_batch_tokens=args.max_batch_tokens,
-                         threads=args.threads, row_init=args.row_init, row_init_blend=blend,
+                         talk_fraction=args.talk_fraction, init_from=str(args.init_from),
+                         threads=args.threads, row_init=row_init, row_init_blend=blend,
                          lora=not args.no_lora, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
                          bf16=not args.no_bf16, supervised_head=not args.full_head, eval_every=args.eval_every,
                          eval_examples=args.eval_examples, seed=args.seed, resume=not args.no_resume,

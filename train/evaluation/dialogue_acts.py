@@ -1,0 +1,208 @@
+"""Talk without a track: does the engine choose music or words the right way, and answer questions from the card?
+
+Part of ``python -m train.evaluation.conversation_checks`` (its report holds the numbers); see that module's
+docstring for what is counted. The messages come from ``eval/dialogue_acts.jsonl`` in the bundle, one JSON object
+per line::
+
+    {"text": "wat bpm is this", "music": false, "kind": "track_question", "asks": "tempo"}
+    {"text": "nah, too dark", "music": true, "kind": "follow_up"}
+
+``tune_threshold`` picks ``GenerationConfig.music_threshold`` on the validation split instead (never on this file).
+"""
+
+from __future__ import annotations
+
+if __name__ == "__main__" and not __package__:  # run as a file: the imports below need the package
+    raise SystemExit("train.evaluation.dialogue_acts is a module of the train package: use "
+                     "python -m train.evaluation.conversation_checks")
+
+import json
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ACTS_FILE = Path("eval/dialogue_acts.jsonl")  # in the bundle
+KINDS = {False: ("greeting", "thanks", "goodbye", "app_question", "track_question"),
+         True: ("first_request", "follow_up")}
+ASKS = ("key", "tempo", "artist", "album", "year", "title", "instruments", "genre", "license", "duration")
+AFTER_A_TRACK = ("thanks", "goodbye", "track_question", "follow_up")  # sent after one played request
+OPENERS = ("calm piano music", "something epic and orchestral", "fast electronic music with drums",
+           "medieval folk with a flute", "heavy metal")  # the played request before such a message (cycled)
+
+
+@dataclass(frozen=True)
+class Act:
+    text: str
+    music: bool
+    kind: str
+    asks: str | None = None
+
+
+def read_acts(path: Path) -> list[Act]:
+    """The messages of ``path``; a bad line raises ValueError naming the file, line and field."""
+    acts = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            text, music, kind = row["text"], row["music"], row["kind"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}, line {n}: not a message record ({err})") from err
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"{path}, line {n}, field 'text': empty")
+        if not isinstance(music, bool):
+            raise ValueError(f"{path}, line {n}, field 'music': expected true or false")
+        if kind not in KINDS[music]:
+            raise ValueError(f"{path}, line {n}, field 'kind': {kind!r} is not one of {KINDS[music]}")
+        asks = row.get("asks")
+        if kind == "track_question" and asks not in ASKS:
+            raise ValueError(f"{path}, line {n}, field 'asks': {asks!r} is not one of {ASKS}")
+        acts.append(Act(text, music, kind, asks))
+    return acts
+
+
+def answered_from_card(answer: str, track, asks: str | None) -> bool:
+    """The answer states the asked fact as ``track``'s card gives it (or, when the card lacks it, says so or
+    points to the card/player)."""
+    from train.data.talk_turns import GENRE_TAGS, INSTRUMENT_TAGS, card_bpm, card_key
+
+    low = answer.lower()
+    pointer = any(w in low for w in ("card", "player", "doesn't give", "does not give", "no artist", "no album",
+                                     "no year", "lists no"))
+    if asks == "key":
+        key = card_key(track)
+        return key.lower().replace("♯", "#") in low.replace("♯", "#") if key else pointer
+    if asks == "tempo":
+        bpm = card_bpm(track)
+        paces = [t for t in ("slow", "mid-tempo", "fast") if t in track.tags]
+        if bpm is None and not paces:
+            return pointer
+        return (bpm is not None and re.search(rf"\b{bpm}\b", answer) is not None) or any(t in low for t in paces)
+    if asks in ("artist", "title"):
+        name = track.artist if asks == "artist" else track.title
+        return bool(name) and name.lower() in low or (not name and pointer)
+    if asks == "album":
+        return bool(track.album) and track.album.lower() in low or (not track.album and pointer)
+    if asks == "year":
+        return bool(track.year) and str(int(track.year)) in answer or (not track.year and pointer)
+    if asks in ("instruments", "genre"):
+        wanted = INSTRUMENT_TAGS if asks == "instruments" else GENRE_TAGS
+        found = [t for t in track.tags if t in wanted]
+        return any(t in low for t in found) if found else pointer
+    return pointer or "licen" in low  # license, duration: the card and the player show them
+
+
+def dialogue_check(rec, acts: Sequence[Act], check_reply, seed: int = 0, log=print) -> dict:
+    """Send each message as the app would (after one played request where the message needs one); returns the
+    rows and the accuracy of the music/words choice, with the answers to questions about the playing track.
+
+    ``check_reply(reply, track, reply_tokens, cap)`` → a ``conversation_checks.ReplyCheck`` for an answer."""
+    from talkplay.conversation import ConversationState, Done, TrackChosen
+    from talkplay.recommender import GenerationConfig
+
+    config = GenerationConfig(seed=seed)
+    opener = GenerationConfig(seed=seed, talk=False)  # the context request always plays
+    rows = []
+    for i, act in enumerate(acts):
+        state = ConversationState()
+        playing = None
+        if act.kind in AFTER_A_TRACK:
+            playing = rec.catalog[rec.chat(state, OPENERS[i % len(OPENERS)], generation=opener).track_id]
+        p_music = rec.music_probability(state, act.text)
+        events = list(rec.respond(state, act.text, generation=config))
+        chosen = next((e for e in events if isinstance(e, TrackChosen)), None)
+        done = next(e for e in events if isinstance(e, Done))
+        row = {"text": act.text, "kind": act.kind, "asks": act.asks, "wanted_music": act.music,
+               "music": chosen is not None, "p_music": round(p_music, 4), "reply": done.turn.reply,
+               "playing": playing.track_id if playing is not None else None}
+        row["right"] = row["music"] == act.music
+        if act.kind == "track_question" and chosen is None and playing is not None:
+            check = check_reply(done.turn.reply, playing, done.reply_tokens, config.max_reply_tokens)
+            row["answered_from_card"] = answered_from_card(done.turn.reply, playing, act.asks)
+            row["violations"] = check.wrong_names + check.wrong_numbers + check.absent_attributes
+        rows.append(row)
+        if (i + 1) % 20 == 0:
+            log(f"[{i + 1}/{len(acts)}] music/words right so far {sum(r['right'] for r in rows) / len(rows):.3f}")
+
+    def share(sel: list[dict], key: str) -> float | None:
+        return round(sum(bool(r[key]) for r in sel) / len(sel), 4) if sel else None
+
+    talk = [r for r in rows if not r["wanted_music"]]
+    music = [r for r in rows if r["wanted_music"]]
+    answered = [r for r in rows if "answered_from_card" in r]
+    return {"messages": len(rows), "non_requests": len(talk), "requests": len(music),
+            "accuracy": share(rows, "right"), "accuracy_non_requests": share(talk, "right"),
+            "accuracy_requests": share(music, "right"),
+            "by_kind": {k: share([r for r in rows if r["kind"] == k], "right")
+                        for k in sorted({r["kind"] for r in rows})},
+            "track_questions_answered": len(answered),
+            "answered_from_card_rate": share(answered, "answered_from_card"),
+            "answers_with_violations": sum(bool(r["violations"]) for r in answered),
+            "threshold": config.music_threshold, "rows": rows}
+
+
+def tune_threshold(bundle: Path, rec, n: int = 150, seed: int = 0, log=print) -> dict:
+    """The model's P(music) on ``n`` validation talk turns (:mod:`train.data.talk_turns`, with the valid split's
+    conversations as history) and ``n`` validation requests (their turns as they are); the threshold with the best
+    balanced accuracy. Returns {"threshold", "balanced_accuracy", "grid": [...]}."""
+    from talkplay.catalog import load_catalog
+    from train.data.build import conversations_path
+    from train.data.conversation_schema import read_conversations
+    from train.data.talk_turns import talk_conversations
+    from train.evaluation.model_eval import state_from_history
+
+    catalog = load_catalog(bundle)
+    convs = read_conversations(conversations_path(bundle, "valid"), catalog)
+    rng = random.Random(seed)
+    talk = talk_conversations(rng.sample(convs, min(n, len(convs))), catalog, seed=seed + 1000, follow_share=0.0)
+    scores: list[tuple[float, bool]] = []
+    for t in talk:
+        history = list(t.messages[:-1])  # up to the talk turn's user message
+        state, text = state_from_history(history)
+        scores.append((rec.music_probability(state, text), False))
+    for conv in rng.sample(convs, min(n, len(convs))):
+        msgs = list(conv.messages)
+        i = 3 * rng.randrange(len(msgs) // 3)
+        state, text = state_from_history(msgs[:i + 1])
+        scores.append((rec.music_probability(state, text), True))
+    log(f"P(music) of {len(talk)} valid talk turns and {len(scores) - len(talk)} valid requests")
+    grid = []
+    for th in (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
+        tpr = sum(p >= th for p, m in scores if m) / max(1, sum(m for _, m in scores))
+        tnr = sum(p < th for p, m in scores if not m) / max(1, sum(not m for _, m in scores))
+        grid.append({"threshold": th, "requests_right": round(tpr, 4), "non_requests_right": round(tnr, 4),
+                     "balanced_accuracy": round((tpr + tnr) / 2, 4)})
+    best = max(grid, key=lambda g: (g["balanced_accuracy"], -abs(g["threshold"] - 0.5)))
+    return {"threshold": best["threshold"], "balanced_accuracy": best["balanced_accuracy"], "grid": grid}
+
+
+def markdown_section(result: dict) -> list[str]:
+    """The report's "Talk without a track" section."""
+    d = result.get("dialogue")
+    if not d:
+        return []
+    pct = lambda x: "—" if x is None else f"{x:.0%}"  # noqa: E731
+    lines = ["", "## Talk without a track", "",
+             f"{d['messages']} messages of `{ACTS_FILE}` ({d['non_requests']} greetings, thanks, goodbyes and "
+             f"questions about the app or the playing track; {d['requests']} requests), written apart from the "
+             "training phrasings. Thanks, goodbyes, follow-ups and questions about the track are sent after one "
+             f"played request. The engine answers in words when the model's P(music) is below {d['threshold']}.", "",
+             "| | right |", "|---|---|",
+             f"| all messages | **{pct(d['accuracy'])}** |",
+             f"| non-requests (words only wanted) | {pct(d['accuracy_non_requests'])} |",
+             f"| requests (a track wanted) | {pct(d['accuracy_requests'])} |"]
+    for kind, value in d["by_kind"].items():
+        lines.append(f"| … {kind} | {pct(value)} |")
+    lines += ["", f"Questions about the playing track answered in words: {d['track_questions_answered']}; answered "
+                  f"from the card: **{pct(d['answered_from_card_rate'])}**; answers stating something the card "
+                  f"contradicts or lacks: {d['answers_with_violations']}.", "", "Examples:", ""]
+    rows = d["rows"]
+    shown = [r for r in rows if not r["right"]][:8] + [r for r in rows if r["right"] and not r["music"]][:8]
+    for r in shown:
+        what = "a track" if r["music"] else "words"
+        lines.append(f"- *{r['text']}* ({r['kind']}, P(music) {r['p_music']:.2f}) → {what}"
+                     + ("" if r["music"] else f": “{r['reply']}”") + ("" if r["right"] else " — **wrong**"))
+    return lines
