@@ -158,6 +158,11 @@ class ChatController:
                "fallback": "constrained decoding after free generation matched nothing"}[event.match]
         return c.markdown + f"\n\n**Why this track:** chosen by {how}; shares the {escape(why)} tokens.", c.audio
 
+    def _card_of(self, track_id: str) -> tuple[str, str | None]:
+        """The card of a track already played (after a failed turn, the page goes back to it)."""
+        c = self.browser.card(track_id)
+        return c.markdown, c.audio
+
     def played_markdown(self, session: ChatSession) -> str:
         played = session.conversation.played
         if not played:
@@ -289,6 +294,10 @@ class ChatController:
                     len(session.conversation.turns) == turns_before:
                 session.turn_of_message.pop(opened, None)
                 session.messages.pop()  # a half-streamed reply of a failed turn
+            if session.on_screen != session.conversation.last_track:  # its track was never recorded: show the last
+                session.on_screen = session.conversation.last_track  # one that was (ratings and skips go to it)
+                last = session.conversation.last_track
+                card, audio = self.card(None) if last is None else self._card_of(last)
             yield self._say(session, f"Sorry — something went wrong with this request (error {error_id}). "
                                      "Please try again.", (card, audio))
 
@@ -365,7 +374,7 @@ class ChatController:
         except (TypeError, ValueError):
             turn = None
         if turn is None:
-            return "Only the assistant's replies can be rated."
+            return "Only the assistant's replies about a track can be rated."
         return self._record(session, "like_reply" if liked else "dislike_reply", "1" if liked else "0", turn)
 
     def rate(self, session: ChatSession, stars: int | str | None) -> str:

@@ -61,6 +61,16 @@ NEUTRAL = "neutral:"  # a concept key prefix: its words name no property; they a
 # Concept kinds that can make a later turn a new search ("now something for the gym"); a mood or tempo word on a
 # later turn ("beautiful, one more", "quick one") is feedback or a move, which the history and talkplay.refine read.
 SEARCH_KINDS = frozenset(["scene", "genre", "instrument", "tag"])
+MIN_TITLE_LETTERS = 6  # a one-word title shorter than this does not name its track (IntentReader.titled)
+# Around a title: words that ask for it ("play X", "put on X"), that ask for something else ("like X", "similar to
+# X", "not X"), and the filler of a request for one track ("can you play X by Y please").
+ASK_FOR_TITLE = frozenset(["play", "hear", "queue", "playing", "called", "named", "titled"])
+NOT_THE_TITLE = frozenset(["like", "similar", "than", "besides", "except", "unlike", "not", "no", "without",
+                           "but", "resembling", "sounds"])
+TITLE_FILLER = frozenset(["can", "could", "you", "u", "ya", "please", "pls", "plz", "the", "a", "an", "song", "track",
+                          "tune", "piece", "by", "from", "me", "i", "want", "wanna", "to", "it", "that", "one", "now",
+                          "put", "on", "let", "lets", "us", "some", "thanks", "hey", "hi", "again", "just", "play",
+                          "hear", "queue", "playing", "called", "named", "titled", "would", "like", "love", "next"])
 
 
 @dataclass(frozen=True)
@@ -380,8 +390,17 @@ class IntentReader:
     """
 
     def __init__(self, track_tags: Sequence[Iterable[str]], concepts: Sequence[Concept] = CONCEPTS,
-                 names: Sequence[Iterable[str]] | None = None):
+                 names: Sequence[Iterable[str]] | None = None, titles: Sequence[str] | None = None):
         self.track_tags = [frozenset(t) for t in track_tags]
+        # a title spelled out in full names that track: "play Battle Theme" (two words or more, or one of at least
+        # MIN_TITLE_LETTERS letters — "Intro" or "Sad" alone is too likely an ordinary word)
+        self._titles: dict[tuple[str, ...], list[int]] = {}
+        self._name_words = [frozenset(n) for n in (names or ())]
+        for row, title in enumerate(titles or ()):
+            w = tuple(words(title))
+            if len(w) >= 2 or (len(w) == 1 and len(w[0]) >= MIN_TITLE_LETTERS):
+                self._titles.setdefault(w, []).append(row)
+        self._title_lengths = sorted({len(w) for w in self._titles})
         vocab = sorted({t for tags in self.track_tags for t in tags})
         self.vocab = frozenset(vocab)
         self._rows: dict[str, np.ndarray] = {t: np.zeros(len(self.track_tags), bool) for t in vocab}
@@ -504,6 +523,28 @@ class IntentReader:
             if all(r is not None for r in rows):
                 mask = mask | np.logical_and.reduce(rows)
         return mask
+
+    def titled(self, text: str) -> np.ndarray:
+        """bool (n_tracks,): the tracks ``text`` asks for by their whole title, spelled as consecutive words.
+
+        The title must be what is asked for: after "play"/"called" ("can you play Battle Theme"), or with nothing
+        else said but filler and the track's own artist ("Battle Theme by SuperTux please"). "Something like X",
+        "similar to X", "not X" ask for other tracks, and a title inside a longer description ("epic battle music
+        with a full orchestra" holding "Battle Music") names nothing."""
+        out = np.zeros(len(self.track_tags), bool)
+        w = words(text)
+        for n in self._title_lengths:
+            for i in range(len(w) - n + 1):
+                rows = self._titles.get(tuple(w[i:i + n]))
+                if not rows or NOT_THE_TITLE.intersection(w[max(0, i - 2):i]):
+                    continue
+                asked = i > 0 and w[i - 1] in ASK_FOR_TITLE
+                rest = [x for x in w[:i] + w[i + n:] if x not in TITLE_FILLER]
+                for row in rows:
+                    names = self._name_words[row] if row < len(self._name_words) else frozenset()
+                    if asked or all(x in names for x in rest):
+                        out[row] = True
+        return out
 
     def fit(self, mentions: Sequence[Mention]) -> np.ndarray:
         """float64 (n_tracks,) in [−1, 1]: the mean over ``mentions`` of (share of need groups a track meets

@@ -326,7 +326,7 @@ class Recommender(Ranking):
         (:meth:`_lead_and_tree`): on a CPU a forward pass costs about the same for 1 token as for 50 (the weights
         are read once either way), so a turn's start takes as few passes as it can. ``cache`` is returned holding
         the prompt only; the caller feeds the span with the grounding span. Returns (span ids, log-likelihood, row,
-        the log-probs after the assistant header — the "music or words" decision — when ``config.talk``).
+        the log-probs after the assistant header — the "music or words" decision; None when the lead is one token).
         """
         order = np.lexsort((rows, -text[rows]))[: self.shortlist]  # best text matches first; ties by row
         cand = rows[order]
@@ -352,14 +352,16 @@ class Recommender(Ranking):
 
     def respond(self, state: ConversationState, user_text: str, *, generation: GenerationConfig | None = None,
                 exclude: tuple[str, ...] = ()) -> Iterator[Event]:
-        """Answer ``user_text``: yields TrackChosen, TextDelta…, Done; appends the Turn to ``state`` at the end.
+        """Answer ``user_text``: yields TrackChosen (or Talk, for an answer in words only), TextDelta…, Done; appends
+        the Turn to ``state`` at the end.
 
         A request too long for the context budget is shortened first (the Turn records what the model read).
 
         Args:
             exclude: extra track ids not to recommend in this turn (beyond played and rejected ones).
         Raises:
-            NoAllowedTrack: every catalog track has been played or rejected in this conversation.
+            NoAllowedTrack: the message asks for music but every catalog track has been played or rejected in this
+                conversation.
         """
         config = generation or self.generation
         scheduler = self.scheduler
@@ -432,8 +434,6 @@ class Recommender(Ranking):
         is reused from :attr:`prefix` (only the rest is prefilled)."""
         excluded = state.exclude(extra)
         allowed = self.trie.rows([], excluded)  # computed once per turn: the relative and shortlist paths share it
-        if len(allowed) == 0:
-            raise NoAllowedTrack(f"all {len(self.store)} tracks were played or rejected in this conversation")
         prompt, user_text = self._fit_prompt(state, user_text)
         cache, reused = self.prefix.take(state.key, prompt)
 
@@ -443,6 +443,15 @@ class Recommender(Ranking):
                 return None
             cache.crop(-1)  # the prompt's <start_of_music>: the reply follows the assistant header
             return Talk(p, time.perf_counter() - t0), prompt[:-1], [], cache, user_text, header
+
+        if len(allowed) == 0:  # every track heard: "thanks" still gets its words; a request cannot be answered
+            lead = prompt[reused:]
+            if self.may_talk(config) and len(lead) > 1:
+                both = self.forward(torch.tensor([lead]), cache, logits_to_keep=2)[0].float()
+                words = talk(torch.log_softmax(both[0], dim=-1))
+                if words is not None:
+                    return words
+            raise NoAllowedTrack(f"all {len(self.store)} tracks were played or rejected in this conversation")
 
         constrained = MusicSpanConstraint(self.ids, self.trie, excluded)
         relative = self._relative(state, user_text, allowed) \

@@ -196,7 +196,8 @@ class TextMatch:
         bm25 = BM25Index.build([tokenize(bm25_document(t)) for t in tracks])
         vectors = np.asarray(embed([dense_document(t) for t in tracks]), np.float32) if embed else None
         return cls(bm25, vectors, embed, bm25_weight, dense_weight, IntentReader(
-            [t.tags for t in tracks], names=[words(f"{t.title} {t.artist}") for t in tracks]), tag_weight)
+            [t.tags for t in tracks], names=[words(f"{t.title} {t.artist}") for t in tracks],
+            titles=[t.title for t in tracks]), tag_weight)
 
     def similar_to(self, row: int) -> np.ndarray:
         """float64 (n_tracks,): z-scored similarity of every track's card to track ``row``'s (sentence vectors;
@@ -222,13 +223,16 @@ class TextMatch:
         return bool(tokens) and bool(self.bm25.score(tokens).max() > 0)
 
     def scores(self, request: str, concepts: bool = True) -> np.ndarray:
-        """float64 (n_tracks,): bm25_weight · z(BM25) + dense_weight · z(cosine) + tag_weight · fit for
-        ``request``, where fit ∈ [−1, 1] is how well a track's tags meet the concepts the request names
-        (:meth:`talkplay.intent.IntentReader.fit`; 0 for every track when it names none)."""
+        """float64 (n_tracks,): bm25_weight · z(BM25) + dense_weight · z(cosine) + tag_weight · (fit + titled)
+        for ``request``, where fit ∈ [−1, 1] is how well a track's tags meet the concepts the request names
+        (:meth:`talkplay.intent.IntentReader.fit`; 0 for every track when it names none) and titled is 1 for a
+        track whose whole title the request spells out (:meth:`~talkplay.intent.IntentReader.titled`)."""
         text = positive_text(request)
         s = self.bm25_weight * _z(self.bm25.score(tokenize(text)))
         if self.vectors is not None and self.embed is not None and text.strip():
             s = s + self.dense_weight * _z(self.vectors @ np.asarray(self.embed([text])[0], np.float32))
         if concepts and self.intent is not None and self.tag_weight:
             s = s + self.tag_weight * self.intent.fit(self.intent.read(request))
+            # a title spelled out names its track: above every track that only fits the words' concepts
+            s = s + self.tag_weight * self.intent.titled(request)  # the raw words: "Don't Stop" is a title too
         return s.astype(np.float64)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from talkplay.browse import CatalogBrowser
-from talkplay.chat_session import ChatController, ChatSession
+from talkplay.chat_session import KEEP, ChatController, ChatSession
 from talkplay.feedback import FeedbackStore
 from talkplay.token_store import default_variant
 from talkplay.limits import RateLimiter, clean_text
@@ -48,8 +48,8 @@ def shown(messages) -> str:
 @pytest.mark.parametrize("text", ["", "   ", "\n\t \n", "\x00\x07\x1b", None])
 def test_empty_input_changes_nothing(ctrl, text):
     messages, card, audio, played, session = last(ctrl.send(text, None))
-    assert messages == [] and session.conversation.turns == [] and audio is None
-    assert "Ask for something" in card and played == "*Nothing played yet.*"
+    assert messages == [] and session.conversation.turns == [] and audio is KEEP and card is KEEP  # left as they are
+    assert played == "*Nothing played yet.*"
 
 
 @pytest.mark.parametrize("text", [
@@ -123,7 +123,7 @@ def test_missing_preview_is_said_on_the_card(ctrl, app_world):
 def test_bad_ratings_are_refused_politely(ctrl, stars):
     _, _, _, _, session = last(ctrl.send("calm", None))
     assert ctrl.rate(session, stars) == "Pick 1–5 stars first."
-    assert ctrl.like_reply(session, "not-an-index", True) == "Only the assistant's replies can be rated."
+    assert ctrl.like_reply(session, "not-an-index", True) == "Only the assistant's replies about a track can be rated."
     assert ctrl.feedback.rows() == []
 
 

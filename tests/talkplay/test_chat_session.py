@@ -83,7 +83,7 @@ def test_every_feedback_kind_is_stored_with_its_turn(ctrl):
     reply_index = max(session.turn_of_message)  # the second reply
     ctrl.like_reply(session, 1, True)  # the first reply
     ctrl.like_reply(session, reply_index, False)
-    assert ctrl.like_reply(session, 0, True) == "Only the assistant's replies can be rated."
+    assert ctrl.like_reply(session, 0, True) == "Only the assistant's replies about a track can be rated."
     ctrl.rate(session, "4")
     ctrl.comment(session, "nice *pick*")
     assert ctrl.comment(session, "  ") == "Write a comment first."

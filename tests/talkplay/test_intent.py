@@ -153,3 +153,31 @@ def test_only_a_search_makes_a_later_turn_a_text_match_turn():
     assert match.has_evidence("now something for the gym", first_turn=False)
     assert match.has_evidence("no drums", first_turn=True)  # a first request is all there is
     assert not match.has_evidence("now something for the gym", first_turn=False, concepts=False)
+
+
+def test_a_title_spelled_out_plays_its_track_over_tracks_that_fit_its_words():
+    """"play Battle Theme": the track titled so, not the battle music whose cards say "battle" many times over; a
+    one-word title shorter than MIN_TITLE_LETTERS names nothing ("sad songs" is not a request for "Sad")."""
+    tracks = [Track("0", "Battle Theme", "SuperTux Team", "GPL", "c", "u", tags=("chiptune", "playful")),
+              Track("1", "The Battle of the Battle", "Wesnoth", "GPL", "c", "u", album="Battle for Wesnoth",
+                    tags=("orchestral", "cinematic", "energetic", "action")),
+              Track("2", "Sad", "A", "MIT", "c", "u", tags=("piano", "calm")),
+              Track("3", "Rainy Night", "B", "MIT", "c", "u", tags=("piano", "slow", "romantic"))]
+    match = TextMatch.build(tracks)
+    assert match.scores("play Battle Theme").argmax() == 0
+    assert match.scores("can u play battle theme pls").argmax() == 0
+    assert list(match.intent.titled("play rainy night")) == [False, False, False, True]
+    assert not match.intent.titled("sad songs for a rainy night").any()  # a description, not a request for it
+    assert not match.intent.titled("something for a battle").any()
+
+
+@pytest.mark.parametrize("text, named", [
+    ("play Battle Theme", True), ("battle theme by supertux team pls", True), ("Battle Theme", True),
+    ("something like Battle Theme", False), ("similar to battle theme but faster", False),
+    ("epic battle theme music with a full orchestra", False), ("not battle theme", False),
+    ("can you play battle theme please", True)])
+def test_a_title_names_its_track_only_when_it_is_what_is_asked_for(text, named):
+    reader = IntentReader([("chiptune",), ("orchestral",)], names=[words("Battle Theme SuperTux Team"),
+                                                                  words("War Drums Wesnoth")],
+                          titles=["Battle Theme", "War Drums"])
+    assert bool(reader.titled(text)[0]) is named and not reader.titled(text)[1]

@@ -143,7 +143,7 @@ def test_the_chat_page_keeps_card_player_and_rating_on_a_words_only_answer(world
         store.flush()
         rows = store.rows()
         assert rows[-1]["track_id"] == session.conversation.played[0] and rows[-1]["turn_index"] == 1
-        assert ctrl.like_reply(session, len(messages) - 1, True) == "Only the assistant's replies can be rated."
+        assert ctrl.like_reply(session, len(messages) - 1, True) == "Only the assistant's replies about a track can be rated."
     finally:
         store.close()
 
@@ -157,3 +157,14 @@ def test_header_logits_come_from_the_lead_pass(rec, world):
     first, _, header = rec._lead_and_tree(prompt, DynamicCache(), cand, before=True)
     alone = torch.log_softmax(rec.forward(torch.tensor([prompt[:-1]]), DynamicCache())[0, -1].float(), dim=-1)
     assert torch.allclose(header, alone, atol=1e-4)
+
+
+def test_words_still_come_when_every_track_was_heard(rec):
+    from talkplay.trie import NoAllowedTrack
+
+    state = ConversationState()
+    for _ in range(len(rec.store)):
+        rec.chat(state, "something upbeat for running", generation=MUSIC)
+    assert isinstance(next(iter(rec.respond(state, "thanks", generation=WORDS))), Talk)
+    with pytest.raises(NoAllowedTrack):
+        rec.chat(state, "one more", generation=MUSIC)

@@ -89,23 +89,34 @@ def _fmt(v, digits=3) -> str:
     return "–" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
 
 
-def _continued(cfg: dict) -> str:
-    """The card's line on where a continued run started (empty for a fresh one)."""
+def continued_from(cfg: dict) -> dict | None:
+    """What the checkpoint a run started from (``--init-from``) had been trained on, read before packaging can
+    overwrite it: {"checkpoint", "steps", "step_seconds_mean"[, "continued_from"]}; None for a fresh run."""
     if not cfg.get("init_from"):
-        return "- Started fresh from the base model."
+        return None
     from talkplay.checkpoint import CheckpointError, read_info
 
     try:
         before = read_info(cfg["init_from"]).training
     except (CheckpointError, OSError, ValueError):
-        return f"- Started from the checkpoint `{cfg['init_from']}` (its LoRA factors and music rows)."
-    return (f"- Started from the checkpoint `{cfg['init_from']}` (its LoRA factors and music rows), which had trained "
-            f"{before.get('steps', '?')} steps at {_fmt(before.get('step_seconds_mean'), 1)} s per step; the steps "
-            "below continue it.")
+        return {"checkpoint": str(cfg["init_from"]), "steps": None, "step_seconds_mean": None}
+    return {"checkpoint": str(cfg["init_from"]), "steps": before.get("steps"),
+            "step_seconds_mean": before.get("step_seconds_mean"),
+            **({"continued_from": before["continued_from"]} if "continued_from" in before else {})}
+
+
+def _continued(continued: dict | None) -> str:
+    """The card's line on where the run started."""
+    if not continued:
+        return "- Started fresh from the base model."
+    return (f"- Started from the checkpoint `{continued['checkpoint']}` (its LoRA factors and music rows), which had "
+            f"trained {continued.get('steps') or '?'} steps at {_fmt(continued.get('step_seconds_mean'), 1)} s per "
+            "step; the steps below continue it.")
 
 
 def model_card(bundle: Path, summary: dict, ablation: dict | None, info_base: str, store_variant: str,
-               evaluation: dict | None, store_order: list[str] | tuple[str, ...] = ()) -> str:
+               evaluation: dict | None, store_order: list[str] | tuple[str, ...] = (),
+               continued: dict | None = None) -> str:
     """MODEL_CARD.md text for a packaged checkpoint."""
     cfg = summary["config"]
     data_manifest = bundle / "data" / "manifest.json"
@@ -154,7 +165,7 @@ def model_card(bundle: Path, summary: dict, ablation: dict | None, info_base: st
         f"- Steps: {summary['steps']} × batch {cfg['batch_size']}×{cfg['grad_accum']} "
         f"(best valid loss at step {summary['best_step']})"
         + _stopped_early(summary, cfg),
-        _continued(cfg),
+        _continued(continued),
         f"- Hardware: {summary.get('hardware', 'CPU (see the training note)')}; mean {_fmt(summary['step_seconds_mean'], 1)} s "
         f"per step; {_fmt(summary['step_seconds_sum'] / 60, 1)} min in training steps"
         + (f", {_fmt(wall / 60, 1)} min wall time including evaluation." if wall else "."),
@@ -227,21 +238,17 @@ def package(run: Path, bundle: Path, ablation: Path | None = None, base_model: s
     load_trainable(model, best)
     ablation_summary = run_summary(ablation) if ablation else None
     evaluation = read_evaluation(REPO / "reports" / f"eval_{bundle.name}.json")
+    continued = continued_from(cfg)  # read now: packaging into the same bundle overwrites it
     card = model_card(bundle, summary, ablation_summary, base_model, store.variant, evaluation,
-                      [p.label for p in store.vocab.positions])
+                      [p.label for p in store.vocab.positions], continued)
     training = {k: summary[k] for k in ("steps", "best_step", "best_valid_loss", "step_seconds_mean")}
     training["lambda_self_sim"] = cfg["lambda_self_sim"]
     training["row_init"] = cfg.get("row_init", "random")
     training["row_init_blend"] = cfg.get("row_init_blend", 0.0)
     training["request_fraction"] = cfg.get("request_fraction", 0.0)
     training["talk_fraction"] = cfg.get("talk_fraction", 0.0)  # > 0: the engine may answer in words only
-    if cfg.get("init_from"):  # continued from a packaged checkpoint: what it had been trained on before
-        from talkplay.checkpoint import read_info
-
-        before = read_info(cfg["init_from"]).training
-        training["continued_from"] = {"checkpoint": str(cfg["init_from"]),
-                                      "steps": before.get("steps"), "step_seconds_mean": before.get("step_seconds_mean"),
-                                      **({"continued_from": before["continued_from"]} if "continued_from" in before else {})}
+    if continued:  # continued from a packaged checkpoint: what it had been trained on before
+        training["continued_from"] = continued
     training["order"] = [p.label for p in store.vocab.positions]
     training["synthetic_data"] = True
     out = export_checkpoint(model, tokenizer, store, bundle / CHECKPOINT_DIR, base_model=base_model,
@@ -266,7 +273,7 @@ def refresh_card(run: Path, bundle: Path, ablation: Path | None = None) -> Path:
     summary = run_summary(run)
     card = model_card(bundle, summary, run_summary(ablation) if ablation else None, info.base_model,
                       info.store_variant, read_evaluation(REPO / "reports" / f"eval_{bundle.name}.json"),
-                      info.training.get("order", ()))
+                      info.training.get("order", ()), info.training.get("continued_from"))
     path = bundle / CHECKPOINT_DIR / CARD_FILE
     atomic_write(path, lambda tmp: tmp.write_text(card, encoding="utf-8"))
     return path

@@ -90,7 +90,7 @@ def bench_batching(catalog: Path, precisions: list[str], batches: tuple[int, ...
     from talkplay.recommender import GenerationConfig, load_recommender
     from train.checks.load_test import REQUESTS, run_threads
 
-    gen = GenerationConfig(temperature=0.0, max_reply_tokens=reply_tokens)
+    gen = GenerationConfig(temperature=0.0, max_reply_tokens=reply_tokens, talk=False)  # time to a track: always one
     out: dict = {}
     for p in precisions:
         rec = load_recommender(catalog, "cpu", p)

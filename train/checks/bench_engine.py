@@ -59,7 +59,7 @@ def validity(rec: Recommender, conversations: list[list[str]], seed: int = 0, re
     ttft, reply_tps, chosen = [], [], []
     for c, requests in enumerate(conversations):
         state = ConversationState()
-        gen = GenerationConfig(seed=seed * 100_003 + c, max_reply_tokens=max_reply_tokens)
+        gen = GenerationConfig(seed=seed * 100_003 + c, max_reply_tokens=max_reply_tokens, talk=False)
         for t, text in enumerate(requests):
             before_played, before_rejected = set(state.played), set(state.rejected)
             events = list(rec.respond(state, text, generation=gen))
@@ -85,7 +85,7 @@ def validity(rec: Recommender, conversations: list[list[str]], seed: int = 0, re
 
 def speed(rec: Recommender, repeats: int = 3, reply_tokens: int = 48) -> dict:
     """Time to first track and reply tokens/s of the engine vs a bare ``generate`` of as many tokens."""
-    gen = GenerationConfig(temperature=0.0, max_reply_tokens=reply_tokens)
+    gen = GenerationConfig(temperature=0.0, max_reply_tokens=reply_tokens, talk=False)  # time to a track: always one
     runs = []
     for i in range(repeats + 1):
         state = ConversationState()

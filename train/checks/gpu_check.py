@@ -41,6 +41,10 @@ def inprocess_load(rec, sessions: int, seconds: float, requests: tuple[str, ...]
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
 
+    from dataclasses import replace
+
+    music = replace(rec.generation, talk=False)  # time to a track: every request gets one
+
     def listener(i: int) -> None:
         nonlocal repeats
         state, k = ConversationState(), i
@@ -50,7 +54,7 @@ def inprocess_load(rec, sessions: int, seconds: float, requests: tuple[str, ...]
             t0 = time.perf_counter()
             first = None
             try:
-                for event in rec.respond(state, requests[k % len(requests)]):
+                for event in rec.respond(state, requests[k % len(requests)], generation=music):
                     if isinstance(event, TrackChosen):
                         first = time.perf_counter() - t0
                     elif isinstance(event, Done):

@@ -50,6 +50,7 @@ ERROR_MARKS = ("Sorry — something went wrong", "not available on this server",
 class SessionLog:
     turns: list[dict] = field(default_factory=list)  # {ttft, total, track}
     errors: list[str] = field(default_factory=list)
+    words_only: list[str] = field(default_factory=list)  # requests answered in words only (no track)
     feedback_sent: int = 0
     skips: int = 0
     feedback_saved: int = 0  # acknowledged "saved" by the app (committed row)
@@ -99,8 +100,10 @@ def one_turn(client, text: str | None) -> dict:
     reply = _last_text(final[0])
     if any(m in reply for m in ERROR_MARKS):
         raise RuntimeError(f"error in chat: {reply[:120]}")
-    if ttft is None or "♪" not in reply:
-        raise RuntimeError(f"turn without a track: {reply[:120]!r}")
+    if "♪" not in reply:  # the model answered in words only (it judged the request not to ask for music)
+        return {"ttft": None, "total": total, "words_only": True, "reply": reply[:120]}
+    if ttft is None:
+        raise RuntimeError(f"turn without a track card: {reply[:120]!r}")
     card = str(final[1]).splitlines()
     return {"ttft": ttft, "total": total, "track": reply.split("**")[1] if "**" in reply else "",
             "key": " / ".join(card[:2])}  # the card's title and credit line: one track, whatever its preview
@@ -122,6 +125,9 @@ def run_session(url: str, deadline: float, seed: int, log: SessionLog) -> None:
                 heard, rejected = [], set()
             skip = len(heard) % 3 == 2
             turn = one_turn(client, None if skip else rng.choice(REQUESTS))
+            if turn.get("words_only"):  # no track to rate; counted apart, not as an error
+                log.words_only.append(turn["reply"])
+                continue
             if skip:
                 rejected.add(heard[-1])  # the skip rejected the track on screen (and stored a skip row)
                 log.skips += 1
@@ -243,10 +249,12 @@ def run(catalog: Path, sessions: int, minutes: float, out: Path, concurrency: in
         "command": "python -m train.checks.load_test " + " ".join(sys.argv[1:]),
         "catalog": catalog.name, "sessions": sessions, "minutes": minutes, "concurrency_limit": concurrency,
         "wall_seconds": round(wall, 1), "app_page_seconds": round(page_s, 1),
-        "warmup_turn": {k: round(v, 2) for k, v in warm.items() if k in ("ttft", "total")},
+        "warmup_turn": {k: round(v, 2) for k, v in warm.items() if k in ("ttft", "total") and v is not None},
         "requests": {"turns": len(turns), "feedback": sent, "new_conversation": "every 6 turns",
                      "total": len(turns) + sent},
         "errors": len(errors), "error_samples": errors[:10],
+        "words_only": sum(len(log.words_only) for log in logs),
+        "words_only_samples": [w for log in logs for w in log.words_only][:5],
         "turns_per_session": [len(log.turns) for log in logs],
         "time_to_first_track_s": {"p50": _pct(ttft, 0.5), "p95": _pct(ttft, 0.95), "max": max(ttft, default=None)},
         "total_reply_s": {"p50": _pct(total, 0.5), "p95": _pct(total, 0.95), "max": max(total, default=None),
@@ -283,6 +291,7 @@ def markdown(r: dict) -> str:
         f"| requests (turns + feedback) | {r['requests']['total']} ({r['requests']['turns']} turns, "
         f"{r['requests']['feedback']} feedback) |",
         f"| errors | {r['errors']} |",
+        f"| requests answered in words only (no track) | {r.get('words_only', 0)} |",
         f"| turns per session | {min(r['turns_per_session'])}–{max(r['turns_per_session'])} |",
         f"| time to first track p50 / p95 / max | {s(r['time_to_first_track_s']['p50'])} / "
         f"{s(r['time_to_first_track_s']['p95'])} / {s(r['time_to_first_track_s']['max'])} s |",

@@ -25,14 +25,17 @@ of relative requests ("slower", "less dark, more upbeat") — test-split turns a
 previous one (:func:`talkplay.refine.moves`).
 
 ``music_decision_accuracy`` is the share of messages of ``eval/dialogue_acts.jsonl`` (in the bundle: greetings,
-thanks, goodbyes, questions about the app or the playing track, and requests — written apart from the training
-phrasings) for which the engine's choice, a new track or words only, is the right one. Messages that follow a
+thanks, goodbyes, questions about the app or the playing track, and requests — written by a separate session that
+saw neither the training phrasings nor any answer; the accuracy on the messages that are not also a training
+phrasing is reported apart) for which the engine's choice, a new track or words only, is the right one. Messages that follow a
 conversation's start (thanks, follow-ups, questions about the track) are sent after one played request. A
 question about the playing track that is answered in words counts as *answered from the card* when the answer
 states the asked fact as the card gives it (key, tempo, artist, album, year, an instrument or genre tag), or,
-for a fact the card lacks (license details, length), points to the card or the player; its answer is also
-checked for faithfulness like any reply. ``--tune-threshold`` instead picks the threshold on the model's
-P(music) on the validation split (:mod:`train.data.talk_turns` turns vs the split's requests).
+for a fact the card span lacks (the license terms, the length), points to the card or the player; its answer is
+also checked for faithfulness like any reply. ``--tune-threshold`` instead picks the threshold on the model's
+P(music) on the validation split (:mod:`train.data.talk_turns` turns vs the split's requests — the same
+generator as the training turns, so the held-out file is the real test). Requests the model answers in words
+are left out of the faithfulness rates (there is no track to be faithful to) and counted apart.
 """
 
 from __future__ import annotations
@@ -200,19 +203,21 @@ def run_checks(bundle: Path, rec, max_test_turns: int, fit_requests: Iterable[st
                      "names_track": check.names_track})
         if n % 20 == 0:
             log(f"[{n}/{len(jobs)}] violation rate so far {sum(r['violates'] for r in rows) / len(rows):.3f}")
-    n = len(rows)
+    words_only = sum(r["track_id"] is None for r in rows)
+    rows_all, rows = rows, [r for r in rows if r["track_id"] is not None]  # the rates are over replies about a track
+    n = max(1, len(rows))
     summary = {
-        "replies": n, "faithfulness_violation_rate": round(sum(r["violates"] for r in rows) / n, 4),
+        "replies": len(rows), "faithfulness_violation_rate": round(sum(r["violates"] for r in rows) / n, 4),
         "names_played_track_rate": round(sum(r["names_track"] for r in rows) / n, 4),
-        "over_length_replies": sum(r["over_length"] for r in rows),
+        "over_length_replies": sum(r["over_length"] for r in rows_all),
         "wrong_name_replies": sum(bool(r["wrong_names"]) for r in rows),
         "wrong_number_replies": sum(bool(r["wrong_numbers"]) for r in rows),
         "absent_attribute_replies": sum(bool(r["absent_attributes"]) for r in rows),
-        "requests_answered_without_track": sum(r["track_id"] is None for r in rows),
+        "requests_answered_without_track": words_only,  # requests the model answered in words (no track to check)
         "music_decision_accuracy": None, "refinement_rate": None,  # filled in by the checks below (main)
     }
     common = Counter(w for r in rows for w in r["absent_attributes"] + r["wrong_names"] + r["wrong_numbers"])
-    return {"summary": summary, "most_common_violations": common.most_common(15), "rows": rows,
+    return {"summary": summary, "most_common_violations": common.most_common(15), "rows": rows_all,
             "bundle": str(bundle), "generation": {"temperature": config.temperature,
                                                   "music_temperature": config.music_temperature,
                                                   "top_p": config.top_p, "max_reply_tokens": config.max_reply_tokens,
@@ -343,11 +348,14 @@ def markdown(result: dict) -> str:
              f"| … a style/mood/instrument absent from the tags and caption | {s['absent_attribute_replies']} |",
              f"| replies naming the played track | **{s['names_played_track_rate']:.1%}** |",
              f"| replies cut at the length cap | {s['over_length_replies']} |",
+             f"| requests answered in words only (no track; left out of the rates above) | "
+             f"{s.get('requests_answered_without_track', 0)} |",
              f"| talk without a track: music/words chosen right | {_dialogue_cell(result)} |",
              f"| refinements moving the asked way (TalkPlay · BM25 · dense) | {_refinement_cell(result)} |", "",
              "Most common violations: " + (", ".join(f"{w} ({c})" for w, c in result["most_common_violations"])
                                          or "none") + ".", "", "## Examples", ""]
-    for r in [r for r in result["rows"] if r["violates"]][:10] + [r for r in result["rows"] if not r["violates"]][:5]:
+    about = [r for r in result["rows"] if r["track_id"] is not None]
+    for r in [r for r in about if r["violates"]][:10] + [r for r in about if not r["violates"]][:5]:
         bad = ", ".join(r["wrong_names"] + r["wrong_numbers"] + r["absent_attributes"]) or "—"
         lines.append(f"- *{r['request']}* → `{r['track_id']}`: “{r['reply']}” — violations: {bad}")
     ref = result.get("refinement")

@@ -92,7 +92,14 @@ def answered_from_card(answer: str, track, asks: str | None) -> bool:
         wanted = INSTRUMENT_TAGS if asks == "instruments" else GENRE_TAGS
         found = [t for t in track.tags if t in wanted]
         return any(t in low for t in found) if found else pointer
-    return pointer or "licen" in low  # license, duration: the card and the player show them
+    if asks == "license":  # the card shows the license and the credit: the answer must point there
+        return "licen" in low and ("card" in low or (track.license or "").lower() in low)
+    return ("length" in low or "long" in low) and pointer  # duration: the player shows it (not in the card span)
+
+
+def _normal(text: str) -> str:
+    """A message as compared with the training phrasings: lower case, letters, digits and single spaces."""
+    return " ".join(re.findall(r"[a-z0-9']+", text.lower()))
 
 
 def dialogue_check(rec, acts: Sequence[Act], check_reply, seed: int = 0, log=print) -> dict:
@@ -104,7 +111,13 @@ def dialogue_check(rec, acts: Sequence[Act], check_reply, seed: int = 0, log=pri
     from talkplay.recommender import GenerationConfig
 
     config = GenerationConfig(seed=seed)
+    if not rec.may_talk(config):  # a checkpoint never taught words-only turns plays a track for every message
+        return {"messages": len(acts), "talk_enabled": False, "accuracy": None, "accuracy_non_requests": None,
+                "accuracy_requests": None, "answered_from_card_rate": None, "rows": []}
     opener = GenerationConfig(seed=seed, talk=False)  # the context request always plays
+    from train.data.talk_turns import USER
+
+    trained = {_normal(t) for texts in USER.values() for t in texts}  # phrasings the training turns use
     rows = []
     for i, act in enumerate(acts):
         state = ConversationState()
@@ -119,6 +132,7 @@ def dialogue_check(rec, acts: Sequence[Act], check_reply, seed: int = 0, log=pri
                "music": chosen is not None, "p_music": round(p_music, 4), "reply": done.turn.reply,
                "playing": playing.track_id if playing is not None else None}
         row["right"] = row["music"] == act.music
+        row["seen_in_training"] = _normal(act.text) in trained
         if act.kind == "track_question" and chosen is None and playing is not None:
             check = check_reply(done.turn.reply, playing, done.reply_tokens, config.max_reply_tokens)
             row["answered_from_card"] = answered_from_card(done.turn.reply, playing, act.asks)
@@ -130,12 +144,15 @@ def dialogue_check(rec, acts: Sequence[Act], check_reply, seed: int = 0, log=pri
     def share(sel: list[dict], key: str) -> float | None:
         return round(sum(bool(r[key]) for r in sel) / len(sel), 4) if sel else None
 
+    unseen = [r for r in rows if not r["seen_in_training"]]
     talk = [r for r in rows if not r["wanted_music"]]
     music = [r for r in rows if r["wanted_music"]]
     answered = [r for r in rows if "answered_from_card" in r]
     return {"messages": len(rows), "non_requests": len(talk), "requests": len(music),
             "accuracy": share(rows, "right"), "accuracy_non_requests": share(talk, "right"),
-            "accuracy_requests": share(music, "right"),
+            "accuracy_requests": share(music, "right"), "talk_enabled": True,
+            "unseen_messages": len(unseen), "accuracy_unseen": share(unseen, "right"),
+            "accuracy_unseen_non_requests": share([r for r in unseen if not r["wanted_music"]], "right"),
             "by_kind": {k: share([r for r in rows if r["kind"] == k], "right")
                         for k in sorted({r["kind"] for r in rows})},
             "track_questions_answered": len(answered),
@@ -184,16 +201,22 @@ def markdown_section(result: dict) -> list[str]:
     d = result.get("dialogue")
     if not d:
         return []
+    if not d.get("talk_enabled", True):
+        return ["", "## Talk without a track", "", "Not measured: this checkpoint was not trained with turns answered "
+                "in words only, so the engine plays a track for every message."]
     pct = lambda x: "—" if x is None else f"{x:.0%}"  # noqa: E731
     lines = ["", "## Talk without a track", "",
              f"{d['messages']} messages of `{ACTS_FILE}` ({d['non_requests']} greetings, thanks, goodbyes and "
-             f"questions about the app or the playing track; {d['requests']} requests), written apart from the "
-             "training phrasings. Thanks, goodbyes, follow-ups and questions about the track are sent after one "
+             f"questions about the app or the playing track; {d['requests']} requests), written by a separate session "
+             "that saw neither the training phrasings nor any answer; common short messages (\"what can you do?\", "
+             "\"thx!\") also occur among the training phrasings, so the accuracy on the rest is shown apart. Thanks, goodbyes, follow-ups and questions about the track are sent after one "
              f"played request. The engine answers in words when the model's P(music) is below {d['threshold']}.", "",
              "| | right |", "|---|---|",
              f"| all messages | **{pct(d['accuracy'])}** |",
              f"| non-requests (words only wanted) | {pct(d['accuracy_non_requests'])} |",
-             f"| requests (a track wanted) | {pct(d['accuracy_requests'])} |"]
+             f"| requests (a track wanted) | {pct(d['accuracy_requests'])} |",
+             f"| the {d['unseen_messages']} messages that are not also a training phrasing | {pct(d['accuracy_unseen'])} "
+             f"(non-requests {pct(d['accuracy_unseen_non_requests'])}) |"]
     for kind, value in d["by_kind"].items():
         lines.append(f"| … {kind} | {pct(value)} |")
     lines += ["", f"Questions about the playing track answered in words: {d['track_questions_answered']}; answered "

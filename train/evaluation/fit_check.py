@@ -178,6 +178,11 @@ def run_fit_check(bundle: Path, requests: Sequence[FitRequest], samples: int = 5
                                                          seed=s)).track.track_id for s in range(samples)]
         row["talkplay_played"] = played
         row["talkplay_played_fit"] = float(np.mean([fit[index[t]] for t in played]))
+        if rec.may_talk(app_config):  # the app answers in words only below the threshold: then nothing plays
+            row["talkplay_p_music"] = round(rec.music_probability(ConversationState(), req.text), 4)
+            if row["talkplay_p_music"] < app_config.music_threshold:
+                row["answered_in_words"] = True
+                row["talkplay_played_fit"] = 0.0
         rows.append(row)
         log(f"[{n}/{len(requests)}] {req.text!r}: played fit {row['talkplay_played_fit']:.2f}, "
             f"top-1 {row['talkplay_top1']} ({'fits' if row['talkplay_top1_fit'] else 'no'}); "
@@ -193,6 +198,7 @@ def run_fit_check(bundle: Path, requests: Sequence[FitRequest], samples: int = 5
         "talkplay_played_fit": mean("talkplay_played_fit"), "talkplay_top1_fit": mean("talkplay_top1_fit"),
         "talkplay_top5_fit": mean("talkplay_top5_fit"), "random_fit": mean("random"),
         "played_distinct": len(set(played_all)), "played_most_common": Counter(played_all).most_common(3),
+        "answered_in_words": sum(bool(r.get("answered_in_words")) for r in rows),  # counted as not fitting
         "top1_distinct": {"talkplay": len({r["talkplay_top1"] for r in rows}),
                           **{n: len({r[f"{n}_top1"] for r in rows}) for n in systems}},
     }
@@ -226,7 +232,11 @@ def markdown(result: dict) -> str:
     ]
     for n in names:
         lines.append(f"| {n} | {s[f'{n}_top1_fit']:.2f} | {s[f'{n}_top5_fit']:.2f} | {s['top1_distinct'][n]} |")
-    lines += [f"| random (share of fitting tracks) | {s['random_fit']:.2f} | {s['random_fit']:.2f} | – |", "",
+    lines += [f"| random (share of fitting tracks) | {s['random_fit']:.2f} | {s['random_fit']:.2f} | – |", ""]
+    if s.get("answered_in_words") is not None:
+        lines += [f"Requests the app would answer in words only (the model's P(music) below the threshold; counted as "
+                  f"not fitting, since nothing plays): {s['answered_in_words']}.", ""]
+    lines += [
               "| request | fitting tracks | TalkPlay played (fit share) | TalkPlay top-1 | BM25 top-1 | dense top-1 |",
               "|---|---|---|---|---|---|"]
     mark = {True: "✓", False: "✗"}

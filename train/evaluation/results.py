@@ -206,13 +206,16 @@ def reading_block(reports: Path, catalog: str = "demo", bundle: Path | None = No
                        "(`python -m train.evaluation.conversation_checks` with `eval/dialogue_acts.jsonl`).")
         else:
             d = checks.get("dialogue", {})
+            pct = lambda x: "—" if x is None else f"{x:.0%}"  # noqa: E731
             out.append(f"- *Talk without a track:* on {d.get('messages', '?')} messages people might send (greetings, "
-                       f"thanks, questions about the app or the playing track, and requests; written apart from the "
-                       f"training phrasings) the model chose music or words right {s['music_decision_accuracy']:.0%} of "
-                       f"the time (non-requests {s.get('music_decision_accuracy_non_requests') or 0:.0%}, requests "
-                       f"{s.get('music_decision_accuracy_requests') or 0:.0%}); questions about the playing track were "
-                       f"answered from its card {s.get('track_questions_answered_from_card') or 0:.0%} of the time. The "
-                       "choice is the model's own: its probability of opening a music span after the request.")
+                       f"thanks, questions about the app or the playing track, and requests; written by a separate "
+                       f"session) the model chose music or words right {pct(s['music_decision_accuracy'])} of the time "
+                       f"(non-requests {pct(s.get('music_decision_accuracy_non_requests'))}, requests "
+                       f"{pct(s.get('music_decision_accuracy_requests'))}; {pct(d.get('accuracy_unseen'))} on the "
+                       f"{d.get('unseen_messages', '?')} that are not also a training phrasing); questions about the "
+                       f"playing track were answered from its card {pct(s.get('track_questions_answered_from_card'))} "
+                       "of the time. The choice is the model's own: its probability of opening a music span after "
+                       "the message.")
         if s.get("refinement_rate") is not None:
             out.append(f"- *Relative requests* (\"slower\", \"without drums\") move the next track the asked way "
                        f"{s['refinement_rate']:.0%} of the time, BM25's top-1 {s['refinement_rate_bm25']:.0%} and dense "

@@ -533,7 +533,9 @@ def load_datasets(bundle: Path, tokenizer, store, render_config, splits=("train"
         if talk_fraction and convs:
             want = round(len(convs) * talk_fraction / (1.0 - talk_fraction))
             per = -(-want // len(convs))
-            talk = talk_conversations(convs, catalog, seed if split == "train" else seed + 1000, per)[:want]
+            talk = talk_conversations(convs, catalog, seed if split == "train" else seed + 1000, per)
+            random.Random(f"{seed}:{split}:talk-pick").shuffle(talk)  # from the whole split, not its first part
+            talk = talk[:want]
             convs = list(convs) + talk
             random.Random(f"{seed}:{split}:talk").shuffle(convs)
         out[split] = {CONVERSATION: conversation_examples(tokenizer, convs, store, catalog, render_config),
