@@ -39,8 +39,8 @@ class Ranking:
         """Feed ``lead`` after ``cache`` and, in the same forward pass, the items ``ids`` (n, L) packed as a prefix
         tree after it (as :meth:`_packed`). Returns fp32 log-probs after ``lead`` (V,) and after each item's tokens
         but the last ((n, L − 1, V), None when L is 1); ``cache`` is left holding ``lead`` only. With ``before``,
-        also the log-probs after ``lead[:-1]`` (V,; None when ``lead`` has one token) — the engine's "music or
-        words" decision, read from the same pass."""
+        also (the log-probs after ``lead[:-1]`` (V,), the hidden state there when the engine has a decision head)
+        — None when ``lead`` has one token — the engine's "music or words" decision, read from the same pass."""
         past, n_lead = cache.get_seq_length(), len(lead)
         if n_lead == 0:
             raise ValueError("at least the prompt's last token must be fed")
@@ -53,15 +53,19 @@ class Ranking:
         mask[n_lead:, past + n_lead:] = own
         positions = torch.cat([torch.arange(n_lead), n_lead + torch.tensor(depth, dtype=torch.long)]) + past
         extra = 1 if before and n_lead > 1 else 0
-        logits = self.forward(torch.tensor([lead + tokens]), cache, attention_mask=mask[None, None].to(self.device),
-                              position_ids=positions[None].to(self.device), logits_to_keep=m + 1 + extra)
+        kw = dict(attention_mask=mask[None, None].to(self.device), position_ids=positions[None].to(self.device))
+        hidden = None
+        if extra and getattr(self, "decision", None) is not None:  # the decision head reads the header's state
+            logits, hidden = self.forward_hidden(torch.tensor([lead + tokens]), cache, m + 2, n_lead - 2, **kw)
+        else:
+            logits = self.forward(torch.tensor([lead + tokens]), cache, logits_to_keep=m + 1 + extra, **kw)
         if m:
             cache.crop(-m)
         lp = torch.log_softmax(logits[0, extra:].float(), dim=-1)
         out = lp[0].cpu(), (lp[1:][where.to(lp.device)] if m else None)
         if not before:
             return out
-        return (*out, torch.log_softmax(logits[0, 0].float(), dim=-1).cpu() if extra else None)
+        return (*out, (torch.log_softmax(logits[0, 0].float(), dim=-1).cpu(), hidden) if extra else None)
 
     @staticmethod
     def _tree(rows: list[list[int]]) -> tuple[list[int], list[int], torch.Tensor, torch.Tensor]:

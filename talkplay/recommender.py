@@ -3,9 +3,10 @@
 For each message (TalkPlay §4.4: music first, then words)::
 
     prompt = render_prompt(history + user text)          # ends with <start_of_music>
-    music or words ← the model's P(<start_of_music>) right after the assistant header (read from the same
-                  forward pass): below ``GenerationConfig.music_threshold`` the turn is answered in words only
-                  (a greeting, thanks, a question about the playing track) — no span, no new track
+    music or words ← P(music) from the model's last hidden state right after the assistant header (a logistic
+                  head, :mod:`talkplay.decision`; the LM's own P(<start_of_music>) when the checkpoint has none),
+                  read from the same forward pass: below the threshold the turn is answered in words only (a
+                  greeting, thanks, a question about the playing track) — no span, no new track
     music span  ← sampled token by token under a span rule (constrained: CatalogTrie minus played and
                   rejected tracks; paper: any code per position, matched afterwards)
     track       ← resolve (constrained) | exact → weighted partial match (paper) | constrained retry
@@ -63,8 +64,8 @@ SHORTLIST = 8  # candidates the text match proposes and the model scores: valid 
 # β = 0 / .25 / .5 / .75 / 1; with the text match 0.62 / 0.63 / 0.60 / 0.65 at β = .5, λ = 0 / 1 / 2 / 4 and
 # 0.58 / 0.72 / 0.73 / 0.70 at β = 1, λ = 0 / 1 / 2 / 3 (60 valid first requests; reports/text_match_tuning.md)
 PRIOR_WEIGHT = 1.0
-# default threshold on the model's P(<start_of_music>) after the assistant header: below it a message is answered in
-# words only (chosen on the validation split, `python -m train.evaluation.conversation_checks --tune-threshold`)
+# threshold on the LM's own P(<start_of_music>) after the assistant header when the checkpoint has no decision head
+# (talkplay.decision; a head carries its own threshold, chosen on the validation split): an untuned even split
 MUSIC_THRESHOLD = 0.5
 PREFIX_CACHE_MB = 512  # KV caches kept for conversations' next turns (~46 kB a token in fp32: ~11k tokens)
 
@@ -124,7 +125,8 @@ class GenerationConfig:
     # the model may answer a message in words only (no new track); None: when the checkpoint was trained with such
     # turns (Recommender.talks); False: every turn plays a track
     talk: bool | None = None
-    music_threshold: float = MUSIC_THRESHOLD  # P(<start_of_music>) below which the turn is words only
+    music_threshold: float | None = None  # P(music) below which the turn is words only; None: the decision head's
+    # own threshold (MUSIC_THRESHOLD for the LM's P(<start_of_music>) when there is no head)
 
     def __post_init__(self) -> None:
         for name in ("temperature", "top_p", "music_temperature", "prior_weight", "text_weight", "music_threshold"):
@@ -140,7 +142,7 @@ class GenerationConfig:
             raise ValueError(f"GenerationConfig.mode {self.mode!r}: expected 'constrained' or 'paper'")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError(f"GenerationConfig: temperature {self.temperature} must be ≥ 0, top_p {self.top_p} in (0, 1]")
-        if not 0 <= self.music_threshold <= 1:
+        if self.music_threshold is not None and not 0 <= self.music_threshold <= 1:
             raise ValueError(f"GenerationConfig.music_threshold {self.music_threshold} must be in [0, 1]")
         if self.max_reply_tokens < 1:
             raise ValueError("GenerationConfig.max_reply_tokens must be ≥ 1")
@@ -159,7 +161,7 @@ class Recommender(Ranking):
                  generation: GenerationConfig = GenerationConfig(), render: RenderConfig = RenderConfig(),
                  exhaustive_limit: int = 4096, rank_batch: int = 32,
                  text_embedder: Callable[[], TextEmbedderFn | None] | None = None, shortlist: int = SHORTLIST,
-                 prefix_cache_mb: float = PREFIX_CACHE_MB, talks: bool = False):
+                 prefix_cache_mb: float = PREFIX_CACHE_MB, talks: bool = False, decision: Any = None):
         missing = [t for t in store.track_ids if t not in catalog]
         if missing:
             raise ValueError(f"token store {store.variant!r} has {len(missing)} tracks missing from catalog "
@@ -189,6 +191,9 @@ class Recommender(Ranking):
         self._prior_lock = threading.Lock()  # concurrent first turns build the prior once
         self.shortlist = shortlist
         self.talks = talks  # the model learned turns answered in words only (GenerationConfig.talk=None follows it)
+        self.decision = decision  # talkplay.decision.MusicDecision over the header's hidden state (None: LM's P)
+        if decision is not None and not hasattr(model, "get_decoder"):
+            raise ValueError("a decision head needs the model's hidden states (model.get_decoder())")
         self._text_embedder = text_embedder  # loads a sentence embedder for the text match (None: BM25 only)
         self._text_match: TextMatch | None = None
         self._text_lock = threading.Lock()
@@ -209,10 +214,14 @@ class Recommender(Ranking):
 
         catalog = load_catalog(bundle)
         store = load_default_store(bundle, catalog)
+        from talkplay.checkpoint import checkpoint_dir
+        from talkplay.decision import load_decision
+
         model, tokenizer, info = load_checkpoint(bundle, model_config, store=store)
         kwargs.setdefault("text_embedder", load_text_embedder)
+        kwargs.setdefault("decision", load_decision(checkpoint_dir(bundle)))
         # a checkpoint trained without words-only turns has a meaningless P(music): it always plays a track
-        kwargs.setdefault("talks", bool(info.training.get("talk_fraction")))
+        kwargs.setdefault("talks", bool(info.training.get("talk_fraction")) and kwargs["decision"] is not None)
         return cls(model, tokenizer, catalog, store, generation, render, **kwargs)
 
     # ------------------------------------------------------------------------------------ model steps
@@ -223,6 +232,27 @@ class Recommender(Ranking):
         (``no_grad`` is per thread, and the scheduler calls this from its own threads)."""
         kwargs[self._cache_arg] = cache
         return self.model(input_ids=input_ids.to(self.device), use_cache=True, **kwargs).logits
+
+    @torch.no_grad()
+    def forward_hidden(self, input_ids: torch.Tensor, cache: Any, keep: int, at: int, **kwargs
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`forward` with ``logits_to_keep=keep``, plus the last hidden state (H,) of position ``at`` of
+        ``input_ids`` (the decision head's input). Runs the decoder and the LM head separately, so it serves models
+        whose logits are ``lm_head(last hidden state)`` (Llama, SmolLM2, Qwen2, …)."""
+        kwargs[self._cache_arg] = cache
+        hidden = self.model.get_decoder()(input_ids=input_ids.to(self.device), use_cache=True, **kwargs).last_hidden_state
+        return self.model.get_output_embeddings()(hidden[:, -keep:]), hidden[0, at]
+
+    def _header(self, lead: list[int], cache: Any) -> tuple[tuple[torch.Tensor, torch.Tensor | None], torch.Tensor]:
+        """Feed ``lead`` (ending with the header and <start_of_music>); returns ((the header's log-probs, its hidden
+        state when there is a decision head), the logits after <start_of_music>)."""
+        ids = torch.tensor([lead])
+        if self.decision is not None:
+            both, hidden = self.forward_hidden(ids, cache, 2, len(lead) - 2)
+        else:
+            both, hidden = self.forward(ids, cache, logits_to_keep=2), None
+        both = both[0].float()
+        return (torch.log_softmax(both[0], dim=-1), hidden), both[1]
 
     def _step(self, ids: list[int], cache: Any) -> torch.Tensor:
         """Feed ``ids`` after ``cache`` (extended in place); fp32 logits of the next token, shape (V,).
@@ -403,25 +433,37 @@ class Recommender(Ranking):
 
     @torch.no_grad()
     def music_probability(self, state: ConversationState, user_text: str) -> float:
-        """The model's P(<start_of_music>) right after the assistant header for ``user_text``: how sure it is that
-        the message asks for music (a turn is words only below ``GenerationConfig.music_threshold``)."""
+        """P(music) right after the assistant header for ``user_text`` (:meth:`_p_music`): how sure the model is that
+        the message asks for music (a turn is words only below :meth:`threshold`)."""
         from transformers import DynamicCache
 
-        prompt = self._prompt(state, user_text)[:-1]  # up to the assistant header
-        logits = self.forward(torch.tensor([prompt]), DynamicCache(), logits_to_keep=1)[0, -1].float()
-        return float(torch.softmax(logits, dim=-1)[self.ids.start_id])
+        header, _ = self._header(self._prompt(state, user_text), DynamicCache())
+        return self._p_music(header)
 
     def may_talk(self, config: GenerationConfig) -> bool:
         """Whether a turn under ``config`` may be answered in words only."""
         return self.talks if config.talk is None else config.talk
 
-    def _talks(self, header: torch.Tensor | None, config: GenerationConfig) -> float | None:
-        """P(<start_of_music>) after the assistant header when it is below the threshold (answer in words only);
-        None when the turn plays music (or the decision cannot be read: the prompt's last pass fed one token)."""
+    def _p_music(self, header: tuple[torch.Tensor, torch.Tensor | None]) -> float:
+        """P(music) at the assistant header: the decision head's on the hidden state, else the LM's P(<start_of_music>)."""
+        logprobs, hidden = header
+        if self.decision is not None and hidden is not None:
+            return self.decision.p_music(hidden)
+        return math.exp(float(logprobs[self.ids.start_id]))
+
+    def threshold(self, config: GenerationConfig) -> float:
+        """The P(music) below which a turn under ``config`` is words only."""
+        if config.music_threshold is not None:
+            return config.music_threshold
+        return self.decision.threshold if self.decision is not None else MUSIC_THRESHOLD
+
+    def _talks(self, header: tuple[torch.Tensor, torch.Tensor | None] | None, config: GenerationConfig) -> float | None:
+        """P(music) after the assistant header when it is below the threshold (answer in words only); None when the
+        turn plays music (or the decision cannot be read: the prompt's last pass fed one token)."""
         if not self.may_talk(config) or header is None:
             return None
-        p = math.exp(float(header[self.ids.start_id]))
-        return p if p < config.music_threshold else None
+        p = self._p_music(header)
+        return p if p < self.threshold(config) else None
 
     def _choose(self, state, user_text, config, extra, gen, t0
                 ) -> tuple[TrackChosen | Talk, list[int], list[int], Any, str, torch.Tensor | None]:
@@ -442,13 +484,12 @@ class Recommender(Ranking):
             if p is None:
                 return None
             cache.crop(-1)  # the prompt's <start_of_music>: the reply follows the assistant header
-            return Talk(p, time.perf_counter() - t0), prompt[:-1], [], cache, user_text, header
+            return Talk(p, time.perf_counter() - t0), prompt[:-1], [], cache, user_text, header[0]
 
         if len(allowed) == 0:  # every track heard: "thanks" still gets its words; a request cannot be answered
             lead = prompt[reused:]
             if self.may_talk(config) and len(lead) > 1:
-                both = self.forward(torch.tensor([lead]), cache, logits_to_keep=2)[0].float()
-                words = talk(torch.log_softmax(both[0], dim=-1))
+                words = talk(self._header(lead, cache)[0])
                 if words is not None:
                     return words
             raise NoAllowedTrack(f"all {len(self.store)} tracks were played or rejected in this conversation")
@@ -471,11 +512,10 @@ class Recommender(Ranking):
             return event, prompt, span, cache, user_text, None
         lead = prompt[reused:]
         if self.may_talk(config) and len(lead) > 1:  # the header's and <start_of_music>'s logits from one pass
-            both = self.forward(torch.tensor([lead]), cache, logits_to_keep=2)[0].float()
-            words = talk(torch.log_softmax(both[0], dim=-1))
+            header, logits = self._header(lead, cache)
+            words = talk(header)
             if words is not None:
                 return words
-            logits = both[1]
         else:
             logits = self._step(lead, cache)
         if config.mode == "constrained":

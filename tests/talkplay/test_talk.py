@@ -154,9 +154,9 @@ def test_header_logits_come_from_the_lead_pass(rec, world):
 
     prompt = render_prompt(world["tokenizer"], [_Message("user", "thanks")], world["store"], world["catalog"])
     cand = torch.tensor([[*rec.ids.position_ids[0][:1].tolist(), *rec.ids.position_ids[1][:1].tolist()]])
-    first, _, header = rec._lead_and_tree(prompt, DynamicCache(), cand, before=True)
+    first, _, (header, hidden) = rec._lead_and_tree(prompt, DynamicCache(), cand, before=True)
     alone = torch.log_softmax(rec.forward(torch.tensor([prompt[:-1]]), DynamicCache())[0, -1].float(), dim=-1)
-    assert torch.allclose(header, alone, atol=1e-4)
+    assert torch.allclose(header, alone, atol=1e-4) and hidden is None  # no decision head: no hidden state kept
 
 
 def test_words_still_come_when_every_track_was_heard(rec):
@@ -168,3 +168,48 @@ def test_words_still_come_when_every_track_was_heard(rec):
     assert isinstance(next(iter(rec.respond(state, "thanks", generation=WORDS))), Talk)
     with pytest.raises(NoAllowedTrack):
         rec.chat(state, "one more", generation=MUSIC)
+
+
+def _head(world, threshold=0.5, seed=0):
+    import numpy as np
+
+    from talkplay.decision import MusicDecision
+
+    rng = np.random.default_rng(seed)
+    h = make_model(world["tokenizer"], world["n_old"]).config.hidden_size
+    return MusicDecision(rng.normal(size=h), 0.1, rng.normal(size=h) * 0.1, np.abs(rng.normal(size=h)) + 0.5, threshold)
+
+
+@pytest.mark.parametrize("text_weight", [0.0, 2.0])
+def test_a_decision_head_reads_the_headers_hidden_state_in_the_turns_own_pass(world, text_weight):
+    from transformers import DynamicCache
+
+    head = _head(world)
+    rec = _rec(world, decision=head, talks=True)
+    state = ConversationState()
+    rec.chat(state, "play me some calm jazz please", generation=MUSIC)
+    prompt = rec._prompt(state, "I like piano music at night")
+    hidden = rec.model.get_decoder()(input_ids=torch.tensor([prompt[:-1]])).last_hidden_state[0, -1]
+    p = head.p_music(hidden)
+    assert rec.music_probability(state, "I like piano music at night") == pytest.approx(p, abs=1e-5)
+    gen = dataclasses.replace(WORDS, text_weight=text_weight)  # the plain pass, or the prompt + shortlist tree pass
+    event = next(iter(rec.respond(ConversationState(list(state.turns)), "I like piano music at night", generation=gen)))
+    assert isinstance(event, Talk) and event.p_music == pytest.approx(p, abs=1e-5)
+    assert rec.threshold(GenerationConfig()) == head.threshold and rec.threshold(WORDS) == 1.0
+    default = dataclasses.replace(gen, music_threshold=None)  # the head's own threshold decides
+    first = next(iter(rec.respond(ConversationState(list(state.turns)), "I like piano music at night",
+                                  generation=default)))
+    assert isinstance(first, Talk if p < head.threshold else TrackChosen)
+
+
+def test_a_decision_head_is_saved_and_read_back_and_a_bad_file_is_named(world, tmp_path):
+    from talkplay.decision import DECISION_FILE, load_decision
+
+    head = _head(world, threshold=0.35)
+    path = head.save(tmp_path / DECISION_FILE, {"note": "x"})
+    back = load_decision(tmp_path)
+    assert back.threshold == 0.35 and back.bias == head.bias and (back.weight == head.weight).all()
+    assert load_decision(tmp_path / "nowhere") is None
+    path.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match=DECISION_FILE):
+        load_decision(path)

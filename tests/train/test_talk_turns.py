@@ -91,3 +91,16 @@ def test_the_shipped_check_set_is_valid_and_balanced():
     path = Path(__file__).resolve().parents[2] / "catalog" / "demo" / "eval" / "dialogue_acts.jsonl"
     acts = read_acts(path)
     assert sum(not a.music for a in acts) >= 30 and sum(a.music for a in acts) >= 30
+
+
+def test_the_decision_heads_logistic_fit_separates_and_balances_the_classes():
+    import numpy as np
+
+    from train.training.decision import balanced, fit_logistic
+
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(-1, 1, size=(30, 4)), rng.normal(1, 1, size=(300, 4))])  # few words-only, many requests
+    y = np.array([0] * 30 + [1] * 300)
+    w, b = fit_logistic(x, y, 1e-3)
+    p = 1 / (1 + np.exp(-(x @ w + b)))
+    assert balanced(p, y, 0.5) > 0.85  # the rare class is not given up for the common one

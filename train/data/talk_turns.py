@@ -77,6 +77,12 @@ USER: dict[str, tuple[str, ...]] = {
                 "can i use this track in my game", "who do i credit for this"),
     "duration": ("how long is this track?", "how long is it", "length?", "how many minutes is this"),
 }
+# Short requests for another track after one has played — music, though they name nothing ("next", "one more"):
+# the decision head (train.training.decision) learns them beside the generator's longer requests.
+FOLLOW_UPS = ("next", "next one", "another", "another one please", "one more", "more", "skip it", "skip this one",
+              "something else", "different one pls", "keep going", "play another", "again but different",
+              "hmm not this one", "nope, next", "not feeling it", "more like this", "similar one", "same vibe",
+              "go on", "continue", "and another", "give me more", "change it")
 TRACK_ACTS = ("key", "tempo", "artist", "album", "year", "title", "instruments", "genre", "license", "duration")
 ACTS = ("greeting", "app_question", "thanks", "goodbye", *TRACK_ACTS)
 

@@ -32,9 +32,8 @@ conversation's start (thanks, follow-ups, questions about the track) are sent af
 question about the playing track that is answered in words counts as *answered from the card* when the answer
 states the asked fact as the card gives it (key, tempo, artist, album, year, an instrument or genre tag), or,
 for a fact the card span lacks (the license terms, the length), points to the card or the player; its answer is
-also checked for faithfulness like any reply. ``--tune-threshold`` instead picks the threshold on the model's
-P(music) on the validation split (:mod:`train.data.talk_turns` turns vs the split's requests — the same
-generator as the training turns, so the held-out file is the real test). Requests the model answers in words
+also checked for faithfulness like any reply. (The threshold was chosen on the validation split's synthetic turns
+when the decision head was trained, ``train.training.decision``.) Requests the model answers in words
 are left out of the faithfulness rates (there is no track to be faithful to) and counted apart.
 """
 
@@ -410,8 +409,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-faithfulness", action="store_true", help="only the refinement check (the report keeps "
                    "the previous faithfulness numbers)")
     p.add_argument("--no-dialogue", action="store_true", help="leave out the music/words check (eval/dialogue_acts.jsonl)")
-    p.add_argument("--tune-threshold", action="store_true", help="only pick the music/words threshold on the "
-                   "validation split (prints it; writes reports/music_threshold.json)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--precision", default="bf16", help="model precision on CPU")
     p.add_argument("--out", type=Path, default=Path("reports"), help="where conversation_checks.{json,md} go")
@@ -421,14 +418,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from train.evaluation.fit_check import REQUESTS_FILE, read_requests
 
     rec = load_recommender(args.catalog, "cpu", args.precision)
-    if args.tune_threshold:
-        from train.evaluation.dialogue_acts import tune_threshold
-
-        tuned = tune_threshold(args.catalog, rec, seed=args.seed)
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "music_threshold.json").write_text(json.dumps(tuned, indent=1) + "\n")
-        print(json.dumps(tuned, indent=1))
-        return 0
     fit = [] if args.no_fit_requests else [r.text for r in read_requests(args.catalog / REQUESTS_FILE)]
     path = args.out / "conversation_checks.json"
     if args.no_faithfulness:

@@ -7,7 +7,8 @@ per line::
     {"text": "wat bpm is this", "music": false, "kind": "track_question", "asks": "tempo"}
     {"text": "nah, too dark", "music": true, "kind": "follow_up"}
 
-``tune_threshold`` picks ``GenerationConfig.music_threshold`` on the validation split instead (never on this file).
+The threshold is chosen on the validation split when the decision head is trained (``train.training.decision``),
+never on this file.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ if __name__ == "__main__" and not __package__:  # run as a file: the imports bel
                      "python -m train.evaluation.conversation_checks")
 
 import json
-import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -158,42 +158,8 @@ def dialogue_check(rec, acts: Sequence[Act], check_reply, seed: int = 0, log=pri
             "track_questions_answered": len(answered),
             "answered_from_card_rate": share(answered, "answered_from_card"),
             "answers_with_violations": sum(bool(r["violations"]) for r in answered),
-            "threshold": config.music_threshold, "rows": rows}
-
-
-def tune_threshold(bundle: Path, rec, n: int = 150, seed: int = 0, log=print) -> dict:
-    """The model's P(music) on ``n`` validation talk turns (:mod:`train.data.talk_turns`, with the valid split's
-    conversations as history) and ``n`` validation requests (their turns as they are); the threshold with the best
-    balanced accuracy. Returns {"threshold", "balanced_accuracy", "grid": [...]}."""
-    from talkplay.catalog import load_catalog
-    from train.data.build import conversations_path
-    from train.data.conversation_schema import read_conversations
-    from train.data.talk_turns import talk_conversations
-    from train.evaluation.model_eval import state_from_history
-
-    catalog = load_catalog(bundle)
-    convs = read_conversations(conversations_path(bundle, "valid"), catalog)
-    rng = random.Random(seed)
-    talk = talk_conversations(rng.sample(convs, min(n, len(convs))), catalog, seed=seed + 1000, follow_share=0.0)
-    scores: list[tuple[float, bool]] = []
-    for t in talk:
-        history = list(t.messages[:-1])  # up to the talk turn's user message
-        state, text = state_from_history(history)
-        scores.append((rec.music_probability(state, text), False))
-    for conv in rng.sample(convs, min(n, len(convs))):
-        msgs = list(conv.messages)
-        i = 3 * rng.randrange(len(msgs) // 3)
-        state, text = state_from_history(msgs[:i + 1])
-        scores.append((rec.music_probability(state, text), True))
-    log(f"P(music) of {len(talk)} valid talk turns and {len(scores) - len(talk)} valid requests")
-    grid = []
-    for th in (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
-        tpr = sum(p >= th for p, m in scores if m) / max(1, sum(m for _, m in scores))
-        tnr = sum(p < th for p, m in scores if not m) / max(1, sum(not m for _, m in scores))
-        grid.append({"threshold": th, "requests_right": round(tpr, 4), "non_requests_right": round(tnr, 4),
-                     "balanced_accuracy": round((tpr + tnr) / 2, 4)})
-    best = max(grid, key=lambda g: (g["balanced_accuracy"], -abs(g["threshold"] - 0.5)))
-    return {"threshold": best["threshold"], "balanced_accuracy": best["balanced_accuracy"], "grid": grid}
+            "threshold": round(rec.threshold(config), 4),
+            "decided_by": "decision head" if rec.decision is not None else "P(<start_of_music>)", "rows": rows}
 
 
 def markdown_section(result: dict) -> list[str]:
@@ -210,7 +176,8 @@ def markdown_section(result: dict) -> list[str]:
              f"questions about the app or the playing track; {d['requests']} requests), written by a separate session "
              "that saw neither the training phrasings nor any answer; common short messages (\"what can you do?\", "
              "\"thx!\") also occur among the training phrasings, so the accuracy on the rest is shown apart. Thanks, goodbyes, follow-ups and questions about the track are sent after one "
-             f"played request. The engine answers in words when the model's P(music) is below {d['threshold']}.", "",
+             f"played request. The engine answers in words when P(music) ({d.get('decided_by', 'P(<start_of_music>)')} "
+             f"on the model's state after the assistant header) is below {d['threshold']}.", "",
              "| | right |", "|---|---|",
              f"| all messages | **{pct(d['accuracy'])}** |",
              f"| non-requests (words only wanted) | {pct(d['accuracy_non_requests'])} |",

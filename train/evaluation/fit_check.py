@@ -180,7 +180,7 @@ def run_fit_check(bundle: Path, requests: Sequence[FitRequest], samples: int = 5
         row["talkplay_played_fit"] = float(np.mean([fit[index[t]] for t in played]))
         if rec.may_talk(app_config):  # the app answers in words only below the threshold: then nothing plays
             row["talkplay_p_music"] = round(rec.music_probability(ConversationState(), req.text), 4)
-            if row["talkplay_p_music"] < app_config.music_threshold:
+            if row["talkplay_p_music"] < rec.threshold(app_config):
                 row["answered_in_words"] = True
                 row["talkplay_played_fit"] = 0.0
         rows.append(row)
