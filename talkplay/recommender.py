@@ -125,6 +125,8 @@ class GenerationConfig:
     # the model may answer a message in words only (no new track); None: when the checkpoint was trained with such
     # turns (Recommender.talks); False: every turn plays a track
     talk: bool | None = None
+    talk_reply: Literal["card", "model"] = "card"  # words-only answers: composed from the card (talkplay.answers)
+    # or written by the model
     music_threshold: float | None = None  # P(music) below which the turn is words only; None: the decision head's
     # own threshold (MUSIC_THRESHOLD for the LM's P(<start_of_music>) when there is no head)
 
@@ -138,6 +140,8 @@ class GenerationConfig:
         if self.prior_weight < 0 or self.text_weight < 0:
             raise ValueError(f"GenerationConfig: prior_weight {self.prior_weight} and text_weight {self.text_weight} "
                              "must be ≥ 0")
+        if self.talk_reply not in ("card", "model"):
+            raise ValueError(f"GenerationConfig.talk_reply {self.talk_reply!r}: expected 'card' or 'model'")
         if self.mode not in ("constrained", "paper"):
             raise ValueError(f"GenerationConfig.mode {self.mode!r}: expected 'constrained' or 'paper'")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
@@ -550,8 +554,14 @@ class Recommender(Ranking):
         t0 = time.perf_counter()
         chosen, prompt, span, cache, user_text, first = self._choose(state, user_text, config, extra,
                                                                      self._generator(config), t0)
-        row = ReplyRow(self, state.key, chosen, prompt + span, user_text, config, t0)
-        if first is not None:  # words only: the header's log-probs are the first reply token's
+        composed = None
+        if isinstance(chosen, Talk) and config.talk_reply == "card":  # the answer from the playing track's card
+            from talkplay.answers import compose
+
+            playing = state.last_track
+            composed = compose(user_text, self.catalog[playing] if playing is not None else None, config.seed)[1]
+        row = ReplyRow(self, state.key, chosen, prompt + span, user_text, config, t0, composed)
+        if first is not None and composed is None:  # words by the model: the header's log-probs are its first token's
             row.logits = first
         else:
             row.logits = self._step(row.fed[cache.get_seq_length():], cache)  # span (unless fed), grounding, opening

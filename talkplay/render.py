@@ -377,6 +377,12 @@ def reply_opening_ids(tokenizer, track: Any) -> list[int]:
     return _encode(tokenizer, make_inert(reply_opening(track), _control_strings(tokenizer)))
 
 
+def composed_ids(tokenizer, text: str) -> list[int]:
+    """Ids of a reply given whole (a words-only answer, :mod:`talkplay.answers`), tokenized as a reply is in training
+    (right after the assistant header)."""
+    return _encode(tokenizer, make_inert(text, _control_strings(tokenizer)))
+
+
 def end_of_turn_ids(tokenizer) -> list[int]:
     """The special id(s) that end an assistant message in the chat template (e.g. ``<|im_end|>``).
 

@@ -22,11 +22,12 @@ class ReplyRow:
     ``fed`` is every token the turn's KV cache holds (prompt, span, grounding, reply so far).
 
     A words-only turn (``chosen`` is a :class:`Talk`) has no span or grounding span: ``context`` is the prompt up to
-    the assistant header and the reply follows it; the card of the track playing is in the history it reads.
+    the assistant header and the reply follows it; the card of the track playing is in the history it reads. A
+    ``composed`` reply (:mod:`talkplay.answers`) is fed whole and ends the turn at the first :meth:`push`.
     """
 
     def __init__(self, engine: Any, key: str, chosen: TrackChosen | Talk, context: list[int], user_text: str,
-                 config: Any, t0: float):
+                 config: Any, t0: float, composed: str | None = None):
         self.engine, self.key, self.chosen, self.user_text, self.config, self.t0 = \
             engine, key, chosen, user_text, config, t0
         self.talk = isinstance(chosen, Talk)
@@ -35,7 +36,13 @@ class ReplyRow:
             self.fed += [engine.ids.end_id] + grounding_ids(engine.tokenizer, chosen.track)
         self.reply: list[int] = []
         self.ban: torch.Tensor | None = None
-        if config.faithful and not self.talk:  # talkplay.faithful: the name first, no attribute the card lacks
+        self.composed = composed is not None  # the whole reply is given (talkplay.answers): fed, then the turn ends
+        if self.composed:
+            from talkplay.render import composed_ids
+
+            self.reply = composed_ids(engine.tokenizer, composed)
+            self.fed += self.reply
+        elif config.faithful and not self.talk:  # talkplay.faithful: the name first, no attribute the card lacks
             self.reply = reply_opening_ids(engine.tokenizer, chosen.track)[: config.max_reply_tokens - 1]
             self.fed += self.reply
             self.ban = torch.as_tensor(engine.attribute_ban().ids(chosen.track), dtype=torch.long)
@@ -62,6 +69,8 @@ class ReplyRow:
         """Sample the next reply token from ``logits`` (V,); returns (token to feed next, or None when the reply
         is complete, and the events it produced)."""
         engine = self.engine
+        if self.composed:  # nothing to sample: the given reply ends the turn
+            return None, self._done()
         scores = engine.reply_rule(None, logits[None])[0]
         if self.ban is not None and len(self.ban):
             scores[self.ban.to(scores.device)] = float("-inf")
@@ -76,7 +85,12 @@ class ReplyRow:
             if len(self.reply) < self.config.max_reply_tokens:
                 self.fed.append(token)
                 return token, events
-        text = engine.tokenizer.decode(self.reply, skip_special_tokens=True)
+        return None, events + self._done()
+
+    def _done(self) -> list[Event]:
+        """The reply's last text piece and the Done event."""
+        events: list[Event] = []
+        text = self.engine.tokenizer.decode(self.reply, skip_special_tokens=True)
         if len(text) > len(self.shown):
             events.append(TextDelta(text[len(self.shown):]))
         c = self.chosen
@@ -86,4 +100,4 @@ class ReplyRow:
             turn = Turn(self.user_text, c.track.track_id, text.strip(), c.match, c.score, c.matched_modalities,
                         c.tokens)
         events.append(Done(turn, len(self.reply), time.perf_counter() - self.t0))
-        return None, events
+        return events

@@ -213,3 +213,31 @@ def test_a_decision_head_is_saved_and_read_back_and_a_bad_file_is_named(world, t
     path.write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match=DECISION_FILE):
         load_decision(path)
+
+
+def test_words_only_answers_come_from_the_card_or_from_the_model(rec, world):
+    state = ConversationState()
+    first = rec.chat(state, "play me some calm jazz please", generation=MUSIC)
+    title = world["catalog"][first.track_id].title
+    turn = rec.chat(state, "who made this?", generation=WORDS)
+    assert turn.track_id is None and turn.reply == f"“{title}” is by {world['catalog'][first.track_id].artist}."
+    assert rec.chat(ConversationState(), "what key is it", generation=WORDS).reply.startswith("Nothing is playing")
+    model = dataclasses.replace(WORDS, talk_reply="model")
+    cached, fresh = _rec(world), _rec(world, prefix_cache_mb=0)  # the model's own words, cache kept consistent
+    a, b = ConversationState(key="a"), ConversationState(key="b")
+    for text, gen in [("play me some calm jazz please", MUSIC), ("thanks", model), ("who made this?", WORDS),
+                      ("something upbeat for running", MUSIC)]:
+        ta, tb = cached.chat(a, text, generation=gen), fresh.chat(b, text, generation=gen)
+        assert (ta.track_id, ta.reply) == (tb.track_id, tb.reply)
+
+
+@pytest.mark.parametrize("text, act", [
+    ("hey there", "greeting"), ("thx!", "thanks"), ("gotta go, bye", "goodbye"), ("what can you do?", "app_question"),
+    ("whats the bpm", "tempo"), ("which key is this in", "key"), ("who composed this", "artist"),
+    ("what game is this from", "album"), ("when was it released", "year"), ("is that a flute?", "instruments"),
+    ("what genre is this", "genre"), ("can i use this in my video", "license"), ("how long is it", "duration"),
+    ("thanks! what key is it?", "key"), ("what's this called", "title")])
+def test_a_words_only_message_is_read_for_what_it_asks(text, act):
+    from talkplay.answers import read_act
+
+    assert read_act(text) == act

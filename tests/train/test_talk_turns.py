@@ -9,7 +9,8 @@ import pytest
 
 from talkplay.catalog import Track
 from train.data.conversation_schema import Conversation, Message
-from train.data.talk_turns import ACTS, TRACK_ACTS, card_bpm, card_key, talk_conversations, track_answer
+from talkplay.answers import TRACK_ACTS, card_bpm, card_key, track_answer
+from train.data.talk_turns import ACTS, talk_conversations
 from train.evaluation.dialogue_acts import answered_from_card, read_acts
 
 FULL = Track("a", "Leaving Earth", "Daniel Roux", "GPL-3.0-or-later", "credit", "https://example.org/a.ogg",

@@ -8,10 +8,10 @@ reply instead (the engine's "music or words" decision, :mod:`talkplay.recommende
     user: what key is this in?              (after k music turns of the source conversation)
     assistant: “Leaving Earth” is in C minor.
 
-Replies about the playing track are built from its card only — the facts its grounding span puts in the
-history (title, artist, album, year, tags, the caption's key and tempo); a fact the card lacks is said to be
-missing, never guessed. Replies about the app say what TalkPlay is (a small model choosing freely licensed
-catalog tracks) and nothing more. Half of the talk turns are followed by the source conversation's next music
+Replies are :mod:`talkplay.answers`' — the same the engine composes at run time: about the playing track from its
+card only (title, artist, album, year, tags, the caption's key and tempo; a fact the card lacks is said to be
+missing, never guessed), about the app what TalkPlay is (a small model choosing freely licensed catalog tracks)
+and nothing more. Half of the talk turns are followed by the source conversation's next music
 turn, so a request after small talk still opens a music span.
 
 Everything here is synthetic and labelled so (``synthetic`` on each record, "talk:" in its id). The phrasings
@@ -25,20 +25,12 @@ if __name__ == "__main__" and not __package__:  # run as a file: the imports bel
     raise SystemExit("train.data.talk_turns is a module of the train package: import it, or use python -m")
 
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from talkplay.answers import REPLIES, TRACK_ACTS, track_answer
 from train.data.conversation_schema import Message
-
-# Tags that answer "what instruments?" and "what genre?" (a bring-your-own catalog's other tags are not claimed).
-INSTRUMENT_TAGS = ("piano", "guitar", "acoustic guitar", "electric guitar", "violin", "cello", "strings", "flute",
-                   "synth", "drums", "female vocals", "male vocals", "vocals", "bass", "harp", "organ", "choir",
-                   "brass", "trumpet", "saxophone")
-GENRE_TAGS = ("electronic", "techno", "orchestral", "classical", "rock", "metal", "folk", "pop", "chiptune",
-              "ambient", "jazz", "dance", "medieval", "cinematic", "experimental", "synthwave", "hip hop",
-              "blues", "country", "funk", "house", "trance", "lo-fi")
 
 # user phrasings per act: plain, lower-case, typos and slang, as people type in a chat box
 USER: dict[str, tuple[str, ...]] = {
@@ -83,36 +75,7 @@ FOLLOW_UPS = ("next", "next one", "another", "another one please", "one more", "
               "something else", "different one pls", "keep going", "play another", "again but different",
               "hmm not this one", "nope, next", "not feeling it", "more like this", "similar one", "same vibe",
               "go on", "continue", "and another", "give me more", "change it")
-TRACK_ACTS = ("key", "tempo", "artist", "album", "year", "title", "instruments", "genre", "license", "duration")
 ACTS = ("greeting", "app_question", "thanks", "goodbye", *TRACK_ACTS)
-
-_REPLIES: dict[str, tuple[str, ...]] = {
-    "greeting": (
-        "Hi! Tell me a mood, a scene, an instrument or a genre, and I'll play a track that fits.",
-        "Hello! What would you like to hear? A mood, an activity or a style is enough to start.",
-        "Hey! Ask me for music — say, something calm for reading or something fast for the gym.",
-    ),
-    "app_question": (
-        "I'm TalkPlay, a small language model that picks tracks from this catalog of freely licensed recordings. "
-        "Ask for a mood, a scene, an instrument or a genre; say \"slower\" or \"darker\" to steer, and rate "
-        "what you hear with the stars.",
-        "I play tracks from a catalog of freely licensed recordings, most of them from game soundtracks. Tell "
-        "me what you want to hear and I'll choose one; each track's card shows its credit and license.",
-        "Describe what you'd like — a feeling, a place, an activity, an instrument — and I'll pick a track from "
-        "the catalog for it. You can ask for something faster, calmer or darker next.",
-    ),
-    "thanks": (
-        "You're welcome! Ask whenever you want another track.",
-        "Glad you liked it! Tell me when you want something else.",
-        "Any time! Say the word and I'll play something new.",
-    ),
-    "goodbye": (
-        "Bye! Thanks for listening.",
-        "See you! Come back when you want more music.",
-        "Goodbye, and enjoy the rest of your day!",
-    ),
-}
-
 
 @dataclass(frozen=True)
 class TalkConversation:
@@ -126,71 +89,6 @@ class TalkConversation:
     messages: tuple[Message, ...]
     act: str  # one of ACTS
     synthetic: bool = True
-
-
-_KEY = re.compile(r"\b([A-G][♯♭#b]? (?:major|minor))\b")
-_BPM = re.compile(r"~?(\d{2,3}) ?BPM", re.IGNORECASE)
-
-
-def card_key(track: Any) -> str | None:
-    """The key the track's caption states ("C minor"), or None."""
-    m = _KEY.search(getattr(track, "caption", None) or "")
-    return m.group(1) if m else None
-
-
-def card_bpm(track: Any) -> int | None:
-    """The tempo the track's caption states, in BPM, or None."""
-    m = _BPM.search(getattr(track, "caption", None) or "")
-    return int(m.group(1)) if m else None
-
-
-def _name(track: Any) -> str:
-    return f"“{track.title}”"
-
-
-def _listing(items: Sequence[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def track_answer(act: str, track: Any, rng: random.Random) -> str:
-    """The reply to a question ``act`` about ``track``, from its card alone (a missing fact is said to be missing)."""
-    name, tags = _name(track), [t.lower() for t in (track.tags or ())]
-    if act == "key":
-        key = card_key(track)
-        return f"{name} is in {key}." if key else f"The card of {name} doesn't give its key."
-    if act == "tempo":
-        bpm = card_bpm(track)
-        pace = next((t for t in ("slow", "mid-tempo", "fast") if t in tags), None)
-        if bpm:
-            return f"{name} runs at about {bpm} BPM" + (f", {pace}." if pace else ".")
-        return f"{name} is {pace}." if pace else f"The card of {name} doesn't give its tempo."
-    if act == "artist":
-        return f"{name} is by {track.artist}." if track.artist else f"The card of {name} names no artist."
-    if act == "album":
-        return f"{name} is from {track.album}." if track.album else f"The card of {name} names no album."
-    if act == "year":
-        return f"{name} is from {int(track.year)}." if track.year else f"The card of {name} gives no year."
-    if act == "title":
-        who = f" by {track.artist}" if track.artist else ""
-        return f"This is {name}{who}."
-    if act == "instruments":
-        found = [t for t in tags if t in INSTRUMENT_TAGS]
-        if not found:
-            return f"The card of {name} lists no instruments, only: {', '.join(tags[:4])}." if tags else \
-                f"The card of {name} lists no instruments."
-        return f"{name} has {_listing(found)}" + (", no drums." if "drumless" in tags else ".")
-    if act == "genre":
-        found = [t for t in tags if t in GENRE_TAGS]
-        return f"{name} is {_listing(found)}." if found else f"The card of {name} tags it {_listing(tags[:3])}." \
-            if tags else f"The card of {name} gives no genre."
-    if act == "license":
-        return rng.choice((f"The card beside the player shows the license and the credit of {name}; follow its "
-                           f"terms if you reuse it.",
-                           f"Every track here is freely licensed; the card of {name} names its license and "
-                           f"whom to credit."))
-    if act == "duration":
-        return f"The player shows the length of {name}; the preview is a short excerpt of it."
-    raise ValueError(f"not a question about a track: {act!r}")
 
 
 def _user_text(act: str, rng: random.Random) -> str:
@@ -222,7 +120,7 @@ def talk_conversations(conversations: Sequence[Any], catalog: Any, seed: int = 0
             if act in TRACK_ACTS:
                 reply = track_answer(act, catalog[before[-2].content], rng)
             else:
-                reply = rng.choice(_REPLIES[act])
+                reply = rng.choice(REPLIES[act])
             talk = [Message("user", _user_text(act, rng)), Message("assistant", reply)]
             after = list(turns[k]) if act != "goodbye" and k < len(turns) and rng.random() < follow_share else []
             if after and after[1].rejected:  # its rejection is explained by the turn after it, which is cut

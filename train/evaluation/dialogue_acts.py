@@ -67,7 +67,7 @@ def read_acts(path: Path) -> list[Act]:
 def answered_from_card(answer: str, track, asks: str | None) -> bool:
     """The answer states the asked fact as ``track``'s card gives it (or, when the card lacks it, says so or
     points to the card/player)."""
-    from train.data.talk_turns import GENRE_TAGS, INSTRUMENT_TAGS, card_bpm, card_key
+    from talkplay.answers import GENRE_TAGS, INSTRUMENT_TAGS, card_bpm, card_key
 
     low = answer.lower()
     pointer = any(w in low for w in ("card", "player", "doesn't give", "does not give", "no artist", "no album",
