@@ -200,6 +200,16 @@ def model_card(bundle: Path, summary: dict, ablation: dict | None, info_base: st
     else:
         lines += ["Not yet evaluated against the baselines; `python -m train.evaluation.evaluate` writes the numbers "
                   f"to reports/eval_{bundle.name}.md."]
+    decision = REPO / "reports" / f"decision_{bundle.name}.json"
+    if cfg.get("talk_fraction") and decision.exists():
+        chosen = json.loads(decision.read_text())["chosen"]
+        lines += ["", "## Music or words", "",
+                  "Whether a message asks for music is read by a logistic head on the model's last hidden state "
+                  "after the assistant header (`model/decision.safetensors`, `python -m train.training.decision`, "
+                  f"L2 {chosen['l2']}, threshold {chosen['threshold']}; validation balanced accuracy "
+                  f"{chosen['valid_balanced_accuracy']:.1%} on synthetic messages). Answers in words only are composed "
+                  "from the playing track's card (`talkplay.answers`); the model's own words for those turns were "
+                  "not reliable after this training. Held-out numbers: reports/conversation_checks.md."]
     lines += ["", "## Use and limits", "",
               "- A demo-scale model (135M parameters, a few hundred CPU steps): expect rough replies. Decoding is",
               "  constrained to the catalog, so every recommendation is a real track of this bundle.",

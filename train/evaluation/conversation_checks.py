@@ -409,6 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-faithfulness", action="store_true", help="only the refinement check (the report keeps "
                    "the previous faithfulness numbers)")
     p.add_argument("--no-dialogue", action="store_true", help="leave out the music/words check (eval/dialogue_acts.jsonl)")
+    p.add_argument("--dialogue-only", action="store_true", help="only the music/words check (the report keeps the "
+                   "previous faithfulness and refinement numbers)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--precision", default="bf16", help="model precision on CPU")
     p.add_argument("--out", type=Path, default=Path("reports"), help="where conversation_checks.{json,md} go")
@@ -420,16 +422,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     rec = load_recommender(args.catalog, "cpu", args.precision)
     fit = [] if args.no_fit_requests else [r.text for r in read_requests(args.catalog / REQUESTS_FILE)]
     path = args.out / "conversation_checks.json"
-    if args.no_faithfulness:
+    if args.no_faithfulness or args.dialogue_only:
         result = json.loads(path.read_text(encoding="utf-8"))
     else:
         result = run_checks(args.catalog, rec, args.test_turns, fit, args.seed)
     scripts_file = args.catalog / REFINEMENT_SCRIPTS
     scripts = read_scripts(scripts_file) if scripts_file.exists() else []
-    result["refinement"] = refinement_check(args.catalog, rec, args.refinement_turns, scripts, args.seed)
-    result["summary"]["refinement_rate"] = result["refinement"]["rates"]["talkplay"]["all"]
-    result["summary"]["refinement_rate_bm25"] = result["refinement"]["rates"]["bm25"]["all"]
-    result["summary"]["refinement_rate_dense"] = result["refinement"]["rates"]["dense"]["all"]
+    if not args.dialogue_only:
+        result["refinement"] = refinement_check(args.catalog, rec, args.refinement_turns, scripts, args.seed)
+        result["summary"]["refinement_rate"] = result["refinement"]["rates"]["talkplay"]["all"]
+        result["summary"]["refinement_rate_bm25"] = result["refinement"]["rates"]["bm25"]["all"]
+        result["summary"]["refinement_rate_dense"] = result["refinement"]["rates"]["dense"]["all"]
     acts_file = args.catalog / ACTS_FILE
     if not args.no_dialogue and acts_file.exists():
         vocab = Vocabulary.of(rec.catalog)

@@ -18,6 +18,7 @@ if __name__ == "__main__" and not __package__:  # run as a file: the imports bel
                      "python -m train.evaluation.conversation_checks")
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -107,8 +108,10 @@ def dialogue_check(rec, acts: Sequence[Act], check_reply, seed: int = 0, log=pri
     rows and the accuracy of the music/words choice, with the answers to questions about the playing track.
 
     ``check_reply(reply, track, reply_tokens, cap)`` → a ``conversation_checks.ReplyCheck`` for an answer."""
+    from transformers import DynamicCache
+
     from talkplay.conversation import ConversationState, Done, TrackChosen
-    from talkplay.recommender import GenerationConfig
+    from talkplay.recommender import MUSIC_THRESHOLD, GenerationConfig
 
     config = GenerationConfig(seed=seed)
     if not rec.may_talk(config):  # a checkpoint never taught words-only turns plays a track for every message
@@ -124,12 +127,15 @@ def dialogue_check(rec, acts: Sequence[Act], check_reply, seed: int = 0, log=pri
         playing = None
         if act.kind in AFTER_A_TRACK:
             playing = rec.catalog[rec.chat(state, OPENERS[i % len(OPENERS)], generation=opener).track_id]
-        p_music = rec.music_probability(state, act.text)
+        header, _ = rec._header(rec._prompt(state, act.text), DynamicCache())
+        p_music = rec._p_music(header)
+        p_lm = math.exp(float(header[0][rec.ids.start_id]))  # the LM's own P(<start_of_music>), for comparison
         events = list(rec.respond(state, act.text, generation=config))
         chosen = next((e for e in events if isinstance(e, TrackChosen)), None)
         done = next(e for e in events if isinstance(e, Done))
         row = {"text": act.text, "kind": act.kind, "asks": act.asks, "wanted_music": act.music,
-               "music": chosen is not None, "p_music": round(p_music, 4), "reply": done.turn.reply,
+               "music": chosen is not None, "p_music": round(p_music, 4), "p_lm": round(p_lm, 4),
+               "reply": done.turn.reply,
                "playing": playing.track_id if playing is not None else None}
         row["right"] = row["music"] == act.music
         row["seen_in_training"] = _normal(act.text) in trained
@@ -151,6 +157,8 @@ def dialogue_check(rec, acts: Sequence[Act], check_reply, seed: int = 0, log=pri
     return {"messages": len(rows), "non_requests": len(talk), "requests": len(music),
             "accuracy": share(rows, "right"), "accuracy_non_requests": share(talk, "right"),
             "accuracy_requests": share(music, "right"), "talk_enabled": True,
+            "accuracy_lm_alone": round(sum((r["p_lm"] >= MUSIC_THRESHOLD) == r["wanted_music"] for r in rows)
+                                       / max(1, len(rows)), 4),
             "unseen_messages": len(unseen), "accuracy_unseen": share(unseen, "right"),
             "accuracy_unseen_non_requests": share([r for r in unseen if not r["wanted_music"]], "right"),
             "by_kind": {k: share([r for r in rows if r["kind"] == k], "right")
@@ -183,7 +191,8 @@ def markdown_section(result: dict) -> list[str]:
              f"| non-requests (words only wanted) | {pct(d['accuracy_non_requests'])} |",
              f"| requests (a track wanted) | {pct(d['accuracy_requests'])} |",
              f"| the {d['unseen_messages']} messages that are not also a training phrasing | {pct(d['accuracy_unseen'])} "
-             f"(non-requests {pct(d['accuracy_unseen_non_requests'])}) |"]
+             f"(non-requests {pct(d['accuracy_unseen_non_requests'])}) |",
+             f"| for comparison: the LM's own P(<start_of_music>) ≥ 0.5 | {pct(d.get('accuracy_lm_alone'))} |"]
     for kind, value in d["by_kind"].items():
         lines.append(f"| … {kind} | {pct(value)} |")
     lines += ["", f"Questions about the playing track answered in words: {d['track_questions_answered']}; answered "
