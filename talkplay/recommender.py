@@ -461,6 +461,15 @@ class Recommender(Ranking):
             return config.music_threshold
         return self.decision.threshold if self.decision is not None else MUSIC_THRESHOLD
 
+    def _asks_for_a_title(self, user_text: str) -> bool:
+        """"play Battle Theme": a message that asks to play a catalog track by its title is a request, whatever the
+        decision head reads (a rare phrasing among its synthetic requests; titles are this catalog's own)."""
+        from talkplay.intent import words
+
+        match = self.text_match()
+        return match.intent is not None and bool({"play", "hear", "queue"}.intersection(words(user_text))) and \
+            bool(match.intent.titled(user_text).any())
+
     def _talks(self, header: tuple[torch.Tensor, torch.Tensor | None] | None, config: GenerationConfig) -> float | None:
         """P(music) after the assistant header when it is below the threshold (answer in words only); None when the
         turn plays music (or the decision cannot be read: the prompt's last pass fed one token)."""
@@ -485,7 +494,7 @@ class Recommender(Ranking):
 
         def talk(header: torch.Tensor | None):
             p = self._talks(header, config)
-            if p is None:
+            if p is None or self._asks_for_a_title(user_text):
                 return None
             cache.crop(-1)  # the prompt's <start_of_music>: the reply follows the assistant header
             return Talk(p, time.perf_counter() - t0), prompt[:-1], [], cache, user_text, header[0]

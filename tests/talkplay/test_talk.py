@@ -241,3 +241,10 @@ def test_a_words_only_message_is_read_for_what_it_asks(text, act):
     from talkplay.answers import read_act
 
     assert read_act(text) == act
+
+
+def test_asking_to_play_a_title_is_music_whatever_the_head_reads(rec, world):
+    title = world["catalog"]["t3"].title
+    event = next(iter(rec.respond(ConversationState(), f"play {title} please", generation=WORDS)))
+    assert isinstance(event, TrackChosen) and event.track.track_id == "t3"
+    assert isinstance(next(iter(rec.respond(ConversationState(), f"is this {title}?", generation=WORDS))), Talk)
