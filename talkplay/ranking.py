@@ -33,12 +33,13 @@ class Ranking:
     """Span scoring for the engine (mixin: needs ``model``, ``store``, ``ids``, ``trie``, ``forward``, ``_step``,
     ``_prompt``, ``generation``, ``prior``, ``text_match``, ``_relative``, ``exhaustive_limit``, ``rank_batch``)."""
 
-    def _lead_and_tree(self, lead: list[int], cache: Any, ids: torch.Tensor, before: bool = False
+    def _lead_and_tree(self, lead: list[int], cache: Any, ids: torch.Tensor, before: bool | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor | None] | tuple[torch.Tensor, torch.Tensor | None,
                                                                            torch.Tensor | None]:
         """Feed ``lead`` after ``cache`` and, in the same forward pass, the items ``ids`` (n, L) packed as a prefix
         tree after it (as :meth:`_packed`). Returns fp32 log-probs after ``lead`` (V,) and after each item's tokens
-        but the last ((n, L − 1, V), None when L is 1); ``cache`` is left holding ``lead`` only. With ``before``,
+        but the last ((n, L − 1, V), None when L is 1); ``cache`` is left holding ``lead`` only. With ``before`` given
+        (a third element is returned) and true,
         also (the log-probs after ``lead[:-1]`` (V,), the hidden state there when the engine has a decision head)
         — None when ``lead`` has one token — the engine's "music or words" decision, read from the same pass."""
         past, n_lead = cache.get_seq_length(), len(lead)
@@ -63,7 +64,7 @@ class Ranking:
             cache.crop(-m)
         lp = torch.log_softmax(logits[0, extra:].float(), dim=-1)
         out = lp[0].cpu(), (lp[1:][where.to(lp.device)] if m else None)
-        if not before:
+        if before is None:
             return out
         return (*out, (torch.log_softmax(logits[0, 0].float(), dim=-1).cpu(), hidden) if extra else None)
 

@@ -360,12 +360,13 @@ class Recommender(Ranking):
         (:meth:`_lead_and_tree`): on a CPU a forward pass costs about the same for 1 token as for 50 (the weights
         are read once either way), so a turn's start takes as few passes as it can. ``cache`` is returned holding
         the prompt only; the caller feeds the span with the grounding span. Returns (span ids, log-likelihood, row,
-        the log-probs after the assistant header — the "music or words" decision; None when the lead is one token).
+        the header's log-probs and hidden state — the "music or words" decision — when the turn may be words only;
+        None otherwise or when the lead is one token).
         """
         order = np.lexsort((rows, -text[rows]))[: self.shortlist]  # best text matches first; ties by row
         cand = rows[order]
         ids = self._code_ids(cand)
-        first, tree, header = self._lead_and_tree(lead, cache, ids, before=True)
+        first, tree, header = self._lead_and_tree(lead, cache, ids, before=self.may_talk(config))
         model = first[ids[:, 0]].double().numpy()
         if tree is not None:
             model += tree.gather(2, ids[:, 1:, None].to(tree.device))[..., 0].sum(dim=1).double().cpu().numpy()
@@ -573,7 +574,9 @@ class Recommender(Ranking):
         if first is not None and composed is None:  # words by the model: the header's log-probs are its first token's
             row.logits = first
         else:
-            row.logits = self._step(row.fed[cache.get_seq_length():], cache)  # span (unless fed), grounding, opening
+            # span (unless fed), grounding and opening — or a composed answer, fed only so that the next turn's
+            # prompt finds it in the conversation's KV cache (its logits go unused)
+            row.logits = self._step(row.fed[cache.get_seq_length():], cache)
         return chosen, row, cache
 
     def _respond(self, state, user_text, config, extra) -> Iterator[Event]:
