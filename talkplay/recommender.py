@@ -509,15 +509,16 @@ class Recommender(Ranking):
             raise NoAllowedTrack(f"all {len(self.store)} tracks were played or rejected in this conversation")
 
         constrained = MusicSpanConstraint(self.ids, self.trie, excluded)
-        relative = self._relative(state, user_text, allowed) \
+        moving = self._relative(state, user_text, allowed) \
             if config.mode == "constrained" and config.text_weight else None
+        relative = moving
         if relative is None and config.mode == "constrained" and config.text_weight and \
                 self.text_match().has_evidence(user_text, first_turn=not state.played):
             relative = allowed, self.text_match().scores(user_text)
         if relative is not None:  # a shortlist: "slower"/"less dark" (the tracks that move that way, the closest
             # first), or the request's words (the best text matches); the prompt is fed with the candidates
             span, logprob, row, header = self._rerank(prompt[reused:], cache, *relative, config, gen)
-            words = talk(header)
+            words = talk(header) if moving is None else None  # a move from the track playing asks for a track
             if words is not None:
                 return words
             track_id, kind, score, matched = self.store.track_ids[row], "constrained", logprob, self.all_modalities

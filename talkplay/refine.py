@@ -57,7 +57,8 @@ _PATTERNS: dict[str, tuple[str, ...]] = {
     "calmer": (rf"\b{_W}(?:calmer|chiller|mellower|gentler|softer|quieter|more\s+relax(?:ed|ing)|more\s+chill|more\s+mellow)\b",
                r"\bless\s+(?:intense|energetic|busy|loud|aggressive|hectic|energy|chaotic|heavy)\b",
                r"\btone\s+(?:it|things)\s+down\b", r"\btake\s+it\s+down\b", r"\bwind\s+down\b", r"\bcalm\s+(?:it|things)\s+down\b",
-               r"\b(?:too|so)\s+(?:intense|loud|busy|aggressive|hectic|energetic|much|heavy|harsh)\b", r"\bchill\s+out\b"),
+               r"\b(?:too|so)\s+(?:intense|loud|busy|aggressive|hectic|energetic|heavy|harsh)\b", r"\btoo\s+much\b",
+               r"\bchill\s+out\b"),  # "too much", never "so much" ("thank you so much")
     "livelier": (rf"\b{_W}(?:livelier|more\s+(?:energy|energetic|intense|upbeat|lively|exciting|punch|pumped|hype|action))\b",
                  r"\bpump\s+(?:it\s+)?up\b", r"\bless\s+(?:calm|sleepy|boring|mellow|chill|quiet)\b",
                  r"\b(?:too|so)\s+(?:sleepy|calm|boring|mellow|quiet|dull|soft)\b", r"\bwake\s+me\s+up\b",

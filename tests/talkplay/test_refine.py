@@ -58,3 +58,15 @@ def test_a_relative_turn_plays_a_track_that_moves_that_way(world):  # noqa: F811
     # nothing moves that way (the fastest track played): the model reads the request alone, still a real track
     state = ConversationState([Turn("something", ids[5], "ok", "constrained", 0.0, ())])
     assert rec.choose(state, "faster").track.track_id in ids
+
+
+def test_a_move_from_the_track_playing_is_music_whatever_the_decision_reads(world):  # noqa: F811
+    from talkplay.conversation import TrackChosen
+
+    rec = Recommender(make_model(world["tokenizer"], world["n_old"]).eval(), world["tokenizer"], world["catalog"],
+                      world["store"], GenerationConfig(max_reply_tokens=4), RenderConfig(max_tokens=512))
+    ids = list(world["store"].track_ids)
+    rec._attributes = {t: attrs(bpm=80 + 20 * i) for i, t in enumerate(ids)}
+    state = ConversationState([Turn("something", ids[3], "ok", "constrained", 0.0, ())])
+    words = GenerationConfig(max_reply_tokens=4, seed=0, talk=True, music_threshold=1.0)  # every P(music) is below 1
+    assert isinstance(next(iter(rec.respond(state, "something slower", generation=words))), TrackChosen)
