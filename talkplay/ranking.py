@@ -23,7 +23,8 @@ RELATIVE_PENALTY = 1e4  # ranking: a track that does not move the asked way ("sl
 
 @dataclass(frozen=True)
 class Ranked:
-    """One ranked track: the summed log-probability of its music tokens given the conversation."""
+    """One ranked track and its score under the ranking objective (``Ranking.rank``; with every weight but the
+    model's at 0 and w_m = 1, the summed log-probability of its music tokens given the conversation)."""
 
     track_id: str
     logprob: float
@@ -31,7 +32,8 @@ class Ranked:
 
 class Ranking:
     """Span scoring for the engine (mixin: needs ``model``, ``store``, ``ids``, ``trie``, ``forward``, ``_step``,
-    ``_prompt``, ``generation``, ``prior``, ``text_match``, ``_relative``, ``exhaustive_limit``, ``rank_batch``)."""
+    ``_prompt``, ``generation``, ``prior``, ``text_match``, ``_relative``, ``first_stage``, ``exhaustive_limit``,
+    ``rank_batch``)."""
 
     def _lead_and_tree(self, lead: list[int], cache: Any, ids: torch.Tensor, before: bool | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor | None] | tuple[torch.Tensor, torch.Tensor | None,
@@ -108,19 +110,30 @@ class Ranking:
     @torch.no_grad()
     def rank(self, state: ConversationState, user_text: str, k: int = 10, method: str = "auto",
              beam: int | None = None, prior_weight: float | None = None,
-             text_weight: float | None = None) -> list[Ranked]:
-        """Top-``k`` allowed tracks (not played, not rejected) for ``user_text`` by music-token log-likelihood,
-        minus ``prior_weight`` × the track's prior score (:mod:`talkplay.prior`), plus ``text_weight`` × its
-        text match (:mod:`talkplay.textmatch`) — both default to the engine's GenerationConfig and apply to
-        exhaustive ranking only (beam search ranks by the likelihood alone).
+             text_weight: float | None = None, generation: Any = None, shortlist: int | None = None) -> list[Ranked]:
+        """Top-``k`` allowed tracks (not played, not rejected) for ``user_text`` by the engine's ranking objective:
+        w_m · (the log-likelihood of their music tokens − β · prior) + the first stage (λ · text match + w_c ·
+        the conversation's words + w_h · closeness to the tracks kept: ``first_stage``), or, for a request
+        relative to the track playing ("slower"), w_m · log-likelihood + λ · closeness, tracks that move the
+        asked way first — what playing a track maximizes. Weights: ``generation`` (default the engine's
+        GenerationConfig), with ``prior_weight``/``text_weight`` overriding β/λ.
 
         Args:
-            method: "exhaustive" (every allowed track, batched, prompt cache shared), "beam" (constrained
-                beam search over the trie, width ``beam`` or max(k, 16)), or "auto" (exhaustive up to
-                ``exhaustive_limit`` allowed tracks).
+            method: "exhaustive" (the model scores every allowed track, batched, prompt cache shared),
+                "shortlist" (the model scores the ``shortlist`` (default 32) tracks the first stage ranks highest —
+                as playing a track does with the engine's own shortlist — the rest follow in first-stage order;
+                every track when there is no first stage), "beam" (constrained beam search over the trie, width
+                ``beam`` or max(k, 16), the likelihood alone), or "auto" (exhaustive up to ``exhaustive_limit``
+                allowed tracks, else beam).
         """
+        from dataclasses import replace
+
         from transformers import DynamicCache
 
+        config = generation if generation is not None else self.generation
+        if prior_weight is not None or text_weight is not None:
+            config = replace(config, prior_weight=config.prior_weight if prior_weight is None else prior_weight,
+                             text_weight=config.text_weight if text_weight is None else text_weight)
         excluded = state.exclude()
         rows = self.trie.rows([], excluded)
         if len(rows) == 0:
@@ -129,24 +142,33 @@ class Ranking:
         first = torch.log_softmax(self._step(self._prompt(state, user_text), cache), dim=-1).cpu()
         if method == "auto":
             method = "exhaustive" if len(rows) <= self.exhaustive_limit else "beam"
-        if method == "exhaustive":
-            scores = self._exhaustive(cache, first, rows)
-            beta = self.generation.prior_weight if prior_weight is None else prior_weight
-            if beta:
-                scores = scores - beta * self.prior().row_scores[rows]
-            lam = self.generation.text_weight if text_weight is None else text_weight
-            relative = self._relative(state, user_text, rows) if lam else None
+        if method in ("exhaustive", "shortlist"):
+            relative = self._relative(state, user_text, rows) if config.text_weight else None
             if relative is not None:  # as respond plays it: tracks moving the asked way first, closest first
                 moving, closeness = relative
-                scores = scores + lam * closeness[rows] - RELATIVE_PENALTY * ~np.isin(rows, moving)
-            elif lam and self.text_match().has_evidence(user_text, first_turn=not state.played):
-                scores = scores + lam * self.text_match().scores(user_text)[rows]
+                stage = config.text_weight * closeness[rows] - RELATIVE_PENALTY * ~np.isin(rows, moving)
+            else:
+                full = self.first_stage(state, user_text, config)
+                stage = full[rows] if full is not None else None
+            beta = config.prior_weight
+            model = np.full(len(rows), 0.0)
+            scored = np.arange(len(rows))
+            if method == "shortlist" and stage is not None:
+                scored = np.lexsort((rows, -stage))[: shortlist or 32]
+            model[scored] = self._exhaustive(cache, first, rows[scored])
+            if beta:
+                model[scored] -= beta * self.prior().row_scores[rows[scored]]
+            scores = config.model_weight * model + (stage if stage is not None else 0.0)
+            if len(scored) < len(rows):  # not scored by the model: after every scored track, in first-stage order
+                rest = np.ones(len(rows), bool)
+                rest[scored] = False
+                scores[rest] = stage[rest] - RELATIVE_PENALTY * 10
         elif method == "beam":
             scores = self._beam(cache, first, excluded, beam or max(k, 16))
             rows = np.asarray([r for r, _ in scores], dtype=np.int64)
             scores = np.asarray([s for _, s in scores])
         else:
-            raise ValueError(f"rank method {method!r}: expected 'auto', 'exhaustive' or 'beam'")
+            raise ValueError(f"rank method {method!r}: expected 'auto', 'exhaustive', 'shortlist' or 'beam'")
         order = np.lexsort((rows, -scores))[:k]  # best first; ties by store row
         return [Ranked(self.store.track_ids[int(rows[i])], float(scores[i])) for i in order]
 

@@ -57,13 +57,19 @@ from talkplay.tokens import DISAMBIGUATION
 log = logging.getLogger(__name__)
 
 MUSIC_TEMPERATURE = 0.0  # default music-span temperature (greedy): valid-split played fit 0.55 / 0.54 / 0.53 / 0.55 / 0.67 at 1.0 / 0.7 / 0.5 / 0.3 / 0
-TEXT_WEIGHT = 2.0  # default λ of the text match (talkplay.textmatch); chosen with train.evaluation.fit_check --tune-text
-SHORTLIST = 8  # candidates the text match proposes and the model scores: valid greedy played fit 0.688 / 0.700 / 0.700 at
-# 16 / 8 / 4 (80 first requests, `python -m train.evaluation.fit_check --tune-shortlist 16 8 4`), 0.42 / 0.26 / 0.25 s a request
-# default β of the prior correction, chosen with λ: valid top-1 fit of the model alone 0.55 / 0.60 / 0.63 / 0.63 / 0.55 at
-# β = 0 / .25 / .5 / .75 / 1; with the text match 0.62 / 0.63 / 0.60 / 0.65 at β = .5, λ = 0 / 1 / 2 / 4 and
-# 0.58 / 0.72 / 0.73 / 0.70 at β = 1, λ = 0 / 1 / 2 / 3 (60 valid first requests; reports/text_match_tuning.md)
-PRIOR_WEIGHT = 1.0
+SHORTLIST = 8  # candidates the first stage (words, context, history) proposes and the model scores: valid greedy
+# played fit 0.688 / 0.700 / 0.700 at 16 / 8 / 4 (80 first requests, `python -m train.evaluation.fit_check
+# --tune-shortlist 16 8 4`), 0.42 / 0.26 / 0.25 s a request; test-split MRR the same from 8 to 64
+# The ranking objective, w_m · (log-lik − β · prior) + λ · text match + w_c · context + w_h · history + w_p ·
+# popularity, chosen on the validation split's conversations (`python -m train.evaluation.blend`; reports/blend_demo.md). Until then the
+# objective was log-lik − 1.0 · prior + 2.0 · text match, chosen for the first requests' tag fit alone
+# (reports/text_match_tuning.md): it ranked the played track of later turns below BM25.
+MODEL_WEIGHT = 0.5  # w_m
+TEXT_WEIGHT = 1.0  # λ: the request's own words (talkplay.textmatch)
+CONTEXT_WEIGHT = 2.0  # w_c: the whole conversation's words (talkplay.listening.context_scores)
+HISTORY_WEIGHT = 6.0  # w_h: closeness to the tracks kept so far (talkplay.listening.Listening.history)
+POPULARITY_WEIGHT = 1.0  # w_p: how often the training playlists hold the track (talkplay.listening)
+PRIOR_WEIGHT = 0.5  # β: the share of the neutral request's log-probs taken out (talkplay.prior)
 # threshold on the LM's own P(<start_of_music>) after the assistant header when the checkpoint has no decision head
 # (talkplay.decision; a head carries its own threshold, chosen on the validation split): an untuned even split
 MUSIC_THRESHOLD = 0.5
@@ -104,11 +110,13 @@ _turn_events_on_device = _on_gpu(_turn_events)
 class GenerationConfig:
     """How a turn is generated. The reply follows the paper: sampling at temperature 1.0, top-p 0.9.
 
-    The music span has its own temperature (``music_temperature``) and a prior correction (``prior_weight``,
-    :mod:`talkplay.prior`); both defaults were chosen on the validation split with
-    ``python -m train.evaluation.fit_check --tune-priors …``: the correction raised the top-1 fit, and a greedy span
-    played fitting tracks far more often than any sampled one (the conversation's exclusions still make
-    every track new). ``temperature=0`` makes the whole turn greedy.
+    The music span has its own temperature (``music_temperature``; greedy by default: on the validation split a
+    greedy span played fitting tracks far more often than any sampled one, and the conversation's exclusions still
+    make every track new). The track is chosen by the ranking objective w_m · (log-lik − β · prior) + λ · text match
+    + w_c · conversation words + w_h · closeness to the kept tracks (``model_weight``, ``prior_weight``,
+    ``text_weight``, ``context_weight``, ``history_weight``; :meth:`Recommender.first_stage`,
+    :mod:`talkplay.listening`), weights chosen on the validation conversations with
+    ``python -m train.evaluation.blend``. ``temperature=0`` makes the whole turn greedy.
     """
 
     mode: Literal["constrained", "paper"] = "constrained"
@@ -116,6 +124,10 @@ class GenerationConfig:
     music_temperature: float | None = MUSIC_TEMPERATURE  # music-span temperature; None = ``temperature``
     prior_weight: float = PRIOR_WEIGHT  # β: subtract β × the neutral request's log-probs (talkplay.prior); 0 = off
     text_weight: float = TEXT_WEIGHT  # λ: add λ × the request's text match to the span (talkplay.textmatch); 0 = off
+    model_weight: float = MODEL_WEIGHT  # w_m: the model's log-likelihood of a track's music tokens
+    context_weight: float = CONTEXT_WEIGHT  # w_c: the conversation's words (talkplay.listening); 0 = off
+    history_weight: float = HISTORY_WEIGHT  # w_h: closeness to the tracks kept (talkplay.listening); 0 = off
+    popularity_weight: float = POPULARITY_WEIGHT  # w_p: how often training playlists hold a track; 0 = off
     top_p: float = 0.9
     max_reply_tokens: int = 96
     seed: int | None = None  # None: fresh randomness per turn; an int makes every turn reproducible
@@ -131,15 +143,20 @@ class GenerationConfig:
     # own threshold (MUSIC_THRESHOLD for the LM's P(<start_of_music>) when there is no head)
 
     def __post_init__(self) -> None:
-        for name in ("temperature", "top_p", "music_temperature", "prior_weight", "text_weight", "music_threshold"):
+        for name in ("temperature", "top_p", "music_temperature", "prior_weight", "text_weight", "music_threshold",
+                     "model_weight", "context_weight", "history_weight", "popularity_weight"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"GenerationConfig.{name}={value}: must be a finite number")
         if self.music_temperature is not None and self.music_temperature < 0:
             raise ValueError(f"GenerationConfig.music_temperature {self.music_temperature} must be ≥ 0")
-        if self.prior_weight < 0 or self.text_weight < 0:
-            raise ValueError(f"GenerationConfig: prior_weight {self.prior_weight} and text_weight {self.text_weight} "
-                             "must be ≥ 0")
+        if min(self.prior_weight, self.text_weight, self.context_weight, self.history_weight,
+               self.popularity_weight) < 0 or \
+                self.model_weight <= 0:
+            raise ValueError(f"GenerationConfig: prior_weight {self.prior_weight}, text_weight {self.text_weight}, "
+                             f"context_weight {self.context_weight}, history_weight {self.history_weight} and "
+                             f"popularity_weight {self.popularity_weight} must be ≥ 0, model_weight "
+                             f"{self.model_weight} > 0")
         if self.talk_reply not in ("card", "model"):
             raise ValueError(f"GenerationConfig.talk_reply {self.talk_reply!r}: expected 'card' or 'model'")
         if self.mode not in ("constrained", "paper"):
@@ -165,7 +182,8 @@ class Recommender(Ranking):
                  generation: GenerationConfig = GenerationConfig(), render: RenderConfig = RenderConfig(),
                  exhaustive_limit: int = 4096, rank_batch: int = 32,
                  text_embedder: Callable[[], TextEmbedderFn | None] | None = None, shortlist: int = SHORTLIST,
-                 prefix_cache_mb: float = PREFIX_CACHE_MB, talks: bool = False, decision: Any = None):
+                 prefix_cache_mb: float = PREFIX_CACHE_MB, talks: bool = False, decision: Any = None,
+                 listening: Any = None):
         missing = [t for t in store.track_ids if t not in catalog]
         if missing:
             raise ValueError(f"token store {store.variant!r} has {len(missing)} tracks missing from catalog "
@@ -196,6 +214,9 @@ class Recommender(Ranking):
         self.shortlist = shortlist
         self.talks = talks  # the model learned turns answered in words only (GenerationConfig.talk=None follows it)
         self.decision = decision  # talkplay.decision.MusicDecision over the header's hidden state (None: LM's P)
+        self.listening = listening  # talkplay.listening.Listening in store row order (None: no history term)
+        if listening is not None and len(listening.vectors) != len(store):
+            raise ValueError(f"listening vectors for {len(listening.vectors)} tracks, the store has {len(store)}")
         if decision is not None and not hasattr(model, "get_decoder"):
             raise ValueError("a decision head needs the model's hidden states (model.get_decoder())")
         self._text_embedder = text_embedder  # loads a sentence embedder for the text match (None: BM25 only)
@@ -224,6 +245,14 @@ class Recommender(Ranking):
         model, tokenizer, info = load_checkpoint(bundle, model_config, store=store)
         kwargs.setdefault("text_embedder", load_text_embedder)
         kwargs.setdefault("decision", load_decision(checkpoint_dir(bundle)))
+        if "listening" not in kwargs:
+            from talkplay.listening import LISTENING_FILE, Listening
+
+            from talkplay.listening import code_vectors
+
+            path = checkpoint_dir(bundle) / LISTENING_FILE
+            kwargs["listening"] = Listening.load(path, store.track_ids, code_vectors(store)) \
+                if path.exists() else None
         # a checkpoint trained without words-only turns has a meaningless P(music): it always plays a track
         kwargs.setdefault("talks", bool(info.training.get("talk_fraction")) and kwargs["decision"] is not None)
         return cls(model, tokenizer, catalog, store, generation, render, **kwargs)
@@ -350,11 +379,12 @@ class Recommender(Ranking):
         return rest
 
     @torch.no_grad()
-    def _rerank(self, lead: list[int], cache: Any, rows: np.ndarray, text: np.ndarray, config: GenerationConfig,
+    def _rerank(self, lead: list[int], cache: Any, rows: np.ndarray, stage: np.ndarray, config: GenerationConfig,
                 gen: torch.Generator) -> tuple[list[int], float, int, torch.Tensor | None]:
-        """The span of the best of ``shortlist`` candidates: the allowed rows the text match ranks highest, scored
-        by the model's log-likelihood of their music tokens − β · prior + λ · text match (the ranking objective,
-        exactly; :mod:`talkplay.textmatch`). Greedy at music temperature 0, else sampled ∝ exp(score / T).
+        """The span of the best of the ``shortlist`` allowed ``rows`` that the first stage (``stage``, per store row,
+        already weighted: :meth:`first_stage`, or a relative request's closeness) ranks highest, scored by the
+        ranking objective exactly: w_m · (the model's log-likelihood of their music tokens − β · prior) + stage.
+        Greedy at music temperature 0, else sampled ∝ exp(score / T).
 
         ``lead`` (the prompt's tokens not yet in ``cache``) and the candidates are fed in one forward pass
         (:meth:`_lead_and_tree`): on a CPU a forward pass costs about the same for 1 token as for 50 (the weights
@@ -363,16 +393,15 @@ class Recommender(Ranking):
         the header's log-probs and hidden state — the "music or words" decision — when the turn may be words only;
         None otherwise or when the lead is one token).
         """
-        order = np.lexsort((rows, -text[rows]))[: self.shortlist]  # best text matches first; ties by row
+        order = np.lexsort((rows, -stage[rows]))[: self.shortlist]  # best first-stage scores first; ties by row
         cand = rows[order]
         ids = self._code_ids(cand)
         first, tree, header = self._lead_and_tree(lead, cache, ids, before=self.may_talk(config))
         model = first[ids[:, 0]].double().numpy()
         if tree is not None:
             model += tree.gather(2, ids[:, 1:, None].to(tree.device))[..., 0].sum(dim=1).double().cpu().numpy()
-        score = model + config.text_weight * text[cand]
-        if config.prior_weight:
-            score = score - config.prior_weight * self.prior().row_scores[cand]
+        own = model - config.prior_weight * self.prior().row_scores[cand] if config.prior_weight else model
+        score = config.model_weight * own + stage[cand]
         temperature = 0.0 if config.temperature == 0 else \
             (config.temperature if config.music_temperature is None else config.music_temperature)
         if temperature == 0:
@@ -511,10 +540,10 @@ class Recommender(Ranking):
         constrained = MusicSpanConstraint(self.ids, self.trie, excluded)
         moving = self._relative(state, user_text, allowed) \
             if config.mode == "constrained" and config.text_weight else None
-        relative = moving
-        if relative is None and config.mode == "constrained" and config.text_weight and \
-                self.text_match().has_evidence(user_text, first_turn=not state.played):
-            relative = allowed, self.text_match().scores(user_text)
+        relative = (moving[0], config.text_weight * moving[1]) if moving is not None else None
+        if relative is None and config.mode == "constrained":
+            stage = self.first_stage(state, user_text, config)
+            relative = (allowed, stage) if stage is not None else None
         if relative is not None:  # a shortlist: "slower"/"less dark" (the tracks that move that way, the closest
             # first), or the request's words (the best text matches); the prompt is fed with the candidates
             span, logprob, row, header = self._rerank(prompt[reused:], cache, *relative, config, gen)
@@ -638,6 +667,46 @@ class Recommender(Ranking):
             # which the candidates already make; the concepts' weight would outvote the closeness
             closeness = closeness + self.text_match().scores(user_text, concepts=False)
         return moving, closeness
+
+    def first_stage_terms(self, state: ConversationState, user_text: str) -> dict[str, np.ndarray] | None:
+        """The unweighted terms of :meth:`first_stage` (float64 per store row): "words" (the request's text match;
+        absent when its words cannot speak for it), "context" (the conversation's words, this request's included;
+        absent on a first request), "history" (closeness to the tracks kept; absent before the first kept track or
+        without listening vectors) and "popularity" (absent without listening counts). None when neither the
+        words nor a kept track can speak."""
+        from talkplay.listening import context_scores
+        from talkplay.textmatch import tokenize
+
+        match = self.text_match()
+        kept = [self.store.row(t) for t in state.played if t not in state.rejected and t in self.store]
+        out: dict[str, np.ndarray] = {}
+        if match.has_evidence(user_text, first_turn=not state.played):
+            out["words"] = match.scores(user_text)
+        if self.listening is not None and kept:
+            out["history"] = self.listening.history(kept)
+        if not out:
+            return None
+        if self.listening is not None and self.listening.popularity is not None:
+            out["popularity"] = self.listening.popularity
+        if state.turns:  # a first request's words are the text match's alone: BM25 of them again would outvote
+            # the concepts it fits (valid first requests: top-1 fit fell with it, and BM25 alone fits 0.59)
+            said = [w for t in state.turns for w in (t.user, t.reply)] + [user_text]
+            out["context"] = context_scores(match.bm25, tokenize(" ".join(said)))
+        return out
+
+    def first_stage(self, state: ConversationState, user_text: str, config: GenerationConfig
+                    ) -> np.ndarray | None:
+        """float64 per store row: λ · the request's text match (when its words can speak for it) + w_c · the
+        conversation's words + w_h · closeness to the tracks kept (:mod:`talkplay.listening`) — everything in the
+        ranking objective but the model's own term, which is computed for the best of these only. None when nothing
+        but the model can speak (no words to search for and nothing kept yet, or those terms weighted 0): the
+        model's span decides alone."""
+        terms = self.first_stage_terms(state, user_text)
+        weights = {"words": config.text_weight, "history": config.history_weight, "context": config.context_weight,
+                   "popularity": config.popularity_weight}
+        if terms is None or not any(weights[k] for k in terms if k not in ("context", "popularity")):
+            return None
+        return sum(weights[k] * v for k, v in terms.items())
 
     def attribute_ban(self) -> Any:
         """Attribute words each track's card lacks, as banned reply tokens (:mod:`talkplay.faithful`), built once."""

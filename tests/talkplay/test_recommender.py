@@ -137,7 +137,8 @@ def test_rank_equals_summed_logprobs(rec, method):
     state = ConversationState()
     rec.chat(state, "play me some calm jazz please")
     want = brute_force(rec, state, "something upbeat for running")
-    got = rec.rank(state, "something upbeat for running", k=10, method=method, beam=8, prior_weight=0.0)
+    model_only = GenerationConfig(model_weight=1.0, prior_weight=0.0, text_weight=0.0)  # the objective's model term
+    got = rec.rank(state, "something upbeat for running", k=10, method=method, beam=8, generation=model_only)
     assert [r.track_id for r in got] == sorted(want, key=lambda t: -want[t])
     for r in got:
         assert r.logprob == pytest.approx(want[r.track_id], abs=1e-3)
@@ -245,8 +246,10 @@ def test_prior_is_the_neutral_requests_likelihood_and_ranking_subtracts_it(rec):
         codes = rec.store.codes[row]
         assert sum(prior.at(codes[:k])[codes[k]] for k in range(len(codes))) == pytest.approx(prior.row_scores[row])
     state = ConversationState()
-    raw = {r.track_id: r.logprob for r in rec.rank(state, "play me some calm jazz please", k=6, prior_weight=0.0)}
-    got = rec.rank(state, "play me some calm jazz please", k=6, prior_weight=0.5)
+    model = GenerationConfig(model_weight=1.0, text_weight=0.0)  # the objective's model term: log-lik − β · prior
+    raw = {r.track_id: r.logprob for r in rec.rank(state, "play me some calm jazz please", k=6, prior_weight=0.0,
+                                                   generation=model)}
+    got = rec.rank(state, "play me some calm jazz please", k=6, prior_weight=0.5, generation=model)
     row = {t: i for i, t in enumerate(rec.store.track_ids)}
     for r in got:
         assert r.logprob == pytest.approx(raw[r.track_id] - 0.5 * prior.row_scores[row[r.track_id]], abs=1e-6)

@@ -257,3 +257,33 @@ def test_readme_results_are_generated_from_the_reports(tmp_path):
     assert "| BM25 | 0.500 | 0.000 | 1.000 | 1.000 | 0.630 | — | 0.17 |" in text
     assert "bench.json missing" in text and text.endswith(f"{END}\nrest\n") and "stale" not in text
     assert update(readme, tmp_path) is False
+
+
+def test_paired_bootstrap_hand_checked_and_pairs_turns():
+    from train.evaluation.evaluate import paired_bootstrap
+
+    a = [["c1", 1, 1], ["c1", 2, 2], ["c2", 1, 4]]  # reciprocal ranks 1, .5, .25: MRR 0.5833
+    b = [["c1", 1, 2], ["c1", 2, 2], ["c2", 1, 4]]  # .5, .5, .25: MRR 0.4167
+    r = paired_bootstrap(a, b, resamples=500)
+    assert r["n_turns"] == 3 and r["n_conversations"] == 2
+    assert r["mrr_a"] == pytest.approx(1.75 / 3) and r["mrr_b"] == pytest.approx(1.25 / 3)
+    assert r["difference"] == pytest.approx(0.5 / 3)
+    lo, hi = r["ci95"]
+    # resampling conversations: c2 alone differs by 0, c1 alone by .25; every resample lies between
+    assert 0.0 <= lo <= r["difference"] <= hi <= 0.25 + 1e-12
+    assert paired_bootstrap(a, b, ratio=2.0)["difference"] == pytest.approx((1.75 - 2.5) / 3)
+    first = paired_bootstrap(a, b, first_only=True)
+    assert first["n_turns"] == 2 and first["mrr_a"] == pytest.approx(0.625)
+    with pytest.raises(ValueError, match="different turns"):
+        paired_bootstrap(a, b[:2])
+
+
+def test_evaluate_compares_the_model_with_its_best_baseline(catalog, tmp_path):
+    c2 = conv("c2", turn("a", "t5"), turn("b", "t4"), turn("c", "t3"), turn("d", "t2"))
+    write_conversations(conversations_path(tmp_path, "test"), [c2])
+    result = evaluate_systems(tmp_path, {"talkplay": Fixed(), "same": Fixed()})
+    c = result["comparison"]["talkplay"]
+    assert c["all"]["best_baseline"] == "same" and c["all"]["vs_best"]["difference"] == 0.0
+    assert c["first"]["vs_best"]["n_turns"] == 1 and c["first"]["goal_ratio"] == 1.5
+    assert "ranks" not in result["systems"]["talkplay"]
+    assert "paired bootstrap" in markdown_report(result)

@@ -193,6 +193,9 @@ def model_card(bundle: Path, summary: dict, ablation: dict | None, info_base: st
                   "| system | MRR | Hit@1 | Hit@10 | nDCG@10 |", "|---|---|---|---|---|"]
         for name, m in evaluation["systems"].items():
             lines.append(f"| {name} | {m['mrr']:.4f} | {m['hit@1']:.4f} | {m['hit@10']:.4f} | {m['ndcg@10']:.4f} |")
+        lines += ["", "The `talkplay` row ranks by the engine's objective: this model's score of each track's music "
+                  "tokens plus the request's and the conversation's words, closeness to the tracks kept and "
+                  f"popularity (`talkplay.listening`; weights and each term's share in reports/blend_{bundle.name}.md)."]
         paper = evaluation.get("paper_mode")
         if paper:
             lines += ["", f"Paper-mode decoding (free tokens, then matching): {paper['exact']} exact, {paper['partial']} "
@@ -271,6 +274,12 @@ def package(run: Path, bundle: Path, ablation: Path | None = None, base_model: s
         current = None
     if current != store.variant:  # the app serves the default store: it must be the checkpoint's
         set_default_variant(bundle, store.variant, why=f"the packaged checkpoint ({CHECKPOINT_DIR}/) was trained on it")
+    from talkplay.bundle import read_playlists
+    from train.evaluation.blend import write_listening
+
+    if (bundle / "playlists.parquet").exists() and \
+            any(p.split == "train" for p in read_playlists(bundle)):  # the ranking's history and popularity terms
+        write_listening(bundle)
     return out
 
 

@@ -68,6 +68,7 @@ class EvalTurn:
     history: tuple[Message, ...]  # messages before this turn's music message
     target: str  # track id
     cold: bool  # the target is a cold-start track
+    held_out: bool = False  # the request uses a phrasing or slot word held out of training
 
 
 def eval_turns(conversations: Sequence[Conversation], cold: set[str] = frozenset()) -> tuple[list[EvalTurn], int]:
@@ -79,7 +80,8 @@ def eval_turns(conversations: Sequence[Conversation], cold: set[str] = frozenset
             if music.rejected:
                 skipped += 1
                 continue
-            out.append(EvalTurn(c.conversation_id, t, c.messages[: i + 1], music.content, music.content in cold))
+            out.append(EvalTurn(c.conversation_id, t, c.messages[: i + 1], music.content, music.content in cold,
+                                bool(getattr(c.messages[i], "held_out", False))))
     return out, skipped
 
 
@@ -145,7 +147,8 @@ def evaluate_ranker(ranker: Ranker, turns: Sequence[EvalTurn], catalog: Catalog,
         ranker.prepare([t.history for t in turns], catalog)
     by_conv: dict[str, list[int]] = {}
     by_turn: dict[int, list[int]] = {}
-    warm, cold = [], []
+    warm, cold, held, seen = [], [], [], []
+    ranks: list[list] = []  # [conversation id, turn, rank] per turn: the paired bootstrap reads them
     top1: Counter = Counter()
     top10: set[str] = set()
     hits = 0
@@ -174,6 +177,8 @@ def evaluate_ranker(ranker: Ranker, turns: Sequence[EvalTurn], catalog: Catalog,
         by_conv.setdefault(turn.conversation_id, []).append(rank)
         by_turn.setdefault(turn.turn, []).append(rank)
         (cold if turn.cold else warm).append(rank)
+        (held if turn.held_out else seen).append(rank)
+        ranks.append([turn.conversation_id, turn.turn, rank])
         masked = np.where(mask, -np.inf, scores)
         top1[ids[int(np.argmax(masked))]] += 1
         top10.update(ids[j] for j in np.argsort(-masked, kind="stable")[:10])
@@ -182,6 +187,9 @@ def evaluate_ranker(ranker: Ranker, turns: Sequence[EvalTurn], catalog: Catalog,
         "macro_over_conversations": macro_over_conversations(by_conv, spec),
         "warm": mean_metrics(warm, spec),
         "cold": mean_metrics(cold, spec),
+        "held_out_phrasing": mean_metrics(held, spec),
+        "seen_phrasing": mean_metrics(seen, spec),
+        "ranks": ranks,
         "by_turn": [{"turn": k, **mean_metrics(v, spec)} for k, v in sorted(by_turn.items())],
         "coverage": {"top1_distinct": len(top1), "top1_coverage": len(top1) / len(ids),
                      "top10_coverage": len(top10) / len(ids), "top1_entropy": _entropy(top1, len(ids)),
@@ -231,7 +239,11 @@ def evaluate_systems(bundle: str | Path, systems: Mapping[str, Ranker] | Sequenc
         results[name] = evaluate_ranker(ranker, turns, catalog, spec,
                                         score_cache(name) if score_cache is not None else None, log)
         log(f"  {name}: MRR {results[name]['macro_over_turns']['mrr']:.4f} ({results[name]['seconds']} s)")
+    comparison = compare_to_baselines(results, seed=seed)
+    for r in results.values():
+        r.pop("ranks", None)  # per-turn ranks: read by the comparison above, too long for the report
     return {
+        "comparison": comparison,
         "catalog": catalog.name, "bundle": str(bundle), "split": split, "tracks": len(catalog),
         "conversations": len(conversations), "turns": len(turns), "cold_turns": sum(t.cold for t in turns),
         "skipped_rejected_turns": skipped, "metrics": list(spec.names), "tie_policy": TIE_POLICY,
@@ -239,6 +251,83 @@ def evaluate_systems(bundle: str | Path, systems: Mapping[str, Ranker] | Sequenc
         "synthetic_data": any(c.synthetic for c in conversations),
         "not_available": {"audio-text": AUDIO_TEXT_NOTE}, "timing": build_seconds, "systems": results,
     }
+
+
+# ---------------------------------------------------------------- paired comparison
+
+GOALS = {"all": 1.3, "first": 1.5}  # the model's MRR ≥ goal × the best baseline's: all turns, first turns
+
+
+def _mrr_by_conversation(ranks: Sequence[Sequence], first_only: bool) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for conv, turn, rank in ranks:
+        if not first_only or turn == 1:
+            out.setdefault(conv, []).append(1.0 / rank)
+    return out
+
+
+def paired_bootstrap(a: Sequence[Sequence], b: Sequence[Sequence], ratio: float = 1.0, first_only: bool = False,
+                     resamples: int = 2000, seed: int = 0) -> dict:
+    """MRR of A − ``ratio`` × MRR of B over the same turns (macro over turns), with a 95 % interval from
+    resampling whole conversations (a conversation's turns are not independent). ``a``/``b``: [conversation,
+    turn, rank] rows of two systems on the same turns."""
+    ra, rb = _mrr_by_conversation(a, first_only), _mrr_by_conversation(b, first_only)
+    if set(ra) != set(rb) or any(len(ra[c]) != len(rb[c]) for c in ra):
+        raise ValueError("paired_bootstrap: the two systems were evaluated on different turns")
+    convs = sorted(ra)
+    if not convs:
+        return {"n_turns": 0, "n_conversations": 0}
+    sa = np.asarray([sum(ra[c]) for c in convs])
+    sb = np.asarray([sum(rb[c]) for c in convs])
+    n = np.asarray([len(ra[c]) for c in convs])
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(convs), size=(resamples, len(convs)))
+    tot = n[idx].sum(axis=1)
+    diff = (sa[idx].sum(axis=1) - ratio * sb[idx].sum(axis=1)) / tot
+    lo, hi = np.quantile(diff, [0.025, 0.975])
+    return {"n_turns": int(n.sum()), "n_conversations": len(convs), "mrr_a": float(sa.sum() / n.sum()),
+            "mrr_b": float(sb.sum() / n.sum()), "ratio": ratio,
+            "difference": float((sa.sum() - ratio * sb.sum()) / n.sum()), "ci95": [float(lo), float(hi)]}
+
+
+def compare_to_baselines(results: Mapping[str, dict], seed: int = 0) -> dict:
+    """For each model system: the best baseline (by MRR, all turns and first turns apart) and the paired
+    bootstrap of the model's MRR against it — the plain difference and against the goal (``GOALS``)."""
+    baselines = {k: v for k, v in results.items() if k not in MODEL_SYSTEMS and v.get("ranks")}
+    out: dict[str, dict] = {}
+    for name in MODEL_SYSTEMS:
+        if name not in results or not baselines:
+            continue
+        rows = results[name]["ranks"]
+        out[name] = {}
+        for scope, goal in GOALS.items():
+            first = scope == "first"
+            best = max(baselines, key=lambda b: paired_bootstrap(rows, baselines[b]["ranks"], 1.0, first, 1)["mrr_b"])
+            other = baselines[best]["ranks"]
+            out[name][scope] = {"best_baseline": best, "goal_ratio": goal,
+                                "vs_best": paired_bootstrap(rows, other, 1.0, first, seed=seed),
+                                "vs_goal": paired_bootstrap(rows, other, goal, first, seed=seed)}
+    return out
+
+
+def comparison_markdown(comparison: Mapping[str, dict]) -> list[str]:
+    if not comparison:
+        return []
+    lines = ["## The model against the best baseline (paired bootstrap over conversations)", "",
+             "| system | turns | best baseline | its MRR | model MRR | ratio | model − baseline (95 % CI) | "
+             "model − goal × baseline (95 % CI) |", "|---|---|---|---|---|---|---|---|"]
+    for name, scopes in comparison.items():
+        for scope, c in scopes.items():
+            v, g = c["vs_best"], c["vs_goal"]
+            if not v.get("n_turns"):
+                continue
+            ratio = v["mrr_a"] / v["mrr_b"] if v["mrr_b"] else float("inf")
+            lines.append(f"| {name} | {'all' if scope == 'all' else 'first'} ({v['n_turns']}) | {c['best_baseline']} | "
+                         f"{v['mrr_b']:.4f} | {v['mrr_a']:.4f} | {ratio:.2f}× | {v['difference']:+.4f} "
+                         f"[{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}] | {g['difference']:+.4f} "
+                         f"[{g['ci95'][0]:+.4f}, {g['ci95'][1]:+.4f}] (goal {c['goal_ratio']}×) |")
+    return lines + ["", "An interval above 0 in the last column means the goal is met with 95 % confidence "
+                        "(resampling whole conversations, 2,000 times).", ""]
 
 
 # ---------------------------------------------------------------- report
@@ -267,10 +356,15 @@ def markdown_report(result: dict) -> str:
               f"- {result['not_available']['audio-text']}", ""]
     for title, key in (("Macro over turns (Table 2)", "macro_over_turns"),
                        ("Macro over conversations", "macro_over_conversations"),
-                       ("Warm targets", "warm"), ("Cold-start targets", "cold")):
+                       ("Warm targets", "warm"), ("Cold-start targets", "cold"),
+                       ("Requests in held-out phrasings (templates or slot words never seen in training)",
+                        "held_out_phrasing"), ("Requests in phrasings seen in training", "seen_phrasing")):
+        if not all(key in r for r in systems.values()):
+            continue
         lines += [f"## {title}", "", head, rule]
         lines += [_row(s, r[key], names) for s, r in systems.items()]
         lines += ["", ""]
+    lines += comparison_markdown(result.get("comparison") or {})
     turns = sorted({b["turn"] for r in systems.values() for b in r["by_turn"]})
     lines += ["## MRR by turn index", "", "| system | " + " | ".join(str(t) for t in turns) + " |",
               "|---|" + "---|" * len(turns)]
@@ -410,8 +504,10 @@ def main(argv: list[str] | None = None) -> int:
         # only the model systems are slow enough to be worth resuming (seconds per turn on a CPU)
         if name not in MODEL_SYSTEMS:
             return None
+        # the scores belong to the checkpoint, the catalog and the ranking objective (weights, listening vectors)
+        ranking = getattr(systems[name], "key", lambda: None)()
         key = hashlib.sha256(json.dumps([name, vers["checkpoint"], vers["catalog"], args.split, args.seed,
-                                         args.precision]).encode()).hexdigest()[:12]
+                                         args.precision, ranking]).encode()).hexdigest()[:12]
         path = cache_dir / "scores" / f"{args.catalog.name}-{args.split}-{name}-{key}.jsonl"
         if args.no_resume and path.exists():
             path.unlink()

@@ -1,0 +1,107 @@
+"""What the conversation so far says (talkplay.listening): closeness to the kept tracks, the conversation's words,
+and the engine's ranking objective built from them (first stage → the model scores the best of it)."""
+
+import numpy as np
+import pytest
+
+from talkplay.conversation import ConversationState, Turn
+from talkplay.listening import LISTENING_FILE, Listening, context_scores
+from talkplay.recommender import GenerationConfig, Recommender
+from talkplay.render import RenderConfig
+from talkplay.textmatch import BM25Index
+from tests.worlds import make_model
+
+
+def test_history_is_closeness_to_the_kept_tracks_and_unknown_tracks_are_neutral(tmp_path):
+    ids = ["a", "b", "c", "d"]
+    vectors = {"a": np.array([1.0, 0.0]), "b": np.array([0.9, 0.1]), "c": np.array([0.0, 1.0])}  # d: none
+    lis = Listening.from_vectors(ids, vectors)
+    assert lis.known.tolist() == [True, True, True, False]
+    h = lis.history([0])
+    assert h[1] > h[2] and h[3] == 0.0  # b sits next to a, c far; d has no vector: neutral
+    assert abs(h[:3].mean()) < 1e-9  # z-scored over the tracks with a vector
+    assert not lis.history([]).any() and not lis.history([3]).any()  # nothing kept with a vector: no evidence
+    path = tmp_path / LISTENING_FILE
+    np.savez(path, ids=np.array(["c", "a", "b"]), vectors=np.stack([vectors[k] for k in "cab"]))
+    np.testing.assert_allclose(Listening.load(path, ids).history([0]), h)
+    (tmp_path / "bad.npz").write_bytes(b"not an npz")
+    with pytest.raises(ValueError, match="bad.npz"):
+        Listening.load(tmp_path / "bad.npz", ids)
+    with pytest.raises(ValueError, match="'b'"):
+        Listening.from_vectors(ids, {"a": np.ones(2), "b": np.ones(3)})
+
+
+def test_context_is_bm25_of_the_whole_conversation():
+    index = BM25Index.build([["folk", "flute"], ["metal", "guitar"], ["folk", "guitar"]])
+    s = context_scores(index, ["folk", "flute", "another"])
+    assert s.argmax() == 0 and s[1] == s.min()
+    assert not context_scores(index, []).any()
+
+
+def _engine(world, **weights):
+    catalog, store = world["catalog"], world["store"]
+    ids = store.track_ids
+    rng = np.random.default_rng(0)
+    vecs = {t: rng.normal(size=8) for t in ids}
+    vecs[ids[1]] = vecs[ids[0]] + 0.01 * rng.normal(size=8)  # track 1 is track 0's neighbour
+    config = GenerationConfig(max_reply_tokens=2, temperature=0.0, **weights)
+    return Recommender(make_model(world["tokenizer"], world["n_old"]).eval(), world["tokenizer"], catalog, store,
+                       config, RenderConfig(max_tokens=512), listening=Listening.from_vectors(ids, vecs)), ids
+
+
+def test_the_kept_tracks_pull_their_neighbour_to_the_top(world):  # noqa: F811
+    rec, ids = _engine(world, history_weight=1000.0)
+    state = ConversationState([Turn("something", ids[0], "ok", "constrained", 0.0, ())])
+    for method in ("exhaustive", "shortlist"):
+        assert rec.rank(state, "another one", k=1, method=method)[0].track_id == ids[1]
+    assert rec.choose(state, "another one").track.track_id == ids[1]  # playing maximizes the same objective
+    state.rejected.add(ids[0])  # a rejected track is not a kept one: nothing pulls
+    assert rec.first_stage(state, "another one", rec.generation) is None
+    off = GenerationConfig(history_weight=0.0)
+    assert rec.first_stage(ConversationState(state.turns), "another one", off) is None
+
+
+def test_the_shortlist_ranking_scores_the_first_stage_best_with_the_model(world):  # noqa: F811
+    rec, ids = _engine(world)
+    state = ConversationState([Turn("calm piano", ids[0], "ok", "constrained", 0.0, ())])
+    full = rec.rank(state, "more calm piano", k=len(ids), method="exhaustive")
+    short = rec.rank(state, "more calm piano", k=len(ids), method="shortlist", shortlist=len(ids))
+    assert [r.track_id for r in full] == [r.track_id for r in short]  # a shortlist of every track: the same
+    two = rec.rank(state, "more calm piano", k=len(ids), method="shortlist", shortlist=2)
+    stage = rec.first_stage(state, "more calm piano", rec.generation)
+    allowed = [i for i in range(len(ids)) if ids[i] != ids[0]]
+    best2 = {ids[i] for i in sorted(allowed, key=lambda i: -stage[i])[:2]}
+    assert {r.track_id for r in two[:2]} == best2  # the model reorders the shortlist only
+    with pytest.raises(ValueError, match="model_weight"):
+        GenerationConfig(model_weight=0.0)
+
+
+def test_popularity_is_neutral_for_unseen_tracks_and_codes_place_tracks_without_a_vector(tmp_path):
+    ids = ["a", "b", "c"]
+    lis = Listening.from_vectors(ids, {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0])},
+                                 counts={"a": 50, "b": 2}, fallback=np.array([[0, 0], [0, 0], [0.9, 0.2]]))
+    assert lis.popularity[0] > 0 > lis.popularity[1] and lis.popularity[2] == 0.0  # c: never seen, not unpopular
+    assert lis.known.all() and lis.from_codes.tolist() == [False, False, True]
+    h = lis.history([0])
+    assert h[2] > h[1]  # c's codes place it next to a
+    path = tmp_path / LISTENING_FILE
+    np.savez(path, ids=np.array(ids[:2]), vectors=np.eye(2), counts=np.array([50.0, 2.0]))
+    np.testing.assert_allclose(Listening.load(path, ids).popularity, lis.popularity)
+    np.savez(path, ids=np.array(ids[:2]), vectors=np.eye(2), counts=np.array([1.0]))
+    with pytest.raises(ValueError, match="counts"):
+        Listening.load(path, ids)
+
+
+def test_code_vectors_sum_the_playlist_centroids():
+    from types import SimpleNamespace
+
+    from talkplay.listening import code_vectors
+    from talkplay.tokens import Position
+
+    positions = (Position("semantic", 1), Position("playlist", 1), Position("playlist", 2))
+    cen = {"playlist1": np.array([[1.0, 0.0], [0.0, 1.0]], np.float32),
+           "playlist2": np.array([[0.1, 0.0], [0.0, 0.1]], np.float32)}
+    store = SimpleNamespace(centroids=lambda: cen, vocab=SimpleNamespace(positions=positions),
+                            codes=np.array([[5, 0, 1], [5, 1, 0]]))
+    np.testing.assert_allclose(code_vectors(store), [[1.0, 0.1], [0.1, 1.0]], rtol=1e-6)
+    assert code_vectors(SimpleNamespace(centroids=dict, vocab=store.vocab, codes=store.codes)) is None
