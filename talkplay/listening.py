@@ -21,7 +21,7 @@ Three per-track scores that the ranking objective adds to the model's log-likeli
 Why they are here: the model reads the same history in its prompt, but a 135M model trained for a few hours on
 two CPU cores links it to the next track weakly. On the validation split (40 conversations, 243 turns, and 175
 more first requests; ``python -m train.evaluation.blend --catalog catalog/demo``) the model's score alone ranked
-the played track at MRR 0.19 and the whole objective at 0.33; the weights and the best objective without each
+the played track at MRR 0.19 and the whole objective at 0.32; the weights and the best objective without each
 term are in ``reports/blend_demo.md``.
 """
 
@@ -52,6 +52,7 @@ class Listening:
     known: np.ndarray  # (n_rows,) bool: the track has a vector (its own, or from its codes)
     popularity: np.ndarray | None = None  # (n_rows,) float64 z-scored log training count; 0 for unseen tracks
     from_codes: np.ndarray | None = None  # (n_rows,) bool: the vector was rebuilt from the track's codes
+    rebuilt: np.ndarray | None = None  # (n_rows, d) float32 unit vectors rebuilt from every track's codes
 
     @classmethod
     def from_vectors(cls, track_ids: Sequence[str], vectors: dict[str, np.ndarray],
@@ -85,7 +86,11 @@ class Listening:
             popularity = np.zeros(len(track_ids))
             if seen.any():
                 popularity[seen] = np.minimum(_z(logs[seen]), POPULARITY_CAP)
-        return cls(out, known, popularity, from_codes)
+        rebuilt = None
+        if fallback is not None:
+            norms = np.linalg.norm(fallback, axis=1, keepdims=True)
+            rebuilt = np.where(norms > 0, fallback / np.where(norms > 0, norms, 1.0), 0.0).astype(np.float32)
+        return cls(out, known, popularity, from_codes, rebuilt)
 
     @classmethod
     def load(cls, path: str | Path, track_ids: Sequence[str], fallback: np.ndarray | None = None) -> "Listening":
@@ -105,30 +110,51 @@ class Listening:
                                 dict(zip(ids, counts.tolist())) if counts is not None else None, fallback)
 
     def history(self, kept_rows: Sequence[int]) -> np.ndarray:
-        """float64 (n_rows,): z-scored cosine of every track to the mean of the kept tracks' vectors; zeros when
-        none of them has a vector. Tracks without a vector score the neutral 0."""
-        seeds = [int(r) for r in kept_rows if self.known[int(r)]]
-        if not seeds:
-            return np.zeros(len(self.vectors))
-        q = self.vectors[seeds].mean(axis=0)
-        n = float(np.linalg.norm(q))
-        if n == 0:
-            return np.zeros(len(self.vectors))
-        cos = (self.vectors @ (q / n)).astype(np.float64)
-        out = np.zeros(len(cos))
-        out[self.known] = _z(cos[self.known])
+        """float64 (n_rows,): how close every track sits to the kept tracks, z-scored; zeros when none of them has a
+        vector. A track with its own vector: its cosine to the mean of the kept tracks' own vectors, z-scored
+        over those tracks. A track placed by its codes: its rebuilt vector's cosine to the mean of the kept
+        tracks' rebuilt vectors, z-scored over every track's rebuilt vector — rebuilt vectors are cluster
+        centroids, nearer to everything than a track's own vector is, so they are compared among themselves
+        (cold tracks would otherwise top every history). Tracks with no vector at all score the neutral 0."""
+        kept = [int(r) for r in kept_rows if self.known[int(r)]]
+        out = np.zeros(len(self.vectors))
+        own = self.known & ~self.from_codes if self.from_codes is not None else self.known
+        seeds = [r for r in kept if own[r]]
+        if seeds:
+            q = self.vectors[seeds].mean(axis=0)
+            if np.linalg.norm(q) > 0:
+                cos = (self.vectors @ (q / np.linalg.norm(q))).astype(np.float64)
+                out[own] = _z(cos[own])
+        if self.rebuilt is not None and kept and self.from_codes is not None and self.from_codes.any():
+            q = self.rebuilt[kept].mean(axis=0)
+            if np.linalg.norm(q) > 0:
+                cos = (self.rebuilt @ (q / np.linalg.norm(q))).astype(np.float64)
+                out[self.from_codes] = _z(cos)[self.from_codes]
         return out
 
 
 def code_vectors(store) -> np.ndarray | None:
-    """(n_rows, d) float32: each store track's playlist-modality vector rebuilt from its codes (the sum of the
-    centroids its playlist codes name, residual levels added); None when the store has no playlist centroids."""
+    """(n_rows, d) float32: each store track's playlist-modality vector rebuilt from its codes — the sum of the
+    centroids its playlist codes name (residual levels added), mapped back out of the quantizer's preprocessing
+    (× its scale + its mean, ``<store>/quantizers.safetensors``: the centroids live in the centred, scaled space,
+    and the mean is a large shared part of every unit item2vec vector). None when the store has no playlist
+    centroids or no preprocessing state to undo."""
+    from talkplay.token_store import QUANTIZERS_FILE
+
     centroids = store.centroids()
     cols = [(i, p) for i, p in enumerate(store.vocab.positions) if p.modality == "playlist"]
     names = [f"{p.modality}{p.level}" for _, p in cols]
-    if not cols or any(n not in centroids for n in names):
+    root = getattr(store, "root", None)
+    if not cols or any(n not in centroids for n in names) or root is None or \
+            not (Path(root) / QUANTIZERS_FILE).exists():
         return None
-    return sum(np.asarray(centroids[n], np.float32)[store.codes[:, i]] for (i, _), n in zip(cols, names))
+    from safetensors.numpy import load_file
+
+    state = load_file(str(Path(root) / QUANTIZERS_FILE))
+    if "playlist.prep.mean" not in state or "playlist.prep.scale" not in state:
+        return None
+    z = sum(np.asarray(centroids[n], np.float32)[store.codes[:, i]] for (i, _), n in zip(cols, names))
+    return (z * float(state["playlist.prep.scale"].reshape(-1)[0]) + state["playlist.prep.mean"]).astype(np.float32)
 
 
 def context_scores(bm25, tokens: Sequence[str]) -> np.ndarray:

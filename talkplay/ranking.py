@@ -113,14 +113,15 @@ class Ranking:
              text_weight: float | None = None, generation: Any = None, shortlist: int | None = None) -> list[Ranked]:
         """Top-``k`` allowed tracks (not played, not rejected) for ``user_text`` by the engine's ranking objective:
         w_m · (the log-likelihood of their music tokens − β · prior) + the first stage (λ · text match + w_c ·
-        the conversation's words + w_h · closeness to the tracks kept: ``first_stage``), or, for a request
-        relative to the track playing ("slower"), w_m · log-likelihood + λ · closeness, tracks that move the
+        the conversation's words + w_h · closeness to the tracks kept + w_p · popularity: ``first_stage``), or,
+        for a request relative to the track playing ("slower"), w_m · (log-likelihood − β · prior) + λ ·
+        closeness, tracks that move the
         asked way first — what playing a track maximizes. Weights: ``generation`` (default the engine's
         GenerationConfig), with ``prior_weight``/``text_weight`` overriding β/λ.
 
         Args:
             method: "exhaustive" (the model scores every allowed track, batched, prompt cache shared),
-                "shortlist" (the model scores the ``shortlist`` (default 32) tracks the first stage ranks highest —
+                "shortlist" (the model scores the ``shortlist`` (default: the engine's) tracks the first stage ranks highest —
                 as playing a track does with the engine's own shortlist — the rest follow in first-stage order;
                 every track when there is no first stage), "beam" (constrained beam search over the trie, width
                 ``beam`` or max(k, 16), the likelihood alone), or "auto" (exhaustive up to ``exhaustive_limit``
@@ -154,7 +155,7 @@ class Ranking:
             model = np.full(len(rows), 0.0)
             scored = np.arange(len(rows))
             if method == "shortlist" and stage is not None:
-                scored = np.lexsort((rows, -stage))[: shortlist or 32]
+                scored = np.lexsort((rows, -stage))[: shortlist or self.shortlist]
             model[scored] = self._exhaustive(cache, first, rows[scored])
             if beta:
                 model[scored] -= beta * self.prior().row_scores[rows[scored]]

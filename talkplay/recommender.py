@@ -14,9 +14,11 @@ For each message (TalkPlay §4.4: music first, then words)::
     reply       ← sampled with music/control tokens banned, streamed as TextDelta events
 
 One KV cache carries the prompt, the span, the grounding span and the reply, so nothing is recomputed.
-:meth:`Recommender.rank` scores every allowed track by the log-likelihood of its music tokens after the
-same prompt (batched, reusing the prompt's cache), or by a constrained beam search over the trie when the
-catalog is large; the evaluation and "show me alternatives" use it.
+:meth:`Recommender.rank` scores the allowed tracks by the same objective that chooses the played one — the
+log-likelihood of a track's music tokens after the same prompt (batched, reusing the prompt's cache) plus the
+first stage's terms (:meth:`Recommender.first_stage`: the request's and the conversation's words, closeness to
+the kept tracks, popularity) — or by a constrained beam search over the trie when the catalog is large; the
+evaluation and "show me alternatives" use it.
 
 Generation is a hand-written sampling loop rather than ``model.generate`` because the grounding span is
 inserted mid-generation and events are streamed between steps; the rules themselves are the
@@ -59,15 +61,15 @@ log = logging.getLogger(__name__)
 MUSIC_TEMPERATURE = 0.0  # default music-span temperature (greedy): valid-split played fit 0.55 / 0.54 / 0.53 / 0.55 / 0.67 at 1.0 / 0.7 / 0.5 / 0.3 / 0
 SHORTLIST = 8  # candidates the first stage (words, context, history) proposes and the model scores: valid greedy
 # played fit 0.688 / 0.700 / 0.700 at 16 / 8 / 4 (80 first requests, `python -m train.evaluation.fit_check
-# --tune-shortlist 16 8 4`), 0.42 / 0.26 / 0.25 s a request; test-split MRR the same from 8 to 64
+# --tune-shortlist 16 8 4`), 0.42 / 0.26 / 0.25 s a request; validation MRR the same from 8 to 64
 # The ranking objective, w_m · (log-lik − β · prior) + λ · text match + w_c · context + w_h · history + w_p ·
 # popularity, chosen on the validation split's conversations (`python -m train.evaluation.blend`; reports/blend_demo.md). Until then the
 # objective was log-lik − 1.0 · prior + 2.0 · text match, chosen for the first requests' tag fit alone
 # (reports/text_match_tuning.md): it ranked the played track of later turns below BM25.
 MODEL_WEIGHT = 0.5  # w_m
 TEXT_WEIGHT = 1.0  # λ: the request's own words (talkplay.textmatch)
-CONTEXT_WEIGHT = 2.0  # w_c: the whole conversation's words (talkplay.listening.context_scores)
-HISTORY_WEIGHT = 6.0  # w_h: closeness to the tracks kept so far (talkplay.listening.Listening.history)
+CONTEXT_WEIGHT = 1.0  # w_c: the whole conversation's words (talkplay.listening.context_scores)
+HISTORY_WEIGHT = 4.0  # w_h: closeness to the tracks kept so far (talkplay.listening.Listening.history)
 POPULARITY_WEIGHT = 1.0  # w_p: how often the training playlists hold the track (talkplay.listening)
 PRIOR_WEIGHT = 0.5  # β: the share of the neutral request's log-probs taken out (talkplay.prior)
 # threshold on the LM's own P(<start_of_music>) after the assistant header when the checkpoint has no decision head
@@ -113,8 +115,9 @@ class GenerationConfig:
     The music span has its own temperature (``music_temperature``; greedy by default: on the validation split a
     greedy span played fitting tracks far more often than any sampled one, and the conversation's exclusions still
     make every track new). The track is chosen by the ranking objective w_m · (log-lik − β · prior) + λ · text match
-    + w_c · conversation words + w_h · closeness to the kept tracks (``model_weight``, ``prior_weight``,
-    ``text_weight``, ``context_weight``, ``history_weight``; :meth:`Recommender.first_stage`,
+    + w_c · conversation words + w_h · closeness to the kept tracks + w_p · popularity (``model_weight``,
+    ``prior_weight``, ``text_weight``, ``context_weight``, ``history_weight``, ``popularity_weight``;
+    :meth:`Recommender.first_stage`,
     :mod:`talkplay.listening`), weights chosen on the validation conversations with
     ``python -m train.evaluation.blend``. ``temperature=0`` makes the whole turn greedy.
     """
@@ -688,7 +691,7 @@ class Recommender(Ranking):
             return None
         if self.listening is not None and self.listening.popularity is not None:
             out["popularity"] = self.listening.popularity
-        if state.turns:  # a first request's words are the text match's alone: BM25 of them again would outvote
+        if state.played:  # a first request's words are the text match's alone: BM25 of them again would outvote
             # the concepts it fits (valid first requests: top-1 fit fell with it, and BM25 alone fits 0.59)
             said = [w for t in state.turns for w in (t.user, t.reply)] + [user_text]
             out["context"] = context_scores(match.bm25, tokenize(" ".join(said)))
@@ -697,7 +700,8 @@ class Recommender(Ranking):
     def first_stage(self, state: ConversationState, user_text: str, config: GenerationConfig
                     ) -> np.ndarray | None:
         """float64 per store row: λ · the request's text match (when its words can speak for it) + w_c · the
-        conversation's words + w_h · closeness to the tracks kept (:mod:`talkplay.listening`) — everything in the
+        conversation's words + w_h · closeness to the tracks kept + w_p · popularity (:mod:`talkplay.listening`;
+        :meth:`first_stage_terms`) — everything in the
         ranking objective but the model's own term, which is computed for the best of these only. None when nothing
         but the model can speak (no words to search for and nothing kept yet, or those terms weighted 0): the
         model's span decides alone."""

@@ -7,9 +7,9 @@ validation split's first requests (60): top-1 fit 0.62 for the model's own ranki
 0.73 for the model's log-likelihood − β · prior + λ · ``s_t`` (β = 1, λ = 2; ``python -m train.evaluation.fit_check
 --tune-text``), where ``s_t`` is this module's score of track ``t`` for the request.
 
-Ranking (``Recommender.rank``) adds ``λ · s_t``. Playing a track (``Recommender._rerank``) scores the ``shortlist``
-(16) tracks this module ranks highest with that same objective and plays the best — on the validation and
-fit-check requests the best of those 16 was the full ranking's top-1 every time. So every played track is a real
+Ranking and playing add ``λ · s_t`` to the ranking objective (with the conversation's terms,
+:mod:`talkplay.listening`; ``Recommender.first_stage``); playing (``Recommender._rerank``) scores the ``shortlist``
+(8) tracks that first stage ranks highest with the whole objective and plays the best. So every played track is a real
 catalog track whose music tokens the model scored; the words choose which tracks it considers. Turns whose words
 name nothing on any card (:meth:`TextMatch.has_evidence`: "something else", "slower") are decoded by the model
 alone (constrained span, prior-corrected). λ = 0 turns the text match off.

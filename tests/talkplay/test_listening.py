@@ -92,16 +92,32 @@ def test_popularity_is_neutral_for_unseen_tracks_and_codes_place_tracks_without_
         Listening.load(path, ids)
 
 
-def test_code_vectors_sum_the_playlist_centroids():
+def test_code_vectors_sum_the_playlist_centroids_and_undo_the_preprocessing(tmp_path):
     from types import SimpleNamespace
 
+    from safetensors.numpy import save_file
+
     from talkplay.listening import code_vectors
+    from talkplay.token_store import QUANTIZERS_FILE
     from talkplay.tokens import Position
 
     positions = (Position("semantic", 1), Position("playlist", 1), Position("playlist", 2))
     cen = {"playlist1": np.array([[1.0, 0.0], [0.0, 1.0]], np.float32),
            "playlist2": np.array([[0.1, 0.0], [0.0, 0.1]], np.float32)}
-    store = SimpleNamespace(centroids=lambda: cen, vocab=SimpleNamespace(positions=positions),
-                            codes=np.array([[5, 0, 1], [5, 1, 0]]))
-    np.testing.assert_allclose(code_vectors(store), [[1.0, 0.1], [0.1, 1.0]], rtol=1e-6)
-    assert code_vectors(SimpleNamespace(centroids=dict, vocab=store.vocab, codes=store.codes)) is None
+    codes = np.array([[5, 0, 1], [5, 1, 0]])
+    store = SimpleNamespace(centroids=lambda: cen, vocab=SimpleNamespace(positions=positions), codes=codes,
+                            root=tmp_path)
+    assert code_vectors(store) is None  # no preprocessing state to undo: nothing rebuilt
+    save_file({"playlist.prep.mean": np.array([0.5, -0.5], np.float32),
+               "playlist.prep.scale": np.array([2.0], np.float32)}, str(tmp_path / QUANTIZERS_FILE))
+    np.testing.assert_allclose(code_vectors(store), [[2.5, -0.3], [0.7, 1.5]], rtol=1e-6)  # (sum) · 2 + mean
+    assert code_vectors(SimpleNamespace(centroids=dict, vocab=store.vocab, codes=codes, root=tmp_path)) is None
+
+
+def test_playing_maximizes_the_ranking_objective_at_the_default_weights(world):  # noqa: F811
+    rec, ids = _engine(world)
+    for kept in ([], [ids[0]], [ids[2], ids[3]]):
+        state = ConversationState([Turn("calm piano", t, "ok", "constrained", 0.0, ()) for t in kept])
+        for text in ("more calm piano", "another one", "upbeat song with drums"):
+            top = rec.rank(state, text, k=1, method="shortlist")[0].track_id
+            assert rec.choose(state, text).track.track_id == top, (kept, text)

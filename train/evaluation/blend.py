@@ -54,8 +54,11 @@ def write_listening(bundle: Path, cache_dir: Path | None = None) -> Path:
     from talkplay.bundle import read_playlists
     from train.tokens.embeddings import cached_item2vec, content_key
 
-    manifest = json.loads((bundle / "tokens" / "rkmeans" / "manifest.json").read_text(encoding="utf-8")) \
-        if (bundle / "tokens" / "rkmeans" / "manifest.json").exists() else {}
+    from talkplay.token_store import default_variant, store_dir
+
+    # the settings the serving store's playlist tokens were built with (its manifest), so the vectors match them
+    path = store_dir(bundle, default_variant(bundle)) / "manifest.json"
+    manifest = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     cfg = manifest.get("embeddings", {}).get("config", {})
     args = dict(dim=cfg.get("playlist_dim", 128), window=cfg.get("item2vec_window", 3),
                 negatives=cfg.get("item2vec_negatives", 5), epochs=cfg.get("item2vec_epochs", 15),
@@ -216,8 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     extra, _ = eval_turns(every[args.conversations: args.conversations + args.extra_first_turns])
     extra = [t for t in extra if t.turn == 1]
     whole = {(t.conversation_id, t.turn) for t in turns}
-    # the model's scores belong to one checkpoint: its manifest names the cache
-    tag = hashlib.sha256((checkpoint_dir(args.catalog) / "checkpoint.json").read_bytes()).hexdigest()[:12]
+    # the model's scores belong to one checkpoint, catalog (the prompts carry its cards) and set of conversations
+    tag = hashlib.sha256(b"".join(p.read_bytes() for p in (
+        checkpoint_dir(args.catalog) / "checkpoint.json", args.catalog / "tracks.parquet",
+        conversations_path(args.catalog, "valid")))).hexdigest()[:12]
     terms = turn_terms(rec, turns + extra, cache / f"{args.catalog.name}-valid-lm-{tag}.jsonl",
                        log=lambda s: print(s, file=sys.stderr, flush=True))
     for t, u in zip(terms, turns + extra):
