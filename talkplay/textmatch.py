@@ -222,6 +222,12 @@ class TextMatch:
             return True
         return bool(tokens) and bool(self.bm25.score(tokens).max() > 0)
 
+    def names_a_search(self, request: str) -> bool:
+        """Whether ``request`` names, undeclined, a scene, genre, instrument or tag to look for
+        (:data:`talkplay.intent.SEARCH_KINDS`): "now some heavy metal", not "another one" or "no drums"."""
+        return self.intent is not None and any(not m.declined and m.kind in SEARCH_KINDS
+                                               for m in self.intent.read(request))
+
     def scores(self, request: str, concepts: bool = True) -> np.ndarray:
         """float64 (n_tracks,): bm25_weight · z(BM25) + dense_weight · z(cosine) + tag_weight · (fit + titled)
         for ``request``, where fit ∈ [−1, 1] is how well a track's tags meet the concepts the request names

@@ -121,3 +121,18 @@ def test_playing_maximizes_the_ranking_objective_at_the_default_weights(world): 
         for text in ("more calm piano", "another one", "upbeat song with drums"):
             top = rec.rank(state, text, k=1, method="shortlist")[0].track_id
             assert rec.choose(state, text).track.track_id == top, (kept, text)
+
+
+def test_a_named_search_halves_the_kept_tracks_pull(world, monkeypatch):  # noqa: F811
+    from talkplay.recommender import NAMED_HISTORY_SHARE
+
+    rec, ids = _engine(world)
+    tag = "piano"
+    match = rec.text_match()  # the reading itself is test_textmatch's; here: what the engine does with it
+    monkeypatch.setattr(match, "names_a_search", lambda text: text == f"now some {tag}")
+    monkeypatch.setattr(match, "has_evidence", lambda text, first_turn, concepts=True: True)
+    state = ConversationState([Turn("something", ids[0], "ok", "constrained", 0.0, ())])
+    full = rec.listening.history([rec.store.row(ids[0])])
+    named = rec.first_stage_terms(state, f"now some {tag}")["history"]
+    np.testing.assert_allclose(named, NAMED_HISTORY_SHARE * full)
+    np.testing.assert_allclose(rec.first_stage_terms(state, "another one")["history"], full)

@@ -66,3 +66,9 @@ def test_the_played_track_is_the_top_of_the_ranking(world):  # noqa: F811
     for text in ("calm piano at night", "upbeat song with drums", "band 2", "anything"):
         played = rec.choose(ConversationState(), text, generation=config).track.track_id
         assert played == rec.rank(ConversationState(), text, k=1)[0].track_id, text
+
+
+def test_names_a_search_reads_undeclined_genres_and_instruments():
+    match = TextMatch.build(_tracks())
+    assert match.names_a_search("now some piano please")
+    assert not match.names_a_search("another one") and not match.names_a_search("no piano")

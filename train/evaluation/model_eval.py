@@ -22,7 +22,7 @@ import numpy as np
 
 from talkplay.catalog import Catalog
 from talkplay.conversation import ConversationState, Turn
-from talkplay.recommender import SHORTLIST, GenerationConfig, Recommender
+from talkplay.recommender import NAMED_HISTORY_SHARE, SHORTLIST, GenerationConfig, Recommender
 from train.data.conversation_schema import Message
 
 
@@ -62,6 +62,7 @@ class ModelRanker:
         g = asdict(self.rec.generation)
         return {"weights": {k: g[k] for k in ("model_weight", "prior_weight", "text_weight", "context_weight",
                                               "history_weight", "popularity_weight")}, "shortlist": self.SHORTLIST,
+                "named_history_share": NAMED_HISTORY_SHARE,
                 "listening": version_of(checkpoint_dir(self.rec.catalog.root) / LISTENING_FILE)}
 
     def scores(self, history: Sequence[Message], catalog: Catalog) -> np.ndarray:
