@@ -33,15 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
+from talkplay.textmatch import _z  # one z-score for every first-stage term
+
 # popularity above this many standard deviations counts as this: on the validation split the uncapped term made
 # one track the top-1 of 7 % of the turns (capped at 1: 4 %) — "popular enough" should not outvote the words
 POPULARITY_CAP = 1.0
 LISTENING_FILE = "listening.npz"  # under the checkpoint directory: ids (n,) and vectors (n, d)
-
-
-def _z(x: np.ndarray) -> np.ndarray:
-    s = float(x.std())
-    return (x - x.mean()) / s if s > 0 else np.zeros_like(x)
 
 
 @dataclass
