@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -114,7 +114,8 @@ CONCEPTS: tuple[Concept, ...] = (
     _c("mood:upbeat", "upbeat|up beat|lively|peppy|perky|groovy|catchy", "energetic,bright,playful,pop,dance,fast",
        avoid="slow,dark,quiet"),
     _c("mood:energetic", "energetic|energy|high energy|hype|hyped|pumped|pumped up|pump up|adrenaline|powerful|"
-       "intense|intensity|exciting|excited|dynamic|hard hitting|banger|bangers|turn up|get me going",
+       "intense|intensity|exciting|excited|dynamic|hard hitting|banger|bangers|turn up|get me going|full throttle|"
+       "full speed|flat out|amped|amped up|fired up|revved up",
        "energetic,fast,loud,action", avoid=_ENERGY_AVOID),
     _c("mood:aggressive", "aggressive|angry|anger|rage|raging|furious|brutal|violent|"
        "pissed|savage|headbang|headbanging|moshing|mosh", "metal,rock,loud,energetic,action",
@@ -124,21 +125,21 @@ CONCEPTS: tuple[Concept, ...] = (
        "gloomy|brooding|grim|dread|dreadful|unsettling|disturbing|nightmare|villain|demonic|gothic|goth|noir",
        "dark", avoid="playful,pop,bright"),
     _c("mood:tense", "tense|tension|suspense|suspenseful|thriller|stealth|sneaky|sneaking|nervous|anxious|"
-       "anxiety|stressful", "dark,cinematic,atmospheric", avoid="playful,pop,bright"),
+       "anxiety|stressful|high stakes|nail biting|cliffhanger", "dark,cinematic,atmospheric", avoid="playful,pop,bright"),
     _c("mood:mysterious", "mysterious|mystery|mystical|enigmatic|cryptic|otherworldly|strange|weird|odd|alien",
        "dark,atmospheric,ambient,experimental", avoid="pop,playful"),
     _c("mood:dreamy", "dreamy|dreamlike|dream|ethereal|floaty|floating|hypnotic|trippy|spacey|spacy|airy|"
        "atmospheric|immersive|spacious|lush|shimmering|hazy|psychedelic", "atmospheric,ambient",
        avoid="metal,loud"),
     _c("mood:romantic", "romantic|romance|love|love song|in love|tender|heartfelt|intimate|date night|"
-       "candlelight|wedding|sweet|beautiful|lovely|pretty", "romantic,strings,piano,violin",
+       "candlelight|wedding|sweet|beautiful|lovely|pretty|swoony|swoon", "romantic,strings,piano,violin",
        avoid="metal,loud,dark"),
     _c("mood:epic", "epic|heroic|hero|triumphant|triumph|majestic|grand|grandiose|glorious|glory|victory|"
        "victorious|anthem|anthemic|legendary|inspiring|inspirational|motivating|motivational|empowering|"
        "uplifting orchestral", "orchestral,cinematic", avoid="quiet,chill"),
     _c("mood:bright", "bright|brighter|shiny|sparkly|sparkling|crisp|sunshine|summery|summer",
        "bright", avoid="dark"),
-    _c("mood:distracting", "distracting|busy|hectic|chaotic|frantic|overwhelming|noisy|loud|blasting|cranked",
+    _c("mood:distracting", "distracting|busy|hectic|chaotic|frantic|overwhelming|noisy|loud|blasting|blaring|booming|thunderous|cranked",
        "loud,energetic,action,fast", declined="calm,quiet,ambient,chill,drumless"),
     # ---------------------------------------------------------------- scenes and activities
     _c("scene:sleep", "sleep|sleeping|asleep|fall asleep|falling asleep|bedtime|bed|nap|napping|sleepy|lullaby|"
@@ -148,7 +149,7 @@ CONCEPTS: tuple[Concept, ...] = (
        "healing|self care", "calm,quiet,ambient,chill", "slow,drumless,calm,quiet", avoid=_QUIET_AVOID),
     _c("scene:focus", "study|studying|studies|focus|focusing|focused|concentrate|concentration|concentrating|"
        "homework|exam|exams|revision|revising|deep work|work|working|productivity|productive|office|"
-       "reading|read|book|books|writing|essay|background|background music|bgm|not distracting",
+       "reading|read|book|books|writing|essay|journaling|journal|diary|background|background music|bgm|not distracting",
        "ambient,calm,chill,quiet,drumless,piano", avoid="loud,metal,action,fast,energetic"),
     _c("scene:coding", "coding|code|programming|programmer|hacking|hackathon|debugging|developer|dev",
        "electronic,ambient,synth", avoid="loud,metal,action"),
@@ -168,7 +169,7 @@ CONCEPTS: tuple[Concept, ...] = (
        "action scene|action sequence|chase|chase scene|invasion", "energetic,action,loud,fast",
        "orchestral,cinematic,metal,rock,percussive,drums", avoid="calm,chill,quiet,playful"),
     _c("scene:adventure", "adventure|adventures|adventurous|quest|questing|journey|voyage|expedition|exploring|"
-       "explore|exploration|discover|discovery|travel|travelling|traveling|wandering|wanderlust|open world|"
+       "explore|exploration|exploratory|explorer|explorers|discover|discovery|travel|travelling|traveling|wandering|wanderlust|open world|"
        "overworld|world map|hiking|hike", "exploration,atmospheric,cinematic,orchestral,fantasy"),
     _c("scene:space", "space|outer space|galaxy|galactic|cosmic|cosmos|stars|starry|stargazing|universe|planet|"
        "planets|astronaut|nebula|orbit|spaceship|starship|space station|interstellar|sci fi|scifi|"
@@ -261,10 +262,13 @@ CONCEPTS: tuple[Concept, ...] = (
     # ---------------------------------------------------------------- words that name no property here
     # "the supertux soundtrack": every track of a game catalog is a soundtrack; the name says which (BM25).
     _c("neutral:soundtrack", "soundtrack|soundtracks|ost|osts|game soundtrack"),
+    # "good evening! something upbeat" greets: it asks for no evening music (nor morning music)
+    _c("neutral:greeting", "good evening|good morning|good afternoon|good day|evening all|morning all|"
+       "evening everyone|morning everyone"),
     # ---------------------------------------------------------------- tempo and loudness
     _c("tempo:slow", "slow|slower|slowly|slow paced|downtempo|down tempo|unhurried|leisurely|relaxed pace|"
        "ballad|ballads", "slow", avoid="fast"),
-    _c("tempo:mid", "mid tempo|midtempo|medium tempo|moderate|moderately|moderate tempo|medium paced|steady|steady pace|"
+    _c("tempo:mid", "mid tempo|midtempo|medium tempo|moderate|moderately|moderate tempo|medium paced|medium pace|mid paced|steady|steady pace|"
        "walking pace", "mid-tempo"),
     _c("tempo:fast", "fast|faster|fast paced|quick|uptempo|up tempo|high tempo|speedy|rapid|frenetic|"
        "high bpm|racing|speed", "fast", avoid="slow"),
@@ -387,11 +391,17 @@ class IntentReader:
     ``names``: per track, the words of its title and artist; a track whose name holds all the words of a mention
     fits that mention ("play Battle Theme" must not bury the track called so under battle music's tags). Album
     words are left out: an album named "The Battle for Wesnoth" would make every one of its tracks battle music.
+    ``unread``: the positions of a request's words that name an album or artist
+    (:meth:`talkplay.facts.FactReader.name_positions`): no concept reads them ("from UFO: Alien Invasion" asks
+    for that game, not for space music).
     """
 
     def __init__(self, track_tags: Sequence[Iterable[str]], concepts: Sequence[Concept] = CONCEPTS,
-                 names: Sequence[Iterable[str]] | None = None, titles: Sequence[str] | None = None):
+                 names: Sequence[Iterable[str]] | None = None, titles: Sequence[str] | None = None,
+                 unread: Callable[[Sequence[str]], set[int]] | None = None):
         self.track_tags = [frozenset(t) for t in track_tags]
+        # positions of a request's words that no concept reads: an album's or artist's name (talkplay.facts)
+        self._unread = unread
         # a title spelled out in full names that track: "play Battle Theme" (two words or more, or one of at least
         # MIN_TITLE_LETTERS letters — "Intro" or "Sad" alone is too likely an ordinary word)
         self._titles: dict[tuple[str, ...], list[int]] = {}
@@ -460,7 +470,8 @@ class IntentReader:
         both = _words_and_stops(text)
         tokens = [w for w in both if w not in CLAUSE_STOPS]
         flags = _declined_flags(both)
-        used = [False] * len(tokens)
+        skip = self._unread(tokens) if self._unread is not None else set()
+        used = [i in skip for i in range(len(tokens))]
         found: dict[str, tuple[int, Mention]] = {}
         for fuzzy in (False, True):
             for *_, i, phrase, concept in sorted(self._candidates(tokens, fuzzy)):

@@ -730,11 +730,15 @@ class Recommender(Ranking):
 
     def text_match(self) -> TextMatch:
         """The text match of the store's tracks (:mod:`talkplay.textmatch`), built once per engine: BM25, plus
-        sentence vectors when the engine was given an embedder loader and it loads."""
+        sentence vectors when the engine was given an embedder loader and it loads; album and artist names are told
+        from everyday words by the base model's tokenizer (:mod:`talkplay.facts`)."""
         with self._text_lock:
             if self._text_match is None:
                 embed = self._text_embedder() if self._text_embedder is not None else None
-                self._text_match = TextMatch.build([self.catalog[t] for t in self.store.track_ids], embed)
+                from talkplay.facts import tokenizer_pieces
+
+                self._text_match = TextMatch.build([self.catalog[t] for t in self.store.track_ids], embed,
+                                                   pieces=tokenizer_pieces(self.tokenizer))
             return self._text_match
 
     @torch.no_grad()

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 from talkplay.catalog import Track
+from talkplay.facts import FactReader
 from talkplay.intent import SEARCH_KINDS, IntentReader, undeclined_words, words
 
 log = logging.getLogger(__name__)
@@ -188,16 +189,21 @@ class TextMatch:
     dense_weight: float = 1.0
     intent: IntentReader | None = None  # the request's concepts read against the cards' tags
     tag_weight: float = TAG_WEIGHT
+    facts: FactReader | None = None  # tempo, key, years and names the request asks for, read against the cards
 
     @classmethod
     def build(cls, tracks: Sequence[Track], embed: TextEmbedderFn | None = None, bm25_weight: float = 0.5,
-              dense_weight: float = 1.0, tag_weight: float = TAG_WEIGHT) -> "TextMatch":
-        """Index ``tracks`` (their order is the order of :meth:`scores`)."""
+              dense_weight: float = 1.0, tag_weight: float = TAG_WEIGHT,
+              pieces: Callable[[str], int] | None = None) -> "TextMatch":
+        """Index ``tracks`` (their order is the order of :meth:`scores`). ``pieces``: the base model's tokenizer's
+        count of tokens in a word (:func:`talkplay.facts.tokenizer_pieces`), which tells name words from everyday
+        ones; without it only whole album and artist names are read."""
         bm25 = BM25Index.build([tokenize(bm25_document(t)) for t in tracks])
         vectors = np.asarray(embed([dense_document(t) for t in tracks]), np.float32) if embed else None
+        facts = FactReader(tracks, pieces)
         return cls(bm25, vectors, embed, bm25_weight, dense_weight, IntentReader(
             [t.tags for t in tracks], names=[words(f"{t.title} {t.artist}") for t in tracks],
-            titles=[t.title for t in tracks]), tag_weight)
+            titles=[t.title for t in tracks], unread=facts.name_positions), tag_weight, facts)
 
     def similar_to(self, row: int) -> np.ndarray:
         """float64 (n_tracks,): z-scored similarity of every track's card to track ``row``'s (sentence vectors;
@@ -210,7 +216,8 @@ class TextMatch:
     def has_evidence(self, request: str, first_turn: bool, concepts: bool = True) -> bool:
         """Whether the words can speak for ``request``. A first request: whenever it says anything beyond stop
         words (it is all there is to go on). A later one: when it names a scene, genre, instrument or tag to look
-        for (:data:`talkplay.intent.SEARCH_KINDS`: "now something for the gym") or BM25 finds one of its
+        for (:data:`talkplay.intent.SEARCH_KINDS`: "now something for the gym"), a fact (:mod:`talkplay.facts`:
+        "anything around 140 bpm?") or BM25 finds one of its
         undeclined words on some card. "Something else", "slower", "another one" or "beautiful, one more" name
         nothing to search for — the model reads those against the history (and :mod:`talkplay.refine` reads the
         moves). ``concepts=False``: the words alone, as a relative request's closeness uses them."""
@@ -218,13 +225,16 @@ class TextMatch:
         mentions = self.intent.read(request) if concepts and self.intent is not None else []
         if first_turn:
             return bool(tokens or mentions)
-        if any(not m.declined and m.kind in SEARCH_KINDS for m in mentions):
+        if concepts and self.names_a_search(request):
             return True
         return bool(tokens) and bool(self.bm25.score(tokens).max() > 0)
 
     def names_a_search(self, request: str) -> bool:
         """Whether ``request`` names, undeclined, a scene, genre, instrument or tag to look for
-        (:data:`talkplay.intent.SEARCH_KINDS`): "now some heavy metal", not "another one" or "no drums"."""
+        (:data:`talkplay.intent.SEARCH_KINDS`) or a tempo, key, years, album or artist (:mod:`talkplay.facts`):
+        "now some heavy metal", "something from 2012", not "another one" or "no drums"."""
+        if self.facts is not None and self.facts.read(request):  # "now something around 140 bpm", "from 2012"
+            return True
         return self.intent is not None and any(not m.declined and m.kind in SEARCH_KINDS
                                                for m in self.intent.read(request))
 
@@ -241,4 +251,8 @@ class TextMatch:
             s = s + self.tag_weight * self.intent.fit(self.intent.read(request))
             # a title spelled out names its track: above every track that only fits the words' concepts
             s = s + self.tag_weight * self.intent.titled(request)  # the raw words: "Don't Stop" is a title too
+        if concepts and self.facts is not None and self.tag_weight:
+            # a tempo, key, years or a name asked for weigh as a concept met: "energetic, from the early 2020s"
+            # puts the energetic tracks of 2020–2023 above those that meet one of the two
+            s = s + self.tag_weight * self.facts.fit(self.facts.read(request))
         return s.astype(np.float64)

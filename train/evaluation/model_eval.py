@@ -17,6 +17,7 @@ if __name__ == "__main__" and not __package__:  # run as a file: the imports bel
 
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -57,13 +58,17 @@ class ModelRanker:
 
         from talkplay.chat_session import version_of
         from talkplay.checkpoint import checkpoint_dir
+        from talkplay import facts, intent, textmatch
         from talkplay.listening import LISTENING_FILE
 
         g = asdict(self.rec.generation)
         return {"weights": {k: g[k] for k in ("model_weight", "prior_weight", "text_weight", "context_weight",
                                               "history_weight", "popularity_weight")}, "shortlist": self.SHORTLIST,
                 "named_history_share": NAMED_HISTORY_SHARE,
-                "listening": version_of(checkpoint_dir(self.rec.catalog.root) / LISTENING_FILE)}
+                "listening": version_of(checkpoint_dir(self.rec.catalog.root) / LISTENING_FILE),
+                # the text match's reading (concepts, facts, scores) and whether its sentence embedder loaded
+                "text_match": [version_of(Path(m.__file__)) for m in (textmatch, intent, facts)],
+                "dense": self.rec.text_match().vectors is not None}
 
     def scores(self, history: Sequence[Message], catalog: Catalog) -> np.ndarray:
         state, text = state_from_history(history)
