@@ -227,6 +227,7 @@ class Recommender(Ranking):
         self._text_match: TextMatch | None = None
         self._text_lock = threading.Lock()
         self._attribute_ban: Any = None
+        self._content_words: dict[int, bool] = {}  # token id → starts a content word (content_word)
         self._attributes: dict[str, Any] | None = None
         self.prefix = PrefixCache(int(prefix_cache_mb * 2**20))  # each conversation's last turn, reused by its next
         self.scheduler: Any = None  # a running talkplay.scheduler.Scheduler batches concurrent turns (serve())
@@ -718,6 +719,15 @@ class Recommender(Ranking):
         if terms is None or not any(weights[k] for k in terms if k not in ("context", "popularity")):
             return None
         return sum(weights[k] * v for k, v in terms.items())
+
+    def content_word(self, token: int) -> bool:
+        """Whether ``token`` starts a word of four letters or more (" ambient", " loud"): such a token may not
+        come again within a few reply tokens (:func:`talkplay.reply.repeated_words`). Cached per token."""
+        hit = self._content_words.get(token)
+        if hit is None:
+            text = self.tokenizer.decode([token])
+            hit = self._content_words[token] = text.startswith(" ") and len(text) > 4 and text[1:].isalpha()
+        return hit
 
     def attribute_ban(self) -> Any:
         """Attribute words each track's card lacks, as banned reply tokens (:mod:`talkplay.faithful`), built once."""

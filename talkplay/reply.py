@@ -12,6 +12,16 @@ from talkplay.conversation import Done, Event, Talk, TextDelta, TrackChosen, Tur
 from talkplay.render import grounding_ids, reply_opening_ids
 
 
+REPEAT_WINDOW = 4  # reply tokens back within which a content word may not come again ("ambient ambient")
+
+
+def repeated_words(reply: list[int], is_content_word) -> list[int]:
+    """The content-word tokens among the last :data:`REPEAT_WINDOW` of ``reply``: the next token may not be one of
+    them. A small model stutters ("an ambient ambient piece", "loud, loud drums"); a word said again after a few
+    others ("calm piano … calm strings") stays allowed."""
+    return [t for t in set(reply[-REPEAT_WINDOW:]) if is_content_word(t)]
+
+
 class ReplyRow:
     """The reply of one turn once its track is chosen: the grounding span is fed, then one token per step is
     sampled under the reply rule (music and control tokens banned), streamed as ``TextDelta`` pieces (whole
@@ -74,6 +84,9 @@ class ReplyRow:
         scores = engine.reply_rule(None, logits[None])[0]
         if self.ban is not None and len(self.ban):
             scores[self.ban.to(scores.device)] = float("-inf")
+        again = repeated_words(self.reply, engine.content_word)
+        if again:
+            scores[torch.as_tensor(again, device=scores.device)] = float("-inf")
         token = engine._sample(scores, self.config, self.gen)
         events: list[Event] = []
         if token not in engine.stop_ids:

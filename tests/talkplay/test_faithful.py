@@ -45,3 +45,15 @@ def test_card_words_and_plurals():
     assert on_card("string", words) and on_card("pianos", words) and not on_card("violin", words)
     assert "instrumental" not in attribute_vocabulary([Track("x", "X", "Y", "CC0-1.0", "c", "u", tags=["instrumental"])])
     assert reply_opening(a) == "“Quiet One” by Band A"
+
+
+def test_a_content_word_may_not_come_again_right_away():
+    """"an ambient ambient piece", "loud, loud drums": the word just said is banned for a few tokens; function
+    words and a word said earlier in the reply stay allowed."""
+    from talkplay.reply import REPEAT_WINDOW, repeated_words
+
+    content = {10: True, 11: True, 12: False}.get  # 10 " ambient", 11 " loud", 12 " the"
+    assert repeated_words([10], content) == [10]
+    assert sorted(repeated_words([11, 12, 10], content)) == [10, 11]
+    assert repeated_words([12, 12], content) == []
+    assert repeated_words([10] + [12] * REPEAT_WINDOW, content) == []
