@@ -720,6 +720,12 @@ class Recommender(Ranking):
             return None
         return sum(weights[k] * v for k, v in terms.items())
 
+    def asked_facts(self, user_text: str) -> tuple[str, ...]:
+        """The kinds of fact ``user_text`` asks for ("tempo", "key", "year", "name"; :mod:`talkplay.facts`): the
+        reply's opening states the played track's (:func:`talkplay.faithful.reply_opening`)."""
+        facts = self.text_match().facts
+        return tuple(dict.fromkeys(f.kind for f in facts.read(user_text))) if facts is not None else ()
+
     def content_word(self, token: int) -> bool:
         """Whether ``token`` starts a word of four letters or more (" ambient", " loud"): such a token may not
         come again within a few reply tokens (:func:`talkplay.reply.repeated_words`). Cached per token."""

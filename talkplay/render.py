@@ -369,12 +369,12 @@ def grounding_ids(tokenizer, track: Any) -> list[int]:
     return _encode(tokenizer, make_inert(grounding_text(track), _control_strings(tokenizer)))
 
 
-def reply_opening_ids(tokenizer, track: Any) -> list[int]:
-    """Ids of the reply's forced opening (:func:`talkplay.faithful.reply_opening`), tokenized as the start of a
-    reply is in training (right after the grounding span's newline)."""
+def reply_opening_ids(tokenizer, track: Any, asked: tuple[str, ...] = ()) -> list[int]:
+    """Ids of the reply's forced opening (:func:`talkplay.faithful.reply_opening`; ``asked``: the kinds of fact the
+    request named), tokenized as the start of a reply is in training (right after the grounding span's newline)."""
     from talkplay.faithful import reply_opening
 
-    return _encode(tokenizer, make_inert(reply_opening(track), _control_strings(tokenizer)))
+    return _encode(tokenizer, make_inert(reply_opening(track, asked), _control_strings(tokenizer)))
 
 
 def composed_ids(tokenizer, text: str) -> list[int]:

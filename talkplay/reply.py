@@ -53,7 +53,8 @@ class ReplyRow:
             self.reply = composed_ids(engine.tokenizer, composed)
             self.fed += self.reply
         elif config.faithful and not self.talk:  # talkplay.faithful: the name first, no attribute the card lacks
-            self.reply = reply_opening_ids(engine.tokenizer, chosen.track)[: config.max_reply_tokens - 1]
+            asked = engine.asked_facts(user_text)
+            self.reply = reply_opening_ids(engine.tokenizer, chosen.track, asked)[: config.max_reply_tokens - 1]
             self.fed += self.reply
             self.ban = torch.as_tensor(engine.attribute_ban().ids(chosen.track), dtype=torch.long)
         self.shown = ""

@@ -57,3 +57,14 @@ def test_a_content_word_may_not_come_again_right_away():
     assert sorted(repeated_words([11, 12, 10], content)) == [10, 11]
     assert repeated_words([12, 12], content) == []
     assert repeated_words([10] + [12] * REPEAT_WINDOW, content) == []
+
+
+def test_the_opening_states_the_facts_asked_for():
+    """"around 120 bpm", "from the 2000s": the opening says the played track's tempo or year, from its card only."""
+    t = Track("c", "Battle Music", "Aleksi", "CC0-1.0", "credit", "https://example.org/c.ogg", album="Wesnoth OST",
+              year=2006, caption="A fast orchestral piece in C minor with piano, ~135 BPM.")
+    assert reply_opening(t, ("tempo",)) == "“Battle Music” by Aleksi (~135 BPM)"
+    assert reply_opening(t, ("year", "key")) == "“Battle Music” by Aleksi (C minor, 2006)"
+    assert reply_opening(t, ("name",)) == "“Battle Music” by Aleksi (Wesnoth OST)"
+    a, _ = tracks()  # its card states no tempo, key or year: nothing is made up
+    assert reply_opening(a, ("tempo", "year", "key")) == "“Quiet One” by Band A"
