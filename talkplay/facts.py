@@ -8,19 +8,22 @@ tempo near 125 nor any year of "the noughties", and the concept table (:mod:`tal
 Battle for Wesnoth" as battle music. :class:`FactReader` reads those facts and scores every track by how well its
 card meets them (:meth:`FactReader.fit`, in [0, 1]); :class:`talkplay.textmatch.TextMatch` adds that score with
 the concepts' fit. It also tells the concept reading which words are an album's or artist's name
-(:meth:`FactReader.name_positions`), so "UFO: Alien Invasion" asks for that game's tracks, not for space music
+(:meth:`FactReader.unread_positions`), so "UFO: Alien Invasion" asks for that game's tracks, not for space music
 about an invasion.
 
 Names. An album or artist is named by its words without the generic ones (:data:`GENERIC_NAME_WORDS`: "the",
 "soundtrack", "OST", "team" …) spelled as consecutive words — the whole of them ("angelic asylum", "the battle
 for wesnoth", "ufo alien invasion"), or the first two or more when one of those is no everyday word — or by one of
 its words that is no everyday word at all ("wesnoth", "supertux", "lupusmechanicus"). Whether a word is an everyday
-one is asked of the base model's tokenizer when the engine has one (``pieces``: a word its vocabulary holds whole
-is an everyday word; one it splits into three pieces or more is a name, into two only next to a cue such as "from",
-"by" or "music": "anything from colobot", "warzone music"); without a tokenizer only whole names are read.
+one is asked of the base model's tokenizer when the engine has one (``pieces``: a word its vocabulary holds whole,
+lower-case or capitalised — "aftermath", "Christian", "Saturn" — is an everyday word; one it splits into three
+pieces or more is a name, into two only next to a cue: "anything from colobot", "the warzone soundtrack", not
+"endgame boss music"); without a tokenizer only whole names are read.
 
-Declined facts ("nothing from the 2000s", "not 120 bpm") are not asked for: the facts are read from the request's
-undeclined words (:func:`talkplay.intent.undeclined_words`), as the text match reads its words.
+Declined facts ("nothing from the 2000s", "not 120 bpm", "anything but supertux") are not asked for: the facts are
+read from the request's undeclined words (negation read as :mod:`talkplay.intent` reads it). Numbers and words
+that only look like facts are left alone: an age ("in my 20s"), a bare number ("a 2000 word essay": a year needs
+"from", "in", "released" … before it or "music", "songs" … after it), "a major funk", "90 minutes".
 """
 
 from __future__ import annotations
@@ -32,25 +35,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from talkplay.intent import CONCEPTS, undeclined_words, words
+from talkplay.intent import CLAUSE_STOPS, CONCEPTS, _declined_flags, _words_and_stops, words
 
 # Words of album and artist names that say nothing about which album or artist ("The Battle for Wesnoth OST").
 GENERIC_NAME_WORDS = frozenset(
     "the a an of and by aka c soundtrack soundtracks ost osts original music score game games edition team "
     "composers contributors development project official album".split())
-NAME_CUES = frozenset("from by off of in soundtrack soundtracks ost music tracks track songs song theme themes game "
-                      "games stuff tunes album".split())  # a two-piece name word is read next to one of these
-MIN_NAME_LETTERS = 4  # a name word shorter than this is never read alone ("emxx" is the shortest kept)
+NAME_CUES_BEFORE = frozenset(["from", "by", "off"])  # "anything from colobot", "by crystan"
+NAME_CUES_AFTER = frozenset(["soundtrack", "soundtracks", "ost", "album", "game"])  # "the warzone soundtrack"
+MIN_NAME_LETTERS = 4  # a name word shorter than this is never read alone
 TEMPO_WIDTH = 10.0  # BPM: a track this far from the asked tempo scores e^-1 of one right on it
 YEAR_STEP = 3.0  # years: the score falls by 1/YEAR_STEP per year outside the asked years
 RECENT_YEARS = 3  # "recent", "latest": the catalog's newest year and the RECENT_YEARS − 1 before it
 SAME_MODE = 0.3  # "in D minor": a track in another minor key meets a third of it
+STOP = "|"  # a clause stop in the text the facts are read from (",", "!" …): "it's late, 90s chill" is no "late 90s"
 _PITCH = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
 _DECADE_WORDS = {"sixties": 1960, "seventies": 1970, "eighties": 1980, "nineties": 1990, "noughties": 2000,
                  "naughties": 2000, "aughts": 2000, "oughts": 2000, "tens": 2010, "teens": 2010, "twenties": 2020}
 _PART = {"early": (0, 3), "mid": (3, 6), "middle": (3, 6), "late": (6, 9)}
-_RECENT = frozenset(["recent", "recently", "latest", "newest", "newer"])
-_OLD = frozenset(["oldest", "older"])
+_RECENT = frozenset(["recent", "latest", "newest", "newer"])
+_AGE = frozenset(["my", "our", "your", "his", "her", "their", "in"])  # "in my 20s", "in their 30s": an age
+_YEAR_CUES = frozenset(["from", "in", "released", "year", "made", "since", "circa", "around", "during", "recorded",
+                        "out", "of", "before", "after"])  # "from 2012", "came out in 2010", "year 2005"
+_YEAR_AFTER = frozenset(["music", "songs", "song", "tracks", "track", "stuff", "tunes", "releases", "hits"])
+_TEMPO_UNIT = r"(?:bpm|beats per minute|beats a minute)"
+_OPEN = {"under": "hi", "below": "hi", "slower than": "hi", "at most": "hi", "max": "hi", "over": "lo",
+         "above": "lo", "faster than": "lo", "at least": "lo", "min": "lo"}
 
 
 @dataclass(frozen=True)
@@ -63,8 +73,9 @@ class Fact:
     value: tuple
 
 
-def card_key(caption: str) -> tuple[int, str] | None:
-    """(pitch class, "major"/"minor") of the key a caption states ("… in G# minor …"), or None."""
+def caption_key(caption: str) -> tuple[int, str] | None:
+    """(pitch class, "major"/"minor") of the key a caption states ("… in G# minor …"), or None
+    (:func:`talkplay.answers.card_key` gives the same key as the caption spells it)."""
     m = re.search(r"\b([A-G])([#♯b♭]?) (major|minor)\b", caption or "")
     if not m:
         return None
@@ -72,36 +83,55 @@ def card_key(caption: str) -> tuple[int, str] | None:
     return (_PITCH[m.group(1).lower()] + shift) % 12, m.group(3)
 
 
-def card_tempo(caption: str) -> float:
+def caption_tempo(caption: str) -> float:
     """The tempo a caption states ("~126 BPM"), NaN when it states none."""
     m = re.search(r"~?(\d{2,3}) ?BPM", caption or "", re.IGNORECASE)
     return float(m.group(1)) if m else math.nan
 
 
 def _spell_out(text: str) -> str:
-    """"F# minor" → "f sharp minor", "Bb major" → "b flat major" (the words keep what the sign said); "120bpm" →
-    "120 bpm"."""
+    """"F# minor" → "F sharp minor", "Bb major" → "B flat major" (the words keep what the sign said); "120bpm" →
+    "120 bpm"; "less than" / "more than" → "under" / "over" (so that negation does not read "less" as a negator)."""
     text = re.sub(r"\b([a-gA-G])\s*[#♯]", r"\1 sharp ", text)
     text = re.sub(r"\b([a-gA-G])(?:b|♭)(?=\s*(?:major|minor)\b)", r"\1 flat ", text)
+    text = re.sub(r"\bless\s+than\b", "under", text, flags=re.IGNORECASE)
+    text = re.sub(r"\bmore\s+than\b", "over", text, flags=re.IGNORECASE)
     return re.sub(r"(\d)(?=bpm\b)", r"\1 ", text, flags=re.IGNORECASE)
+
+
+def _said(text: str) -> tuple[list[str], list[bool]]:
+    """The words of ``text`` with its clause stops as :data:`STOP`, and per entry whether a negation declines it
+    (stops: False) — the reading :func:`talkplay.intent.undeclined_words` makes, stops kept."""
+    both = _words_and_stops(text)
+    flags = iter(_declined_flags(both))
+    out, declined = [], []
+    for w in both:
+        if w in CLAUSE_STOPS:
+            out.append(STOP)
+            declined.append(False)
+        else:
+            out.append(w)
+            declined.append(next(flags))
+    return out, declined
 
 
 class FactReader:
     """The facts of :mod:`talkplay.facts` bound to one catalog's cards (``tracks`` in store-row order).
 
     ``pieces``: how many tokens the base model's tokenizer splits a word (with its leading space) into — what tells
-    a name word from an everyday one; None reads whole names only."""
+    a name word from an everyday one (the fewer of its lower-case and capitalised spellings: " christian" splits,
+    " Christian" does not); None reads whole names only."""
 
     def __init__(self, tracks: Sequence, pieces: Callable[[str], int] | None = None):
-        n = len(tracks)
-        self.n = n
-        self.tempo = np.asarray([card_tempo(t.caption) for t in tracks], np.float64)
-        keys = [card_key(t.caption) for t in tracks]
+        self.n = len(tracks)
+        self.tempo = np.asarray([caption_tempo(t.caption) for t in tracks], np.float64)
+        keys = [caption_key(t.caption) for t in tracks]
         self.pitch = np.asarray([k[0] if k else -1 for k in keys])
         self.mode = np.asarray([k[1] if k else "" for k in keys])
         self.year = np.asarray([t.year if t.year else math.nan for t in tracks], np.float64)
         known = {w for c in CONCEPTS for p in c.phrases for w in words(p)}
         known |= {w for t in tracks for tag in t.tags for w in words(tag)}
+        split = (lambda w: min(pieces(w), pieces(w.capitalize()))) if pieces is not None else None
         # names: the generic-free words of every album and artist → the rows they name
         self._names: dict[tuple[str, ...], set[int]] = {}
         for row, t in enumerate(tracks):
@@ -111,75 +141,100 @@ class FactReader:
                     self._names.setdefault(core, set()).add(row)
         self._prefixes: dict[tuple[str, ...], set[int]] = {}  # whole names and their readable beginnings
         self._words: dict[str, tuple[set[int], bool]] = {}  # a name word → (rows, needs a cue)
+
+        def odd(w: str) -> int:  # how many pieces a name word splits into; 1 for an everyday or concept word
+            return 1 if split is None or w.isdigit() or w in known or len(w) < MIN_NAME_LETTERS else split(w)
+
         for core, rows in self._names.items():
             if len(core) >= 2:
                 self._prefixes.setdefault(core, set()).update(rows)
             for w in core:
-                if len(w) < MIN_NAME_LETTERS or w.isdigit() or w in known or pieces is None:
-                    continue
-                p = pieces(w)
+                p = odd(w)
                 if p >= 2:
                     have, cue = self._words.get(w, (set(), True))
                     self._words[w] = (have | rows, cue and p < 3)
-            if pieces is not None and len(core) > 2:
-                for k in range(2, len(core)):
-                    if any(not x.isdigit() and pieces(x) >= 2 and x not in known for x in core[:k]):
-                        self._prefixes.setdefault(core[:k], set()).update(rows)
+            for k in range(2, len(core)):  # "endgame singularity" of "Endgame: Singularity (Advanced Research)"
+                if any(odd(x) >= 2 for x in core[:k]):
+                    self._prefixes.setdefault(core[:k], set()).update(rows)
         self._prefix_lengths = sorted({len(c) for c in self._prefixes}, reverse=True)
         years = self.year[~np.isnan(self.year)]
         self._years = (int(years.min()), int(years.max())) if len(years) else None
 
     # ------------------------------------------------------------------------------------------ reading
     def read(self, text: str) -> list[Fact]:
-        """The facts ``text`` asks for, undeclined: tempo, key, years, then names."""
-        said = " ".join(undeclined_words(_spell_out(text)))
-        out = [*self._tempos(said), *self._keys(said), *self._eras(said)]
-        for start, n, rows in self._name_spans(words(text)):
-            out.append(Fact("name", " ".join(words(text)[start:start + n]), tuple(sorted(rows))))
+        """The facts ``text`` asks for, undeclined: tempo, key, years, then album and artist names."""
+        said, declined = _said(_spell_out(text))
+        kept = " ".join(w for w, d in zip(said, declined) if not d)
+        out = [*self._tempos(kept), *self._keys(kept), *self._eras(kept.split())]
+        tokens = [w for w in said if w != STOP]
+        flags = [d for w, d in zip(said, declined) if w != STOP]
+        for start, n, rows in self._name_spans(tokens):
+            if not any(flags[start:start + n]):  # "nothing from wesnoth": not asked for
+                out.append(Fact("name", " ".join(tokens[start:start + n]), tuple(sorted(rows))))
         return out
 
-    def _tempos(self, said: str) -> list[Fact]:
+    @staticmethod
+    def _tempos(kept: str) -> list[Fact]:
         out = []
-        for m in re.finditer(r"\b(\d{2,3})(?: (?:to|and|or))? (\d{2,3})(?: ish)? (?:bpm|beats per minute)\b", said):
+        ok = lambda v: 30 <= v <= 300  # noqa: E731
+        pair = rf"\b(?:between )?(\d{{2,3}}) (?:to|and|or) (\d{{2,3}})(?: ish)? {_TEMPO_UNIT}\b"
+        for m in re.finditer(pair, kept):
             lo, hi = sorted((float(m.group(1)), float(m.group(2))))
-            out.append(Fact("tempo", m.group(0), (lo, hi)))
-        said = re.sub(r"\b(\d{2,3})(?: (?:to|and|or))? (\d{2,3})(?: ish)? (?:bpm|beats per minute)\b", " ", said)
-        for m in re.finditer(r"\b(\d{2,3})(?: ish)? (?:bpm|beats per minute|beats a minute)\b|"
-                             r"\b(?:bpm|tempo)(?: of| around| about| near| at| roughly| approximately| is)* (\d{2,3})\b",
-                             said):
+            if ok(lo) and ok(hi):
+                out.append(Fact("tempo", m.group(0), (lo, hi)))
+        kept = re.sub(pair, " ", kept)
+        bound = "|".join(sorted(_OPEN, key=len, reverse=True))
+        for m in re.finditer(rf"\b({bound}) (\d{{2,3}})(?: ish)? {_TEMPO_UNIT}\b", kept):
+            v = float(m.group(2))
+            if ok(v):
+                out.append(Fact("tempo", m.group(0), (30.0, v) if _OPEN[m.group(1)] == "hi" else (v, 300.0)))
+        kept = re.sub(rf"\b({bound}) (\d{{2,3}})(?: ish)? {_TEMPO_UNIT}\b", " ", kept)
+        for m in re.finditer(rf"\b(\d{{2,3}})(?: ish)? {_TEMPO_UNIT}\b|"
+                             r"\b(?:bpm|tempo)(?: of| around| about| near| at| roughly| approximately| is)* (\d{2,3})\b"
+                             r"(?! (?:minutes|minute|mins|min|seconds|secs))", kept):
             v = float(m.group(1) or m.group(2))
-            if 30 <= v <= 300:
+            if ok(v):
                 out.append(Fact("tempo", m.group(0), (v, v)))
         return out
 
-    def _keys(self, said: str) -> list[Fact]:
+    @staticmethod
+    def _keys(kept: str) -> list[Fact]:
         out = []
-        for m in re.finditer(r"\b(?:(in) )?([a-g])(?: (sharp|flat))? (major|minor)( key)?\b", said):
+        for m in re.finditer(r"\b(?:(in) )?([a-g])(?: (sharp|flat))? (major|minor)\b(?: (key|keys|scale|tonality)\b)?",
+                             kept):
             pre, letter, acc, mode, key = m.groups()
-            if letter == "a" and key:  # "(in) a minor key": any minor key
-                out.append(Fact("key", m.group(0), (-1, mode)))
-                continue
-            if letter == "a" and pre != "in" and not acc:  # "a major hit" names no key; "in A major" does
-                continue
+            if letter == "a" and not acc:  # "a minor" is also an article and a word: read only as a key is written
+                if key:  # "(in) a minor key": any minor key
+                    out.append(Fact("key", m.group(0), (-1, mode)))
+                    continue
+                if pre != "in" or kept[m.end():].strip()[:1] not in ("", STOP):  # "in A minor" ends its clause
+                    continue  # "I'm in a major funk", "in a minor way"
             shift = {"sharp": 1, "flat": -1}.get(acc or "", 0)
             out.append(Fact("key", m.group(0), ((_PITCH[letter] + shift) % 12, mode)))
         if not out:
-            for m in re.finditer(r"\b(major|minor)(?: key| keys| tonality| scale)\b", said):
+            for m in re.finditer(r"\b(major|minor) (?:key|keys|tonality|scale)\b", kept):
                 out.append(Fact("key", m.group(0), (-1, m.group(1))))
         return out
 
-    def _eras(self, said: str) -> list[Fact]:
+    def _eras(self, tokens: Sequence[str]) -> list[Fact]:
         out = []
-        tokens = said.split()
+        for m in re.finditer(r"\b(?:between|from) ((?:19|20)\d\d) (?:and|to|till|until) ((?:19|20)\d\d)\b",
+                             " ".join(tokens)):
+            lo, hi = sorted((int(m.group(1)), int(m.group(2))))
+            out.append(Fact("year", m.group(0), (lo, hi)))
+        in_range = {w for f in out for w in f.text.split()}
         for i, tok in enumerate(tokens):
+            before = tokens[max(0, i - 2):i]
             start = None
             if re.fullmatch(r"(?:19|20)\d0s", tok):
                 start = int(tok[:4])
             elif re.fullmatch(r"\d0s", tok):
+                if _AGE.intersection(before) and not {"the", "from"}.intersection(before):
+                    continue  # "in my 20s", "in their 30s": an age
                 d = int(tok[0])
-                start = 2000 + 10 * d if d <= 2 else 1900 + 10 * d
+                start = 1920 if d == 2 and "roaring" in before else (2000 + 10 * d if d <= 2 else 1900 + 10 * d)
             elif tok in _DECADE_WORDS and (tok not in ("tens", "teens", "twenties") or (i and tokens[i - 1] == "twenty")):
-                start = _DECADE_WORDS[tok]
+                start = 1920 if tok == "twenties" and "roaring" in before else _DECADE_WORDS[tok]
             elif tok == "thousands" and i and tokens[i - 1] == "two":
                 start = 2000
             if start is not None:
@@ -191,11 +246,12 @@ class FactReader:
                 part = _PART.get(tokens[j]) if j >= 0 else None
                 lo, hi = (start + part[0], start + part[1]) if part else (start, start + 9)
                 out.append(Fact("year", " ".join(tokens[max(j, 0) if part else i:i + 1]), (lo, hi)))
-            elif re.fullmatch(r"(?:19[5-9]|20[0-3])\d", tok) and not (i + 1 < len(tokens) and tokens[i + 1] in ("bpm", "beats")):
+            elif re.fullmatch(r"(?:19[5-9]|20[0-3])\d", tok) and tok not in in_range and (
+                    _YEAR_CUES.intersection(before) or (i + 1 < len(tokens) and tokens[i + 1] in _YEAR_AFTER)):
                 out.append(Fact("year", tok, (int(tok), int(tok))))
             elif tok in _RECENT and self._years:
                 out.append(Fact("year", tok, (self._years[1] - RECENT_YEARS + 1, self._years[1])))
-            elif tok in _OLD and self._years:
+            elif tok == "oldest" and self._years:
                 out.append(Fact("year", tok, (self._years[0], self._years[0] + RECENT_YEARS - 1)))
         return out
 
@@ -219,28 +275,30 @@ class FactReader:
             if used[i] or hit is None:
                 continue
             rows, needs_cue = hit
-            near = set(tokens[max(0, i - 2):i]) | set(tokens[i + 1:i + 3])
-            if needs_cue and not near & NAME_CUES:
+            if needs_cue and not (NAME_CUES_BEFORE.intersection(tokens[max(0, i - 2):i])
+                                  or NAME_CUES_AFTER.intersection(tokens[i + 1:i + 2])):
                 continue
             used[i] = True
             out.append((i, 1, rows))
         return out
 
-    def name_positions(self, tokens: Sequence[str]) -> set[int]:
-        """Positions of ``tokens`` (a request's words, :func:`talkplay.intent.words`) that spell an album's or
-        artist's name, widened over the name's other words next to it ("the battle for wesnoth" from "wesnoth")."""
+    def unread_positions(self, tokens: Sequence[str]) -> set[int]:
+        """Positions of ``tokens`` (a request's words, :func:`talkplay.intent.words`) that no concept should read: an
+        album's or artist's name, widened over the name's other words next to it ("the battle for wesnoth" from
+        "wesnoth"), and a key's words ("a minor key" asks for no piano keys)."""
         out: set[int] = set()
         for start, n, rows in self._name_spans(tokens):
             out.update(range(start, start + n))
-            names = [c for c, r in self._names.items() if r & rows]
-            for c in names:  # widen over the name's own words on either side (generic ones included)
-                full = [w for w in c]
+            for core in (c for c, r in self._names.items() if r & rows):  # the name's own words on either side
                 lo, hi = start, start + n
-                while lo > 0 and (tokens[lo - 1] in full or tokens[lo - 1] in GENERIC_NAME_WORDS):
+                while lo > 0 and (tokens[lo - 1] in core or tokens[lo - 1] in GENERIC_NAME_WORDS):
                     lo -= 1
-                while hi < len(tokens) and (tokens[hi] in full or tokens[hi] in GENERIC_NAME_WORDS):
+                while hi < len(tokens) and (tokens[hi] in core or tokens[hi] in GENERIC_NAME_WORDS):
                     hi += 1
                 out.update(range(lo, hi))
+        for i, w in enumerate(tokens):
+            if w in ("major", "minor") and i + 1 < len(tokens) and tokens[i + 1] in ("key", "keys", "scale"):
+                out.update((i, i + 1))
         return out
 
     # ------------------------------------------------------------------------------------------ scoring

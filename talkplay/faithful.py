@@ -56,7 +56,8 @@ def reply_opening(track: Any, asked: Iterable[str] = ()) -> str:
     """The forced start of every reply: the track's name as the card gives it. ``asked``: the kinds of fact the
     request named (:mod:`talkplay.facts`: "tempo", "key", "year", "name"); those the card states follow in brackets,
     so the listener who asked for "around 120 bpm" or "the early 2000s" reads what this track has —
-    “Battle Music” by Aleksi Aubry-Carlson (~135 BPM, 2006)."""
+    “Battle Music” by Aleksi Aubry-Carlson (~135 BPM, 2006). (The caller leaves the brackets out when the
+    opening would not fit the reply's length whole.)"""
     from talkplay.answers import card_bpm, card_key
 
     artist = getattr(track, "artist", "")
@@ -64,8 +65,8 @@ def reply_opening(track: Any, asked: Iterable[str] = ()) -> str:
     asked = set(asked)
     facts = [("tempo", f"~{card_bpm(track)} BPM" if card_bpm(track) else None),
              ("key", card_key(track)),
-             ("year", str(track.year) if getattr(track, "year", None) else None),
-             ("name", getattr(track, "album", "") or None)]
+             ("year", str(int(track.year)) if getattr(track, "year", None) else None),
+             ("name", f"from {track.album}" if getattr(track, "album", "") else None)]
     said = [text for kind, text in facts if kind in asked and text]
     return f"{name} ({', '.join(said)})" if said else name
 

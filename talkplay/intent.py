@@ -262,9 +262,6 @@ CONCEPTS: tuple[Concept, ...] = (
     # ---------------------------------------------------------------- words that name no property here
     # "the supertux soundtrack": every track of a game catalog is a soundtrack; the name says which (BM25).
     _c("neutral:soundtrack", "soundtrack|soundtracks|ost|osts|game soundtrack"),
-    # "good evening! something upbeat" greets: it asks for no evening music (nor morning music)
-    _c("neutral:greeting", "good evening|good morning|good afternoon|good day|evening all|morning all|"
-       "evening everyone|morning everyone"),
     # ---------------------------------------------------------------- tempo and loudness
     _c("tempo:slow", "slow|slower|slowly|slow paced|downtempo|down tempo|unhurried|leisurely|relaxed pace|"
        "ballad|ballads", "slow", avoid="fast"),
@@ -360,6 +357,20 @@ def _declined_flags(tokens: Sequence[str]) -> list[bool]:
     return out
 
 
+GREETINGS = frozenset([("good", "morning"), ("good", "evening"), ("good", "afternoon"), ("good", "day"),
+                       ("morning", "all"), ("evening", "all")])
+GREETING_LEAD = frozenset(["hi", "hey", "hello", "and", "a", "very", "oh"])
+
+
+def greeting_positions(tokens: Sequence[str]) -> set[int]:
+    """Positions of a greeting that opens a request ("good evening! something upbeat", "hey, good morning"): it
+    asks for no evening or morning music. The same words later on do ("music for a good morning run")."""
+    for i in range(min(3, len(tokens) - 1)):
+        if (tokens[i], tokens[i + 1]) in GREETINGS and all(t in GREETING_LEAD for t in tokens[:i]):
+            return {i, i + 1}
+    return set()
+
+
 def undeclined_words(text: str) -> list[str]:
     """The words of ``text`` that no negation governs, negators left out: "orchestral, no drums or vocals" →
     orchestral. The one reading of negation for the whole text match (BM25 and sentence vectors use it too)."""
@@ -392,7 +403,7 @@ class IntentReader:
     fits that mention ("play Battle Theme" must not bury the track called so under battle music's tags). Album
     words are left out: an album named "The Battle for Wesnoth" would make every one of its tracks battle music.
     ``unread``: the positions of a request's words that name an album or artist
-    (:meth:`talkplay.facts.FactReader.name_positions`): no concept reads them ("from UFO: Alien Invasion" asks
+    (:meth:`talkplay.facts.FactReader.unread_positions`): no concept reads them ("from UFO: Alien Invasion" asks
     for that game, not for space music).
     """
 
@@ -471,6 +482,7 @@ class IntentReader:
         tokens = [w for w in both if w not in CLAUSE_STOPS]
         flags = _declined_flags(both)
         skip = self._unread(tokens) if self._unread is not None else set()
+        skip |= greeting_positions(tokens)
         used = [i in skip for i in range(len(tokens))]
         found: dict[str, tuple[int, Mention]] = {}
         for fuzzy in (False, True):

@@ -18,7 +18,8 @@ REPEAT_WINDOW = 4  # reply tokens back within which a content word may not come 
 def repeated_words(reply: list[int], is_content_word) -> list[int]:
     """The content-word tokens among the last :data:`REPEAT_WINDOW` of ``reply``: the next token may not be one of
     them. A small model stutters ("an ambient ambient piece", "loud, loud drums"); a word said again after a few
-    others ("calm piano … calm strings") stays allowed."""
+    others ("calm piano … calm strings") stays allowed. The forced opening counts too: a title's last word is not
+    said again right after it."""
     return [t for t in set(reply[-REPEAT_WINDOW:]) if is_content_word(t)]
 
 
@@ -53,8 +54,10 @@ class ReplyRow:
             self.reply = composed_ids(engine.tokenizer, composed)
             self.fed += self.reply
         elif config.faithful and not self.talk:  # talkplay.faithful: the name first, no attribute the card lacks
-            asked = engine.asked_facts(user_text)
-            self.reply = reply_opening_ids(engine.tokenizer, chosen.track, asked)[: config.max_reply_tokens - 1]
+            opening = reply_opening_ids(engine.tokenizer, chosen.track, engine.asked_facts(user_text))
+            if len(opening) > config.max_reply_tokens - 1:  # a cut bracket could read "(~13": the name alone
+                opening = reply_opening_ids(engine.tokenizer, chosen.track)
+            self.reply = opening[: config.max_reply_tokens - 1]
             self.fed += self.reply
             self.ban = torch.as_tensor(engine.attribute_ban().ids(chosen.track), dtype=torch.long)
         self.shown = ""

@@ -203,7 +203,7 @@ class TextMatch:
         facts = FactReader(tracks, pieces)
         return cls(bm25, vectors, embed, bm25_weight, dense_weight, IntentReader(
             [t.tags for t in tracks], names=[words(f"{t.title} {t.artist}") for t in tracks],
-            titles=[t.title for t in tracks], unread=facts.name_positions), tag_weight, facts)
+            titles=[t.title for t in tracks], unread=facts.unread_positions), tag_weight, facts)
 
     def similar_to(self, row: int) -> np.ndarray:
         """float64 (n_tracks,): z-scored similarity of every track's card to track ``row``'s (sentence vectors;
@@ -239,10 +239,11 @@ class TextMatch:
                                                for m in self.intent.read(request))
 
     def scores(self, request: str, concepts: bool = True) -> np.ndarray:
-        """float64 (n_tracks,): bm25_weight · z(BM25) + dense_weight · z(cosine) + tag_weight · (fit + titled)
-        for ``request``, where fit ∈ [−1, 1] is how well a track's tags meet the concepts the request names
-        (:meth:`talkplay.intent.IntentReader.fit`; 0 for every track when it names none) and titled is 1 for a
-        track whose whole title the request spells out (:meth:`~talkplay.intent.IntentReader.titled`)."""
+        """float64 (n_tracks,): bm25_weight · z(BM25) + dense_weight · z(cosine) + tag_weight · (fit + titled +
+        facts) for ``request``, where fit ∈ [−1, 1] is how well a track's tags meet the concepts the request names
+        (:meth:`talkplay.intent.IntentReader.fit`; 0 for every track when it names none), titled is 1 for a
+        track whose whole title the request spells out (:meth:`~talkplay.intent.IntentReader.titled`) and facts ∈
+        [0, 1] how well its card meets the tempo, key, years or names asked for (:meth:`talkplay.facts.FactReader.fit`)."""
         text = positive_text(request)
         s = self.bm25_weight * _z(self.bm25.score(tokenize(text)))
         if self.vectors is not None and self.embed is not None and text.strip():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from talkplay.catalog import Track
-from talkplay.facts import FactReader, card_key, card_tempo
+from talkplay.facts import FactReader, caption_key, caption_tempo
 from talkplay.textmatch import TextMatch
 
 
@@ -39,9 +39,9 @@ def reader():
 
 
 def test_cards_state_tempo_and_key():
-    assert card_tempo(TRACKS[0].caption) == 126 and np.isnan(card_tempo("A calm piece."))
-    assert card_key(TRACKS[0].caption) == (8, "minor") and card_key("in Bb major") == (10, "major")
-    assert card_key("A calm piece.") is None
+    assert caption_tempo(TRACKS[0].caption) == 126 and np.isnan(caption_tempo("A calm piece."))
+    assert caption_key(TRACKS[0].caption) == (8, "minor") and caption_key("in Bb major") == (10, "major")
+    assert caption_key("A calm piece.") is None
 
 
 @pytest.mark.parametrize("text, kind, value", [
@@ -59,6 +59,12 @@ def test_cards_state_tempo_and_key():
     ("something from the noughties", "year", (2000, 2009)),
     ("late 90s vibes", "year", (1996, 1999)),
     ("something recent", "year", (2019, 2021)),
+    ("under 100 bpm", "tempo", (30.0, 100.0)),
+    ("more than 140 bpm please", "tempo", (140.0, 300.0)),
+    ("released between 2005 and 2010", "year", (2005, 2010)),
+    ("2012 music", "year", (2012, 2012)),
+    ("the roaring 20s", "year", (1920, 1929)),
+    ("in A flat minor key", "key", (8, "minor")),
 ])
 def test_reads_facts_as_people_write_them(reader, text, kind, value):
     facts = [f for f in reader.read(text) if f.kind != "name"]
@@ -66,7 +72,10 @@ def test_reads_facts_as_people_write_them(reader, text, kind, value):
 
 
 @pytest.mark.parametrize("text", ["play a major hit", "nothing from the 2000s please", "not 120 bpm", "give me 5 songs",
-                                  "warzone"])
+                                  "warzone", "some warzone music", "I'm in my 20s and love ambient", "a 2000 word essay",
+                                  "I'm in a major funk", "stressed recently, something calm", "top 10 songs",
+                                  "up tempo, 90 minutes of it", "nothing from wesnoth please, something calm",
+                                  "anything but supertux"])
 def test_no_fact_where_none_is_asked(reader, text):
     assert reader.read(text) == []
 
@@ -75,7 +84,7 @@ def test_no_fact_where_none_is_asked(reader, text):
     ("put on a track from The Battle for Wesnoth", {1}),
     ("play something from wesnoth", {1}),
     ("anything by lupusmechanicus", {0}),
-    ("some warzone music", {3}),  # a two-piece name word, next to a cue
+    ("something from warzone", {3}),  # a two-piece name word, next to a cue
     ("angelic asylum please", {4}),  # every word an everyday one: the whole name
 ])
 def test_names_albums_and_artists(reader, text, rows):
@@ -100,6 +109,9 @@ def test_fit_scores_the_cards(reader):
 
 def test_a_named_album_is_not_read_as_concepts_and_wins_the_text_match():
     match = TextMatch.build(TRACKS, pieces=pieces)
+    assert [m.concept for m in match.intent.read("something in a minor key")] == []  # no piano "keys"
+    assert [m.concept for m in match.intent.read("good evening! something calm")] == ["mood:calm"]
+    assert "scene:morning" in [m.concept for m in match.intent.read("music for a good morning run")]
     assert [m.concept for m in match.intent.read("put on a track from The Battle for Wesnoth")] == []
     assert [m.concept for m in match.intent.read("some battle music")] == ["scene:battle"]
     assert match.scores("put on a track from The Battle for Wesnoth").argmax() == 1

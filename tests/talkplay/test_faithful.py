@@ -65,6 +65,6 @@ def test_the_opening_states_the_facts_asked_for():
               year=2006, caption="A fast orchestral piece in C minor with piano, ~135 BPM.")
     assert reply_opening(t, ("tempo",)) == "“Battle Music” by Aleksi (~135 BPM)"
     assert reply_opening(t, ("year", "key")) == "“Battle Music” by Aleksi (C minor, 2006)"
-    assert reply_opening(t, ("name",)) == "“Battle Music” by Aleksi (Wesnoth OST)"
+    assert reply_opening(t, ("name",)) == "“Battle Music” by Aleksi (from Wesnoth OST)"
     a, _ = tracks()  # its card states no tempo, key or year: nothing is made up
     assert reply_opening(a, ("tempo", "year", "key")) == "“Quiet One” by Band A"
