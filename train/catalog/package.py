@@ -186,6 +186,20 @@ def model_card(bundle: Path, summary: dict, ablation: dict | None, info_base: st
             lines.append(f"| {s['config']['lambda_self_sim']} | {_fmt(s['best_valid_loss'])} | "
                          f"{_fmt(s['best_valid_ce_conversation'])} | {_fmt(s['best_valid_ce_playlist'])} | "
                          f"{_fmt(s['final_self_sim_last20'], 4)} |")
+    recipe = REPO / "reports" / f"ablation_{bundle.name}.json"
+    if recipe.exists():  # train.training.ablation: init × text → music task × order at one small budget
+        r = json.loads(recipe.read_text())
+        b = r["budget"]
+        lines += ["", "## Ablation: row init × text → music task × span order", "",
+                  f"Eight runs from the base model, {b['steps']} steps × {b['batch_size']} examples each "
+                  f"(reports/ablation_{bundle.name}.md, curves in reports/ablation_{bundle.name}.png); MRR of the "
+                  f"played track on {r['runs'][0]['scores']['first_turns']} validation first requests:", "",
+                  "| init | task | order | valid CE text → music | model alone | inside the serving objective |",
+                  "|---|---|---|---|---|---|"]
+        for run in r["runs"]:
+            last = next((c for c in reversed(run["curve"]) if c.get("valid_loss") is not None), {})
+            lines.append(f"| {run['init']} | {run['aux']} | {run['order']} | {_fmt(last.get('valid_ce_request'))} | "
+                         f"{_fmt(run['scores']['model_mrr_first'])} | {_fmt(run['scores']['served_mrr_first'])} |")
     lines += ["", "## Evaluation", ""]
     if evaluation:
         lines += [f"From `reports/eval_{bundle.name}.md` ({evaluation['turns']} test turns of "
