@@ -30,7 +30,7 @@ def test_report_and_curves_render(tmp_path):
               "random_mrr_first": 0.02}
     result = {"catalog": "demo", "budget": {"steps": 24, "batch_size": 8, "seed": 0}, "turns": 30,
               "runs": [{**c, "curve": curve, "scores": scores} for c in ablation.configs()],
-              "machine": "x", "minutes": 60.0, "command": "python -m train.training.ablation"}
+              "machine": "x", "minutes": 60.0, "train_minutes": 90.0, "command": "python -m train.training.ablation"}
     md = ablation.report(result)
     assert md.count("\n| text | on | text | 13.000 | 4.000 | 0.050 | 0.060 | 0.200 | 0.30 |") == 1
     assert md.count("| random |") == 4

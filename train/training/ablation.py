@@ -169,11 +169,12 @@ def report(result: dict) -> str:
         "Valid CE: token-mean cross-entropy of the music span on the first 32 validation examples of each task at "
         "the last evaluation. The shipped checkpoint's recipe is the first row (text init, task on, text-first "
         "order); it was trained far longer than these runs.", "", *rows, "",
-        "How to read it: at this budget the model alone is far from the text match, so the serving objective's "
-        "column moves little; the model columns and the request CE say which recipe links words to music tokens "
-        "sooner. A budget this small is noisy (one seed); the curves are in "
+        "How to read it: the request CE and the model columns say which recipe links words to music tokens sooner; "
+        "the serving objective's column is what a listener would get from such a model. A budget this small is "
+        "noisy (one seed, a few first requests); the curves are in "
         f"`reports/ablation_{result['catalog']}.png`.", "",
-        f"Regenerate: `{result['command']}` ({result['minutes']:.0f} min on this machine).", ""])
+        f"Regenerate: `{result['command']}` (training: {result['train_minutes']:.0f} CPU-thread minutes in all, "
+        f"two runs at a time; resumable).", ""])
 
 
 def plot(result: dict, path: Path) -> None:
@@ -228,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         log(f"scoring {c['name']}")
         runs.append({**c, "curve": curves(args.out / c["name"] / "run"),
                      "scores": score(c, bundle, args.catalog, args.out, args.turns, log)})
-    result = {"catalog": args.catalog.name, "budget": {"steps": args.steps, "batch_size": args.batch_size,
+    from train.catalog.package import run_summary
+
+    train_minutes = sum(run_summary(args.out / c["name"] / "run")["step_seconds_sum"] for c in cfgs) / 60
+    result = {"train_minutes": train_minutes, "catalog": args.catalog.name, "budget": {"steps": args.steps, "batch_size": args.batch_size,
                                                        "seed": args.seed},
               "turns": args.turns, "runs": runs, "synthetic_data": True,
               "machine": f"{platform.machine()}, torch {torch.__version__}",
