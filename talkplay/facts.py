@@ -28,6 +28,7 @@ that only look like facts are left alone: an age ("in my 20s"), a bare number ("
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -159,10 +160,15 @@ class FactReader:
         self._prefix_lengths = sorted({len(c) for c in self._prefixes}, reverse=True)
         years = self.year[~np.isnan(self.year)]
         self._years = (int(years.min()), int(years.max())) if len(years) else None
+        # a turn reads its request several times (scores, evidence, search, the reply's opening): read once
+        self._read = functools.lru_cache(maxsize=1024)(self._read_uncached)
 
     # ------------------------------------------------------------------------------------------ reading
     def read(self, text: str) -> list[Fact]:
         """The facts ``text`` asks for, undeclined: tempo, key, years, then album and artist names."""
+        return list(self._read(text))
+
+    def _read_uncached(self, text: str) -> tuple[Fact, ...]:
         said, declined = _said(_spell_out(text))
         kept = " ".join(w for w, d in zip(said, declined) if not d)
         out = [*self._tempos(kept), *self._keys(kept), *self._eras(kept.split())]
@@ -171,7 +177,7 @@ class FactReader:
         for start, n, rows in self._name_spans(tokens):
             if not any(flags[start:start + n]):  # "nothing from wesnoth": not asked for
                 out.append(Fact("name", " ".join(tokens[start:start + n]), tuple(sorted(rows))))
-        return out
+        return tuple(out)
 
     @staticmethod
     def _tempos(kept: str) -> list[Fact]:
