@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from talkplay.intent import CLAUSE_STOPS, CONCEPTS, _declined_flags, _words_and_stops, words
+from talkplay.intent import CLAUSE_STOPS, CONCEPTS, NEGATOR_PAIRS, NEGATORS, _declined_flags, _words_and_stops, words
 
 # Words of album and artist names that say nothing about which album or artist ("The Battle for Wesnoth OST").
 GENERIC_NAME_WORDS = frozenset(
@@ -91,13 +91,34 @@ def caption_tempo(caption: str) -> float:
 
 
 def _spell_out(text: str) -> str:
-    """"F# minor" → "F sharp minor", "Bb major" → "B flat major" (the words keep what the sign said); "120bpm" →
-    "120 bpm"; "less than" / "more than" → "under" / "over" (so that negation does not read "less" as a negator)."""
+    """"F# minor" → "F sharp minor", "Bb major" → "B flat major" (the words keep what the sign said); chord-style
+    minor keys after "in" / "key of" ("in Am", "key of F#m"; capital letter only: "I am" stays) → "A minor";
+    "120bpm" → "120 bpm", "130ish" → "130 ish"; "no more than" / "no less than" → "under" / "over", then "less
+    than" / "more than" → "under" / "over" (so that negation does not read "less" or "no" as a negator)."""
+    text = re.sub(r"\b(in|key of) ([A-G])([#♯b♭]?)m\b", r"\1 \2\3 minor", text)
     text = re.sub(r"\b([a-gA-G])\s*[#♯]", r"\1 sharp ", text)
     text = re.sub(r"\b([a-gA-G])(?:b|♭)(?=\s*(?:major|minor)\b)", r"\1 flat ", text)
+    text = re.sub(r"\b(?:no|not)\s+more\s+than\b", "under", text, flags=re.IGNORECASE)
+    text = re.sub(r"\b(?:no|not)\s+less\s+than\b", "over", text, flags=re.IGNORECASE)
     text = re.sub(r"\bless\s+than\b", "under", text, flags=re.IGNORECASE)
     text = re.sub(r"\bmore\s+than\b", "over", text, flags=re.IGNORECASE)
+    text = re.sub(r"(\d)ish\b", r"\1 ish", text, flags=re.IGNORECASE)
     return re.sub(r"(\d)(?=bpm\b)", r"\1 ", text, flags=re.IGNORECASE)
+
+
+# Words between a negator and the tempo it declines ("nothing at around 120 bpm", "no songs over 140 bpm").
+_TEMPO_FILLER = frozenset(["at", "around", "about", "near", "roughly", "approximately", "a", "an", "the", "any",
+                           "anything", "something", "of", "with", "in", "tempo", "bpm", "songs", "song", "tracks",
+                           "track", "music", "stuff", "tunes", "like"])
+
+
+def _names_a_negation(said: Sequence[str], i: int) -> bool:
+    """Does the nearest word before ``said[i]`` that is not a filler decline it: "not 120 bpm", "nothing at 120",
+    "anything but 120 bpm" — but not "not too fast around 100 bpm", where the negation ended on "fast"."""
+    j = i - 1
+    while j >= 0 and said[j] in _TEMPO_FILLER:
+        j -= 1
+    return j >= 0 and (said[j] in NEGATORS or (j > 0 and (said[j - 1], said[j]) in NEGATOR_PAIRS))
 
 
 def _said(text: str) -> tuple[list[str], list[bool]]:
@@ -171,7 +192,7 @@ class FactReader:
     def _read_uncached(self, text: str) -> tuple[Fact, ...]:
         said, declined = _said(_spell_out(text))
         kept = " ".join(w for w, d in zip(said, declined) if not d)
-        out = [*self._tempos(kept), *self._keys(kept), *self._eras(kept.split())]
+        out = [*self._tempos(said, declined), *self._keys(kept), *self._eras(kept.split())]
         tokens = [w for w in said if w != STOP]
         flags = [d for w, d in zip(said, declined) if w != STOP]
         for start, n, rows in self._name_spans(tokens):
@@ -180,27 +201,40 @@ class FactReader:
         return tuple(out)
 
     @staticmethod
-    def _tempos(kept: str) -> list[Fact]:
+    def _tempos(said: Sequence[str], declined: Sequence[bool]) -> list[Fact]:
+        """Tempos asked for. A negation declines one only when it names it ("not 120 bpm"): in "not too fast
+        around 100 bpm" (one clause) the flags decline everything after "not", yet 100 BPM is what is asked."""
+        full = " ".join(said)
+
+        def asked(start: int) -> bool:  # the match starting at this character of ``full``
+            i = len(full[:start].split())
+            return not (i < len(declined) and declined[i] and _names_a_negation(said, i))
+
+        return [f for f, start in FactReader._tempo_spans(full) if asked(start)]
+
+    @staticmethod
+    def _tempo_spans(kept: str) -> list[tuple[Fact, int]]:
         out = []
         ok = lambda v: 30 <= v <= 300  # noqa: E731
         pair = rf"\b(?:between )?(\d{{2,3}}) (?:to|and|or) (\d{{2,3}})(?: ish)? {_TEMPO_UNIT}\b"
         for m in re.finditer(pair, kept):
             lo, hi = sorted((float(m.group(1)), float(m.group(2))))
             if ok(lo) and ok(hi):
-                out.append(Fact("tempo", m.group(0), (lo, hi)))
-        kept = re.sub(pair, " ", kept)
+                out.append((Fact("tempo", m.group(0), (lo, hi)), m.start()))
+        kept = re.sub(pair, lambda m: " " * len(m.group(0)), kept)  # offsets kept
         bound = "|".join(sorted(_OPEN, key=len, reverse=True))
         for m in re.finditer(rf"\b({bound}) (\d{{2,3}})(?: ish)? {_TEMPO_UNIT}\b", kept):
             v = float(m.group(2))
             if ok(v):
-                out.append(Fact("tempo", m.group(0), (30.0, v) if _OPEN[m.group(1)] == "hi" else (v, 300.0)))
-        kept = re.sub(rf"\b({bound}) (\d{{2,3}})(?: ish)? {_TEMPO_UNIT}\b", " ", kept)
+                span = (30.0, v) if _OPEN[m.group(1)] == "hi" else (v, 300.0)
+                out.append((Fact("tempo", m.group(0), span), m.start()))
+        kept = re.sub(rf"\b({bound}) (\d{{2,3}})(?: ish)? {_TEMPO_UNIT}\b", lambda m: " " * len(m.group(0)), kept)
         for m in re.finditer(rf"\b(\d{{2,3}})(?: ish)? {_TEMPO_UNIT}\b|"
                              r"\b(?:bpm|tempo)(?: of| around| about| near| at| roughly| approximately| is)* (\d{2,3})\b"
                              r"(?! (?:minutes|minute|mins|min|seconds|secs))", kept):
             v = float(m.group(1) or m.group(2))
             if ok(v):
-                out.append(Fact("tempo", m.group(0), (v, v)))
+                out.append((Fact("tempo", m.group(0), (v, v)), m.start()))
         return out
 
     @staticmethod

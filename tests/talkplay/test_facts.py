@@ -65,6 +65,14 @@ def test_cards_state_tempo_and_key():
     ("2012 music", "year", (2012, 2012)),
     ("the roaring 20s", "year", (1920, 1929)),
     ("in A flat minor key", "key", (8, "minor")),
+    ("not too fast around 100 bpm", "tempo", (100.0, 100.0)),  # the negation ends on "fast"
+    ("no drums, around 100 bpm", "tempo", (100.0, 100.0)),
+    ("no drums around 100 bpm", "tempo", (100.0, 100.0)),
+    ("something 130ish bpm", "tempo", (130.0, 130.0)),
+    ("no more than 100 bpm", "tempo", (30.0, 100.0)),
+    ("not less than 140 bpm", "tempo", (140.0, 300.0)),
+    ("something in Am", "key", (9, "minor")),
+    ("a track in the key of F#m", "key", (6, "minor")),
 ])
 def test_reads_facts_as_people_write_them(reader, text, kind, value):
     facts = [f for f in reader.read(text) if f.kind != "name"]
@@ -75,7 +83,8 @@ def test_reads_facts_as_people_write_them(reader, text, kind, value):
                                   "warzone", "some warzone music", "I'm in my 20s and love ambient", "a 2000 word essay",
                                   "I'm in a major funk", "stressed recently, something calm", "top 10 songs",
                                   "up tempo, 90 minutes of it", "nothing from wesnoth please, something calm",
-                                  "anything but supertux"])
+                                  "anything but supertux", "nothing at around 120 bpm", "anything but 120 bpm",
+                                  "no songs over 140 bpm", "I am sad", "am i in a major funk"])
 def test_no_fact_where_none_is_asked(reader, text):
     assert reader.read(text) == []
 
