@@ -100,18 +100,42 @@ def continued_from(cfg: dict) -> dict | None:
         before = read_info(cfg["init_from"]).training
     except (CheckpointError, OSError, ValueError):
         return {"checkpoint": str(cfg["init_from"]), "steps": None, "step_seconds_mean": None}
-    return {"checkpoint": str(cfg["init_from"]), "steps": before.get("steps"),
+    return {"checkpoint": str(cfg["init_from"]), "steps": before.get("steps"), "examples": before.get("examples"),
             "step_seconds_mean": before.get("step_seconds_mean"),
             **({"continued_from": before["continued_from"]} if "continued_from" in before else {})}
+
+
+def lineage(training: dict) -> dict:
+    """Steps and training examples summed over a checkpoint and the checkpoints it continued (``continued_from``
+    chain): {"steps", "examples", "runs"}; "examples" is None when a link of the chain did not record them."""
+    steps, examples, runs, link = 0, 0, 0, training
+    while link:
+        runs += 1
+        steps += link.get("steps") or 0
+        examples = None if examples is None or link.get("examples") is None else examples + link["examples"]
+        link = link.get("continued_from")
+    return {"steps": steps, "examples": examples, "runs": runs}
+
+
+def _in_all(continued: dict | None, examples: int, steps: int) -> list[str]:
+    """The card's line on the whole lineage (this run + the checkpoints it continued); none for a fresh run."""
+    if not continued:
+        return []
+    before = lineage(continued)
+    total = f"{before['examples'] + examples:,} examples" if before["examples"] is not None else "examples unknown"
+    return [f"- In all: {before['steps'] + steps} steps, {total} ({examples:,} in this run)."]
 
 
 def _continued(continued: dict | None) -> str:
     """The card's line on where the run started."""
     if not continued:
         return "- Started fresh from the base model."
+    before = lineage(continued)
+    seen = f" ({before['examples']:,} examples over {before['runs']} run{'s' if before['runs'] > 1 else ''})" \
+        if before["examples"] else ""
     return (f"- Started from the checkpoint `{continued['checkpoint']}` (its LoRA factors and music rows), which had "
-            f"trained {continued.get('steps') or '?'} steps at {_fmt(continued.get('step_seconds_mean'), 1)} s per "
-            "step; the steps below continue it.")
+            f"trained {before['steps'] or '?'} steps{seen}, the last {continued.get('steps') or '?'} at "
+            f"{_fmt(continued.get('step_seconds_mean'), 1)} s per step; the steps below continue it.")
 
 
 def model_card(bundle: Path, summary: dict, ablation: dict | None, info_base: str, store_variant: str,
@@ -166,6 +190,8 @@ def model_card(bundle: Path, summary: dict, ablation: dict | None, info_base: st
         f"(best valid loss at step {summary['best_step']})"
         + _stopped_early(summary, cfg),
         _continued(continued),
+        *_in_all(continued, int(summary["steps"]) * int(cfg["batch_size"]) * int(cfg.get("grad_accum", 1)),
+                 int(summary["steps"])),
         f"- Hardware: {summary.get('hardware', 'CPU (see the training note)')}; mean {_fmt(summary['step_seconds_mean'], 1)} s "
         f"per step; {_fmt(summary['step_seconds_sum'] / 60, 1)} min in training steps"
         + (f", {_fmt(wall / 60, 1)} min wall time including evaluation." if wall else "."),
@@ -269,6 +295,7 @@ def package(run: Path, bundle: Path, ablation: Path | None = None, base_model: s
     card = model_card(bundle, summary, ablation_summary, base_model, store.variant, evaluation,
                       [p.label for p in store.vocab.positions], continued)
     training = {k: summary[k] for k in ("steps", "best_step", "best_valid_loss", "step_seconds_mean")}
+    training["examples"] = int(summary["steps"]) * int(cfg["batch_size"]) * int(cfg.get("grad_accum", 1))
     training["lambda_self_sim"] = cfg["lambda_self_sim"]
     training["row_init"] = cfg.get("row_init", "random")
     training["row_init_blend"] = cfg.get("row_init_blend", 0.0)

@@ -276,10 +276,9 @@ def reading_block(reports: Path, catalog: str = "demo", bundle: Path | None = No
     if bundle is not None and (bundle / "model" / "checkpoint.json").exists():
         info = json.loads((bundle / "model" / "checkpoint.json").read_text(encoding="utf-8"))
         training = info.get("training", {})
-        steps, before = training.get("steps"), training.get("continued_from")
-        while before:  # a continued run: count the steps of the checkpoints it started from
-            steps = (steps or 0) + (before.get("steps") or 0)
-            before = before.get("continued_from")
+        from train.catalog.package import lineage
+
+        steps = lineage(training)["steps"]  # a continued run: its steps and those of the checkpoints it started from
         tracks = ev["tracks"] if ev else "the"
         out.append(f"- All of this is on synthetic training data over {tracks} tracks, with a 135M model trained for "
                    f"{steps} CPU steps; the papers' absolute numbers are not comparable.")
