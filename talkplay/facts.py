@@ -92,33 +92,39 @@ def caption_tempo(caption: str) -> float:
 
 def _spell_out(text: str) -> str:
     """"F# minor" → "F sharp minor", "Bb major" → "B flat major" (the words keep what the sign said); chord-style
-    minor keys after "in" / "key of" ("in Am", "key of F#m"; capital letter only: "I am" stays) → "A minor";
-    "120bpm" → "120 bpm", "130ish" → "130 ish"; "no more than" / "no less than" → "under" / "over", then "less
-    than" / "more than" → "under" / "over" (so that negation does not read "less" or "no" as a negator)."""
-    text = re.sub(r"\b(in|key of) ([A-G])([#♯b♭]?)m\b", r"\1 \2\3 minor", text)
+    minor keys after "in" / "key of" ("in Am" → "in A natural minor", "key of F#m"; capital letter only: "I am"
+    stays); "120bpm" → "120 bpm", "130ish" → "130 ish"; "no more / faster than", "nothing over" → "at most", "not
+    under", "no slower than" → "at least", then "less than" / "more than" → "under" / "over" (so that negation
+    does not read "less" or "no" as a negator)."""
+    # "natural" marks a key read from a chord symbol: "in the key of Am" is A minor, not just any minor key
+    text = re.sub(r"\b((?i:in|key of|in the key of)) ([A-G])([#♯b♭]?)m\b",
+                  lambda m: f"{m.group(1)} {m.group(2)}{m.group(3) or ' natural'} minor", text)
     text = re.sub(r"\b([a-gA-G])\s*[#♯]", r"\1 sharp ", text)
     text = re.sub(r"\b([a-gA-G])(?:b|♭)(?=\s*(?:major|minor)\b)", r"\1 flat ", text)
-    text = re.sub(r"\b(?:no|not)\s+more\s+than\b", "under", text, flags=re.IGNORECASE)
-    text = re.sub(r"\b(?:no|not)\s+less\s+than\b", "over", text, flags=re.IGNORECASE)
+    text = re.sub(r"\b(?:no|not|nothing)\s+(?:more\s+than|faster\s+than|over|above)\b", "at most", text,
+                  flags=re.IGNORECASE)
+    text = re.sub(r"\b(?:no|not|nothing)\s+(?:less\s+than|slower\s+than|under|below)\b", "at least", text,
+                  flags=re.IGNORECASE)
     text = re.sub(r"\bless\s+than\b", "under", text, flags=re.IGNORECASE)
     text = re.sub(r"\bmore\s+than\b", "over", text, flags=re.IGNORECASE)
     text = re.sub(r"(\d)ish\b", r"\1 ish", text, flags=re.IGNORECASE)
     return re.sub(r"(\d)(?=bpm\b)", r"\1 ", text, flags=re.IGNORECASE)
 
 
-# Words between a negator and the tempo it declines ("nothing at around 120 bpm", "no songs over 140 bpm").
-_TEMPO_FILLER = frozenset(["at", "around", "about", "near", "roughly", "approximately", "a", "an", "the", "any",
-                           "anything", "something", "of", "with", "in", "tempo", "bpm", "songs", "song", "tracks",
-                           "track", "music", "stuff", "tunes", "like"])
+# One-word concept phrases ("drums", "fast", "vocals"): what a negation before a tempo may have been spent on
+_CONCEPT_WORDS = frozenset(p for c in CONCEPTS for p in c.phrases if len(words(p)) == 1) - {
+    "music", "tempo", "bpm", "song", "songs", "track", "tracks", "going", "want"}
 
 
-def _names_a_negation(said: Sequence[str], i: int) -> bool:
-    """Does the nearest word before ``said[i]`` that is not a filler decline it: "not 120 bpm", "nothing at 120",
-    "anything but 120 bpm" — but not "not too fast around 100 bpm", where the negation ended on "fast"."""
+def _negation_spent(said: Sequence[str], i: int) -> bool:
+    """Whether the negation that declines ``said[i]`` was spent on something before it: a concept word ("no drums
+    around 100 bpm") or the word after "too" ("not too fast around 100 bpm") lies between the nearest negator and
+    ``said[i]``. Otherwise ("I don't want 120 bpm", "without going over 120 bpm") the tempo is declined."""
     j = i - 1
-    while j >= 0 and said[j] in _TEMPO_FILLER:
+    while j >= 0 and said[j] != STOP and not (said[j] in NEGATORS or (j > 0 and (said[j - 1], said[j]) in NEGATOR_PAIRS)):
         j -= 1
-    return j >= 0 and (said[j] in NEGATORS or (j > 0 and (said[j - 1], said[j]) in NEGATOR_PAIRS))
+    between = said[j + 1:i]
+    return any(w in _CONCEPT_WORDS or (k > 0 and between[k - 1] == "too") for k, w in enumerate(between))
 
 
 def _said(text: str) -> tuple[list[str], list[bool]]:
@@ -208,7 +214,7 @@ class FactReader:
 
         def asked(start: int) -> bool:  # the match starting at this character of ``full``
             i = len(full[:start].split())
-            return not (i < len(declined) and declined[i] and _names_a_negation(said, i))
+            return not (i < len(declined) and declined[i] and not _negation_spent(said, i))
 
         return [f for f, start in FactReader._tempo_spans(full) if asked(start)]
 
@@ -240,7 +246,8 @@ class FactReader:
     @staticmethod
     def _keys(kept: str) -> list[Fact]:
         out = []
-        for m in re.finditer(r"\b(?:(in) )?([a-g])(?: (sharp|flat))? (major|minor)\b(?: (key|keys|scale|tonality)\b)?",
+        for m in re.finditer(r"\b(?:(in) )?([a-g])(?: (sharp|flat|natural))? (major|minor)\b"
+                             r"(?: (key|keys|scale|tonality)\b)?",
                              kept):
             pre, letter, acc, mode, key = m.groups()
             if letter == "a" and not acc:  # "a minor" is also an article and a word: read only as a key is written

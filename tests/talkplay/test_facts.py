@@ -73,6 +73,12 @@ def test_cards_state_tempo_and_key():
     ("not less than 140 bpm", "tempo", (140.0, 300.0)),
     ("something in Am", "key", (9, "minor")),
     ("a track in the key of F#m", "key", (6, "minor")),
+    ("in the key of Am please", "key", (9, "minor")),
+    ("In Am or so", "key", (9, "minor")),
+    ("something in Bbm", "key", (10, "minor")),
+    ("nothing over 140 bpm", "tempo", (30.0, 140.0)),
+    ("no faster than 120 bpm", "tempo", (30.0, 120.0)),
+    ("not under 100 bpm", "tempo", (100.0, 300.0)),
 ])
 def test_reads_facts_as_people_write_them(reader, text, kind, value):
     facts = [f for f in reader.read(text) if f.kind != "name"]
@@ -84,7 +90,8 @@ def test_reads_facts_as_people_write_them(reader, text, kind, value):
                                   "I'm in a major funk", "stressed recently, something calm", "top 10 songs",
                                   "up tempo, 90 minutes of it", "nothing from wesnoth please, something calm",
                                   "anything but supertux", "nothing at around 120 bpm", "anything but 120 bpm",
-                                  "no songs over 140 bpm", "I am sad", "am i in a major funk"])
+                                  "no songs over 140 bpm", "I am sad", "am i in a major funk", "Am I wrong?",
+                                  "I don't want 120 bpm", "without going over 120 bpm", "not really 120 bpm"])
 def test_no_fact_where_none_is_asked(reader, text):
     assert reader.read(text) == []
 

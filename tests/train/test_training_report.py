@@ -68,15 +68,19 @@ def test_card_counts_the_examples_of_every_run_a_checkpoint_continues(tmp_path):
     examples; a link that never recorded its examples makes the total unknown, not smaller."""
     from train.catalog.package import lineage
 
-    s = run_summary(fake_run(tmp_path / "a", 0.1))  # 30 steps × batch 8
+    s = run_summary(fake_run(tmp_path / "a", 0.1))  # 30 steps × batch 8, best at step 20
     first = {"steps": 300, "examples": 9600, "step_seconds_mean": 31.4}
     continued = {"checkpoint": "catalog/demo", "steps": 80, "examples": 2560, "step_seconds_mean": 26.4,
                  "continued_from": first}
     assert lineage(continued) == {"steps": 380, "examples": 12160, "runs": 2}
     card = model_card(tmp_path / "demo", s, None, "offline:smollm2-135m-instruct", "rkmeans", None, (), continued)
     assert "trained 380 steps (12,160 examples over 2 runs), the last 80 at 26.4 s per step" in card
-    assert "In all: 410 steps, 12,400 examples (240 in this run)" in card
+    assert "In all: 400 steps, 12,320 examples (160 in this run)" in card  # the weights are step 20's (best)
     unknown = {**continued, "continued_from": {"steps": 300, "step_seconds_mean": 31.4}}
     assert lineage(unknown)["examples"] is None
     card = model_card(tmp_path / "demo", s, None, "offline:smollm2-135m-instruct", "rkmeans", None, (), unknown)
-    assert "In all: 410 steps, examples unknown" in card
+    assert "In all: 400 steps, examples unknown" in card
+    assert lineage({**continued, "steps": None})["steps"] is None  # unknown, not counted as 0
+    card = model_card(tmp_path / "demo", s, None, "offline:smollm2-135m-instruct", "rkmeans", None, (),
+                      {"checkpoint": "x", "steps": None, "examples": None, "step_seconds_mean": None})
+    assert "In all: an unknown number of steps, examples unknown" in card

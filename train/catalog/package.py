@@ -107,14 +107,22 @@ def continued_from(cfg: dict) -> dict | None:
 
 def lineage(training: dict) -> dict:
     """Steps and training examples summed over a checkpoint and the checkpoints it continued (``continued_from``
-    chain): {"steps", "examples", "runs"}; "examples" is None when a link of the chain did not record them."""
+    chain): {"steps", "examples", "runs"}; a sum is None when a link of the chain did not record it (unknown, not
+    smaller)."""
     steps, examples, runs, link = 0, 0, 0, training
     while link:
         runs += 1
-        steps += link.get("steps") or 0
+        steps = None if steps is None or link.get("steps") is None else steps + link["steps"]
         examples = None if examples is None or link.get("examples") is None else examples + link["examples"]
         link = link.get("continued_from")
-    return {"steps": steps, "examples": examples, "runs": runs}
+    return {"steps": steps if runs else None, "examples": examples if runs else None, "runs": runs}
+
+
+def run_examples(summary: dict, cfg: dict) -> int:
+    """Training examples behind a run's exported weights (its best step): steps × batch × grad accumulation ×
+    processes (a data-parallel run draws a batch per process)."""
+    steps = summary.get("best_step") or summary["steps"]
+    return int(steps) * int(cfg["batch_size"]) * int(cfg.get("grad_accum", 1)) * int(summary.get("processes", 1))
 
 
 def _in_all(continued: dict | None, examples: int, steps: int) -> list[str]:
@@ -123,7 +131,8 @@ def _in_all(continued: dict | None, examples: int, steps: int) -> list[str]:
         return []
     before = lineage(continued)
     total = f"{before['examples'] + examples:,} examples" if before["examples"] is not None else "examples unknown"
-    return [f"- In all: {before['steps'] + steps} steps, {total} ({examples:,} in this run)."]
+    steps_all = before["steps"] + steps if before["steps"] is not None else "an unknown number of"
+    return [f"- In all: {steps_all} steps, {total} ({examples:,} in this run)."]
 
 
 def _continued(continued: dict | None) -> str:
@@ -131,10 +140,11 @@ def _continued(continued: dict | None) -> str:
     if not continued:
         return "- Started fresh from the base model."
     before = lineage(continued)
-    seen = f" ({before['examples']:,} examples over {before['runs']} run{'s' if before['runs'] > 1 else ''})" \
-        if before["examples"] else ""
+    runs = f"{before['runs']} run{'s' if before['runs'] > 1 else ''}"
+    seen = f" ({before['examples']:,} examples over {runs})" if before["examples"] else f" (over {runs})"
     return (f"- Started from the checkpoint `{continued['checkpoint']}` (its LoRA factors and music rows), which had "
-            f"trained {before['steps'] or '?'} steps{seen}, the last {continued.get('steps') or '?'} at "
+            f"trained {before['steps'] if before['steps'] is not None else '?'} steps{seen}, the last "
+            f"{continued.get('steps') or '?'} at "
             f"{_fmt(continued.get('step_seconds_mean'), 1)} s per step; the steps below continue it.")
 
 
@@ -190,8 +200,7 @@ def model_card(bundle: Path, summary: dict, ablation: dict | None, info_base: st
         f"(best valid loss at step {summary['best_step']})"
         + _stopped_early(summary, cfg),
         _continued(continued),
-        *_in_all(continued, int(summary["steps"]) * int(cfg["batch_size"]) * int(cfg.get("grad_accum", 1)),
-                 int(summary["steps"])),
+        *_in_all(continued, run_examples(summary, cfg), int(summary.get("best_step") or summary["steps"])),
         f"- Hardware: {summary.get('hardware', 'CPU (see the training note)')}; mean {_fmt(summary['step_seconds_mean'], 1)} s "
         f"per step; {_fmt(summary['step_seconds_sum'] / 60, 1)} min in training steps"
         + (f", {_fmt(wall / 60, 1)} min wall time including evaluation." if wall else "."),
@@ -295,7 +304,7 @@ def package(run: Path, bundle: Path, ablation: Path | None = None, base_model: s
     card = model_card(bundle, summary, ablation_summary, base_model, store.variant, evaluation,
                       [p.label for p in store.vocab.positions], continued)
     training = {k: summary[k] for k in ("steps", "best_step", "best_valid_loss", "step_seconds_mean")}
-    training["examples"] = int(summary["steps"]) * int(cfg["batch_size"]) * int(cfg.get("grad_accum", 1))
+    training["examples"] = run_examples(summary, cfg)
     training["lambda_self_sim"] = cfg["lambda_self_sim"]
     training["row_init"] = cfg.get("row_init", "random")
     training["row_init_blend"] = cfg.get("row_init_blend", 0.0)

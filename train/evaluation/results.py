@@ -279,6 +279,7 @@ def reading_block(reports: Path, catalog: str = "demo", bundle: Path | None = No
         from train.catalog.package import lineage
 
         steps = lineage(training)["steps"]  # a continued run: its steps and those of the checkpoints it started from
+        steps = "an unknown number of" if steps is None else steps
         tracks = ev["tracks"] if ev else "the"
         out.append(f"- All of this is on synthetic training data over {tracks} tracks, with a 135M model trained for "
                    f"{steps} CPU steps; the papers' absolute numbers are not comparable.")

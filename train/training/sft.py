@@ -456,6 +456,7 @@ def train(config: TrainConfig, model: Any, tokenizer: Any, datasets: dict, store
     if step == total:
         summary = {"steps": step, "wall_seconds": round(wall, 1),
                    "hardware": hardware() + (f" × {procs.world} processes" if procs.world > 1 else ""),
+                   "processes": procs.world,  # each draws its own batch: examples = steps × batch × processes
                    "best_step": best["step"], "best_valid_loss": best["valid_loss"]}
         (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
     final = None
