@@ -190,7 +190,8 @@ def model_card(bundle: Path, summary: dict, ablation: dict | None, info_base: st
         f"--lambda-self-sim {cfg['lambda_self_sim']} --request-fraction {cfg.get('request_fraction', 0.0)} "
         f"--playlist-fraction {cfg['playlist_fraction']} --row-init {cfg.get('row_init', 'random')}"
         + (f" --talk-fraction {cfg['talk_fraction']}" if cfg.get("talk_fraction") else "")
-        + (f" --init-from {cfg['init_from']}" if cfg.get("init_from") else "") + "`,",
+        + (f" --init-from {cfg['init_from']}" if cfg.get("init_from") else "")
+        + (f" --seed {cfg['seed']}" if cfg.get("seed") else "") + "`,",
         f"  then `python -m train.catalog.package --run <run> --catalog {bundle.as_posix()}`.",
         f"- Loss: L_conversation + L_playlist + L_text→music + {cfg['lambda_self_sim']} · L_self-sim, each task's "
         f"token-mean CE summed (text → music share {cfg.get('request_fraction', 0.0)} of examples, playlist share "
