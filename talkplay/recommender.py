@@ -658,6 +658,10 @@ class Recommender(Ranking):
 
         prev = state.last_track
         wanted = directions(user_text) if prev is not None else ()
+        if {"slower", "faster"} & set(wanted) and "tempo" in self.asked_facts(user_text):
+            # "not too fast, around 100 bpm" after an 80 BPM track: the asked tempo says where to go (the facts' fit
+            # places it), not only which way; read as "slower" it played a 60 BPM track in a listener's check
+            wanted = tuple(d for d in wanted if d not in ("slower", "faster"))
         if not wanted or prev not in self.store:
             return None
         attrs = self.attributes()

@@ -60,6 +60,21 @@ def test_a_relative_turn_plays_a_track_that_moves_that_way(world):  # noqa: F811
     assert rec.choose(state, "faster").track.track_id in ids
 
 
+def test_an_asked_tempo_overrides_the_way_a_request_seems_to_move(world):  # noqa: F811
+    """"not too fast, around 100 bpm" reads as "slower" too; the number says where to go, so the candidates are not
+    cut to the slower tracks (which the previous one's 140 BPM would have made 80–120); a mood direction stays."""
+    import numpy as np
+
+    rec = Recommender(make_model(world["tokenizer"], world["n_old"]).eval(), world["tokenizer"], world["catalog"],
+                      world["store"], GenerationConfig(max_reply_tokens=4), RenderConfig(max_tokens=512))
+    ids = list(world["store"].track_ids)
+    rec._attributes = {t: attrs(bpm=80 + 20 * i) for i, t in enumerate(ids)}
+    state = ConversationState([Turn("something", ids[3], "ok", "constrained", 0.0, ())])
+    rows = np.arange(len(ids))
+    assert rec._relative(state, "slower please", rows) is not None
+    assert rec._relative(state, "not too fast, around 180 bpm", rows) is None
+
+
 def test_a_move_from_the_track_playing_is_music_whatever_the_decision_reads(world):  # noqa: F811
     from talkplay.conversation import TrackChosen
 
