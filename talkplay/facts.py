@@ -120,8 +120,9 @@ def _negation_spent(said: Sequence[str], i: int) -> bool:
     """Whether the negation that declines ``said[i]`` was spent on something before it: a concept word ("no drums
     around 100 bpm") or the word after "too" ("not too fast around 100 bpm") lies between the nearest negator and
     ``said[i]``. Otherwise ("I don't want 120 bpm", "without going over 120 bpm") the tempo is declined."""
+    negates = lambda j: said[j] in NEGATORS or (j > 0 and (said[j - 1], said[j]) in NEGATOR_PAIRS)  # noqa: E731
     j = i - 1
-    while j >= 0 and said[j] != STOP and not (said[j] in NEGATORS or (j > 0 and (said[j - 1], said[j]) in NEGATOR_PAIRS)):
+    while j >= 0 and said[j] != STOP and not negates(j):
         j -= 1
     between = said[j + 1:i]
     return any(w in _CONCEPT_WORDS or (k > 0 and between[k - 1] == "too") for k, w in enumerate(between))
