@@ -117,7 +117,8 @@ class Ranking:
         for a request relative to the track playing ("slower"), w_m · (log-likelihood − β · prior) + λ ·
         closeness, tracks that move the
         asked way first — what playing a track maximizes. Weights: ``generation`` (default the engine's
-        GenerationConfig), with ``prior_weight``/``text_weight`` overriding β/λ.
+        GenerationConfig; its ``first_request`` weights on a first request), with ``prior_weight``/``text_weight``
+        overriding β/λ.
 
         Args:
             method: "exhaustive" (the model scores every allowed track, batched, prompt cache shared),
@@ -131,7 +132,8 @@ class Ranking:
 
         from transformers import DynamicCache
 
-        config = generation if generation is not None else self.generation
+        # a first request's own weights (GenerationConfig.for_state); β and λ given here override them too
+        config = (generation if generation is not None else self.generation).for_state(state)
         if prior_weight is not None or text_weight is not None:
             config = replace(config, prior_weight=config.prior_weight if prior_weight is None else prior_weight,
                              text_weight=config.text_weight if text_weight is None else text_weight)

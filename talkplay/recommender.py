@@ -67,12 +67,16 @@ SHORTLIST = 8  # candidates the first stage (words, context, history) proposes a
 # objective was log-lik − 1.0 · prior + 2.0 · text match, chosen for the first requests' tag fit alone
 # (reports/text_match_tuning.md): it ranked the played track of later turns below BM25.
 MODEL_WEIGHT = 0.5  # w_m
-TEXT_WEIGHT = 1.0  # λ: the request's own words (talkplay.textmatch)
+TEXT_WEIGHT = 0.5  # λ: the request's own words (talkplay.textmatch)
 CONTEXT_WEIGHT = 1.0  # w_c: the whole conversation's words (talkplay.listening.context_scores)
 HISTORY_WEIGHT = 4.0  # w_h: closeness to the tracks kept so far (talkplay.listening.Listening.history)
 POPULARITY_WEIGHT = 1.0  # w_p: how often the training playlists hold the track (talkplay.listening)
 NAMED_HISTORY_SHARE = 0.5  # the history term's share when a later request names a genre, instrument or scene
-PRIOR_WEIGHT = 0.5  # β: the share of the neutral request's log-probs taken out (talkplay.prior)
+PRIOR_WEIGHT = 0.0  # β: the share of the neutral request's log-probs taken out (talkplay.prior)
+# A conversation's first request (nothing played yet) has no kept tracks and no earlier words to go on: its own
+# weights, chosen on the validation split's first requests by `python -m train.evaluation.blend` (reports/blend_demo.md)
+FIRST_REQUEST = (("model_weight", 0.05), ("prior_weight", 0.5), ("text_weight", 1.0), ("popularity_weight", 1.0))
+FIRST_REQUEST_KEYS = ("model_weight", "prior_weight", "text_weight", "popularity_weight")
 # threshold on the LM's own P(<start_of_music>) after the assistant header when the checkpoint has no decision head
 # (talkplay.decision; a head carries its own threshold, chosen on the validation split): an untuned even split
 MUSIC_THRESHOLD = 0.5
@@ -120,7 +124,10 @@ class GenerationConfig:
     ``prior_weight``, ``text_weight``, ``context_weight``, ``history_weight``, ``popularity_weight``;
     :meth:`Recommender.first_stage`,
     :mod:`talkplay.listening`), weights chosen on the validation conversations with
-    ``python -m train.evaluation.blend``. ``temperature=0`` makes the whole turn greedy.
+    ``python -m train.evaluation.blend``; a conversation's first request, with nothing played yet, is ranked with
+    its own w_m, β, λ and w_p (``first_request``, chosen on the validation split's first requests: with no
+    kept tracks and no earlier words, how often listeners play a track weighs more among the tracks that fit the
+    words). ``temperature=0`` makes the whole turn greedy.
     """
 
     mode: Literal["constrained", "paper"] = "constrained"
@@ -132,6 +139,11 @@ class GenerationConfig:
     context_weight: float = CONTEXT_WEIGHT  # w_c: the conversation's words (talkplay.listening); 0 = off
     history_weight: float = HISTORY_WEIGHT  # w_h: closeness to the tracks kept (talkplay.listening); 0 = off
     popularity_weight: float = POPULARITY_WEIGHT  # w_p: how often training playlists hold a track; 0 = off
+    # the weights above that a conversation's first request (nothing played yet) is ranked with instead
+    # (FIRST_REQUEST_KEYS; :meth:`for_state`; a mapping given is kept as sorted pairs, so the config stays
+    # hashable); None: a first request is weighed like any other. "auto": FIRST_REQUEST while w_m, β, λ and w_p
+    # are the engine's defaults, None once any of them is set otherwise (weights chosen by hand apply to every turn)
+    first_request: Mapping[str, float] | tuple[tuple[str, float], ...] | Literal["auto"] | None = "auto"
     top_p: float = 0.9
     max_reply_tokens: int = 96
     seed: int | None = None  # None: fresh randomness per turn; an int makes every turn reproducible
@@ -161,6 +173,23 @@ class GenerationConfig:
                              f"context_weight {self.context_weight}, history_weight {self.history_weight} and "
                              f"popularity_weight {self.popularity_weight} must be ≥ 0, model_weight "
                              f"{self.model_weight} > 0")
+        if isinstance(self.first_request, str):
+            if self.first_request != "auto":
+                raise ValueError(f"GenerationConfig.first_request {self.first_request!r}: expected weights, None or "
+                                 "'auto'")
+            own = any(getattr(self, k) != getattr(GenerationConfig, k) for k in FIRST_REQUEST_KEYS)
+            object.__setattr__(self, "first_request", None if own else FIRST_REQUEST)
+        if self.first_request is not None:
+            pairs = self.first_request.items() if isinstance(self.first_request, Mapping) else self.first_request
+            object.__setattr__(self, "first_request", tuple(sorted((str(k), float(v)) for k, v in pairs)))
+            unknown = sorted({k for k, _ in self.first_request} - set(FIRST_REQUEST_KEYS))
+            if unknown:
+                raise ValueError(f"GenerationConfig.first_request: unknown weight(s) {', '.join(unknown)}; expected "
+                                 f"some of {', '.join(FIRST_REQUEST_KEYS)}")
+            try:  # the same checks on the first request's weights
+                replace(self, **dict(self.first_request), first_request=None)
+            except ValueError as e:
+                raise ValueError(f"GenerationConfig.first_request: {e}") from None
         if self.talk_reply not in ("card", "model"):
             raise ValueError(f"GenerationConfig.talk_reply {self.talk_reply!r}: expected 'card' or 'model'")
         if self.mode not in ("constrained", "paper"):
@@ -171,6 +200,14 @@ class GenerationConfig:
             raise ValueError(f"GenerationConfig.music_threshold {self.music_threshold} must be in [0, 1]")
         if self.max_reply_tokens < 1:
             raise ValueError("GenerationConfig.max_reply_tokens must be ≥ 1")
+
+
+    def for_state(self, state: ConversationState) -> "GenerationConfig":
+        """The config a turn of ``state`` is ranked with: ``first_request``'s weights over these on a
+        conversation's first request (nothing played yet), else this config."""
+        if self.first_request is None or state.played:
+            return self
+        return replace(self, **dict(self.first_request), first_request=None)
 
 
 class Recommender(Ranking):
@@ -432,7 +469,7 @@ class Recommender(Ranking):
             NoAllowedTrack: the message asks for music but every catalog track has been played or rejected in this
                 conversation.
         """
-        config = generation or self.generation
+        config = (generation or self.generation).for_state(state)  # a first request's own weights
         scheduler = self.scheduler
         if scheduler is not None and scheduler.running:
             events = scheduler.submit(state, user_text, config, tuple(exclude))
@@ -462,7 +499,7 @@ class Recommender(Ranking):
                exclude: tuple[str, ...] = ()) -> TrackChosen:
         """Only the music span: the track ``respond`` would play if the message asked for one, without the reply;
         ``state`` is unchanged."""
-        config = replace(generation or self.generation, talk=False)
+        config = replace((generation or self.generation).for_state(state), talk=False)
         return self._choose(state, user_text, config, tuple(exclude), self._generator(config), time.perf_counter())[0]
 
     @staticmethod

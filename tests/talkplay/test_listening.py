@@ -1,6 +1,8 @@
 """What the conversation so far says (talkplay.listening): closeness to the kept tracks, the conversation's words,
 and the engine's ranking objective built from them (first stage → the model scores the best of it)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -136,3 +138,38 @@ def test_a_named_search_halves_the_kept_tracks_pull(world, monkeypatch):  # noqa
     named = rec.first_stage_terms(state, f"now some {tag}")["history"]
     np.testing.assert_allclose(named, NAMED_HISTORY_SHARE * full)
     np.testing.assert_allclose(rec.first_stage_terms(state, "another one")["history"], full)
+
+
+def test_a_first_request_is_ranked_with_its_own_weights(world):  # noqa: F811
+    catalog, store = world["catalog"], world["store"]
+    ids = store.track_ids
+    rng = np.random.default_rng(0)
+    counts = {t: 1.0 for t in ids}
+    counts[ids[3]] = 1000.0  # by far the most played in the training playlists
+    lis = Listening.from_vectors(ids, {t: rng.normal(size=8) for t in ids}, counts=counts)
+    config = GenerationConfig(max_reply_tokens=2, temperature=0.0, popularity_weight=0.0, history_weight=0.0,
+                              context_weight=0.0, first_request={"popularity_weight": 1000.0})
+    rec = Recommender(make_model(world["tokenizer"], world["n_old"]).eval(), world["tokenizer"], catalog, store,
+                      config, RenderConfig(max_tokens=512), listening=lis)
+    first, later = ConversationState(), ConversationState([Turn("calm piano", ids[0], "ok", "constrained", 0.0, ())])
+    assert config.for_state(first).popularity_weight == 1000.0 and config.for_state(later) is config
+    assert rec.rank(first, "calm piano", k=1, method="exhaustive")[0].track_id == ids[3]
+    assert rec.choose(first, "calm piano").track.track_id == ids[3]  # playing weighs it the same way
+    plain = replace(config, first_request=None)  # without: a first request is weighed like any other
+    assert plain.for_state(first) is plain
+    boosted = {r.track_id: r.logprob for r in rec.rank(first, "calm piano", k=len(ids), method="exhaustive")}
+    weighed = {r.track_id: r.logprob for r in rec.rank(first, "calm piano", k=len(ids), method="exhaustive",
+                                                          generation=plain)}
+    np.testing.assert_allclose([boosted[t] - weighed[t] for t in ids], 1000.0 * lis.popularity, rtol=1e-4, atol=1e-3)
+    assert hash(config) == hash(GenerationConfig(max_reply_tokens=2, temperature=0.0, popularity_weight=0.0,
+                                                 history_weight=0.0, context_weight=0.0,
+                                                 first_request=(("popularity_weight", 1000.0),)))
+    from talkplay.recommender import FIRST_REQUEST
+
+    assert GenerationConfig().first_request == tuple(sorted(FIRST_REQUEST))  # the engine's defaults: its own
+    assert GenerationConfig(seed=1).first_request == tuple(sorted(FIRST_REQUEST))  # weights untouched: still its own
+    assert GenerationConfig(text_weight=0.0).first_request is None  # weights set by hand weigh every turn
+    with pytest.raises(ValueError, match="first_request.*unknown weight.*history_weight"):
+        GenerationConfig(first_request={"history_weight": 1.0})  # a first request has no kept tracks to weigh
+    with pytest.raises(ValueError, match="first_request.*popularity_weight -1"):
+        GenerationConfig(first_request={"popularity_weight": -1.0})

@@ -304,7 +304,8 @@ def tune_text(args) -> dict:
     result = {"grid": [], "requests": len(valid), "prior_weight": beta}
     for lam, w in grid:
         match.tag_weight = w
-        played = played_fit(rec, catalog, valid, 1, GenerationConfig(text_weight=lam, prior_weight=beta, seed=0))
+        played = played_fit(rec, catalog, valid, 1, GenerationConfig(text_weight=lam, prior_weight=beta, seed=0,
+                                                                           first_request=None))  # these weights, not a first request's
         result["grid"].append({"text_weight": lam, "tag_weight": w, "top1": float(np.mean(top1[(lam, w)])),
                                "played": played})
         print(f"prior weight {beta}, text weight {lam}, tag weight {w}: top-1 fit {np.mean(top1[(lam, w)]):.3f}, "

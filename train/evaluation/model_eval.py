@@ -63,7 +63,8 @@ class ModelRanker:
 
         g = asdict(self.rec.generation)
         return {"weights": {k: g[k] for k in ("model_weight", "prior_weight", "text_weight", "context_weight",
-                                              "history_weight", "popularity_weight")}, "shortlist": self.SHORTLIST,
+                                              "history_weight", "popularity_weight")},
+                "first_request": g["first_request"] and dict(g["first_request"]), "shortlist": self.SHORTLIST,
                 "named_history_share": NAMED_HISTORY_SHARE,
                 "listening": version_of(checkpoint_dir(self.rec.catalog.root) / LISTENING_FILE),
                 # the text match's reading (concepts, facts, scores) and whether its sentence embedder loaded

@@ -125,7 +125,8 @@ def score(cfg: dict, bundle: Path, catalog: Path, out: Path, turns: int, log=pri
     defaults = {k: getattr(GenerationConfig(), k) for k in GRID}
     zero = {k: 0.0 for k in GRID}
     alone = measure(terms, prior, {**zero, "model_weight": 1.0})
-    served = measure(terms, prior, defaults)
+    first_weights = GenerationConfig().first_request
+    served = measure(terms, prior, defaults, dict(first_weights) if first_weights else None)
     corrected = measure(terms, prior, {**zero, "model_weight": 1.0, "prior_weight": defaults["prior_weight"]})
     return {"first_turns": len(first), "model_mrr_first": alone["mrr_first"],
             "model_prior_corrected_mrr_first": corrected["mrr_first"], "model_top1_max_share": alone["top1_max_share"],
