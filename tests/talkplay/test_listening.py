@@ -140,7 +140,7 @@ def test_a_named_search_halves_the_kept_tracks_pull(world, monkeypatch):  # noqa
     np.testing.assert_allclose(rec.first_stage_terms(state, "another one")["history"], full)
 
 
-def test_a_first_request_is_ranked_with_its_own_weights(world):  # noqa: F811
+def test_a_first_request_is_ranked_with_its_own_weights(world, monkeypatch):  # noqa: F811
     catalog, store = world["catalog"], world["store"]
     ids = store.track_ids
     rng = np.random.default_rng(0)
@@ -155,8 +155,14 @@ def test_a_first_request_is_ranked_with_its_own_weights(world):  # noqa: F811
     assert config.for_state(first).popularity_weight == 1000.0 and config.for_state(later) is config
     assert rec.rank(first, "calm piano", k=1, method="exhaustive")[0].track_id == ids[3]
     assert rec.choose(first, "calm piano").track.track_id == ids[3]  # playing weighs it the same way
+    assert rec.chat(ConversationState(), "calm piano").track_id == ids[3]  # and so does a whole turn
+    turned_down = ConversationState([Turn("calm piano", ids[3], "ok", "constrained", 0.0, ())])
+    turned_down.rejected.add(ids[3])
+    assert config.for_state(turned_down) is config  # a turned-down track was played: no longer a first request
     plain = replace(config, first_request=None)  # without: a first request is weighed like any other
     assert plain.for_state(first) is plain
+    once = config.for_state(first)
+    assert once.first_request is None and once.for_state(first) is once  # applying it twice is applying it once
     boosted = {r.track_id: r.logprob for r in rec.rank(first, "calm piano", k=len(ids), method="exhaustive")}
     weighed = {r.track_id: r.logprob for r in rec.rank(first, "calm piano", k=len(ids), method="exhaustive",
                                                           generation=plain)}
@@ -164,11 +170,16 @@ def test_a_first_request_is_ranked_with_its_own_weights(world):  # noqa: F811
     assert hash(config) == hash(GenerationConfig(max_reply_tokens=2, temperature=0.0, popularity_weight=0.0,
                                                  history_weight=0.0, context_weight=0.0,
                                                  first_request=(("popularity_weight", 1000.0),)))
-    from talkplay.recommender import FIRST_REQUEST
+    import talkplay.recommender as engine
 
-    assert GenerationConfig().first_request == tuple(sorted(FIRST_REQUEST))  # the engine's defaults: its own
-    assert GenerationConfig(seed=1).first_request == tuple(sorted(FIRST_REQUEST))  # weights untouched: still its own
-    assert GenerationConfig(text_weight=0.0).first_request is None  # weights set by hand weigh every turn
+    monkeypatch.setattr(engine, "FIRST_REQUEST", (("popularity_weight", 2.0),))  # a catalog's chosen weights
+    auto = GenerationConfig()
+    assert auto.first_request == "auto" and auto.first_weights() == (("popularity_weight", 2.0),)  # its own
+    assert GenerationConfig(seed=1).first_weights() == (("popularity_weight", 2.0),)  # weights untouched: still
+    assert GenerationConfig(text_weight=0.0).first_weights() is None  # weights set by hand weigh every turn
+    assert replace(auto, text_weight=0.0).first_weights() is None  # however they were set
+    monkeypatch.setattr(engine, "FIRST_REQUEST", None)
+    assert auto.first_weights() is None and auto.for_state(first).popularity_weight == auto.popularity_weight
     with pytest.raises(ValueError, match="first_request.*unknown weight.*history_weight"):
         GenerationConfig(first_request={"history_weight": 1.0})  # a first request has no kept tracks to weigh
     with pytest.raises(ValueError, match="first_request.*popularity_weight -1"):

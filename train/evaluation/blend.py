@@ -171,7 +171,7 @@ def search_first(terms: list[dict], prior: np.ndarray) -> list[dict]:
     """The first request's weights (``GenerationConfig.first_request``), best first: every FIRST_GRID combination
     (λ fixed at 1: only the weights' ratios rank) that keeps every track's top-1 share of the first turns within
     ``MAX_FIRST_TOP1_SHARE``, by first-turn MRR. A first request has no kept tracks and no earlier words, so these
-    weights and the later turns' do not interact."""
+    weights do not change the later turns' ranking (only the all-turn top-1 share counts both)."""
     firsts = [t for t in terms if t["turn"] == 1]
     rows = []
     for values in itertools.product(*FIRST_GRID.values()):
@@ -219,11 +219,14 @@ def report(result: dict) -> str:
         lines.append(row(f"best without {TERMS[name]}", r))
     fr = result.get("first_request")
     if fr:
+        engine = result.get("engine_first_request")
         lines += ["", "## A first request's own weights (`GenerationConfig.first_request`)", "",
-                  "Nothing is played yet: no kept tracks and no earlier words, so a first request is ranked with its "
-                  "own w_m, β, λ and w_p, chosen by first-turn MRR among the combinations where no track is the "
-                  f"top-1 of more than {MAX_FIRST_TOP1_SHARE:.0%} of the first turns, of {fr['combinations']} (λ "
-                  "fixed at 1: only the ratios rank). The table above ranks first turns with the chosen ones.", "",
+                  "Nothing is played yet: no kept tracks and no earlier words, so a first request may be ranked with "
+                  "its own w_m, β, λ and w_p: the best by first-turn MRR among the combinations where no track is "
+                  f"the top-1 of more than {MAX_FIRST_TOP1_SHARE:.0%} of the first turns, of {fr['combinations']} "
+                  "(λ fixed at 1: only the ratios rank). The engine "
+                  + (f"ranks first requests with {engine}." if engine else "weighs a first request like any other "
+                     "turn (`first_request` off); the table above ranks every turn with one set of weights."), "",
                   "| weights (w_m, β, λ, w_p) | first-turn MRR | top-1 max share of first turns |", "|---|---|---|"]
         for label, r in fr["rows"].items():
             w = r["weights"]
@@ -273,12 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     for t, u in zip(terms, turns + extra):
         t["whole"] = (u.conversation_id, u.turn) in whole
     prior = rec.prior().row_scores
+    rows = search(terms, prior)  # one set of weights for every turn; a first request's own are searched apart
     firsts = search_first(terms, prior)
-    first = firsts[0]["weights"]
-    rows = search(terms, prior, first)
     d = GenerationConfig()
     defaults = {k: getattr(d, k) for k in GRID}
-    first_defaults = dict(d.first_request) if d.first_request else None
+    first_defaults = {**{k: defaults[k] for k in FIRST_GRID}, "text_weight": defaults["text_weight"],
+                      **dict(d.first_weights() or ())}
     first_rows = {"chosen": firsts[0]}
     for name in ("prior_weight", "popularity_weight"):
         sub = [r for r in firsts if r["weights"][name] == 0]
@@ -287,9 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     later = {k: rows[0]["weights"][k] for k in FIRST_GRID}
     first_rows["the later turns' weights"] = {"weights": {**later, "text_weight": rows[0]["weights"]["text_weight"]},
                                               **measure(terms, prior, rows[0]["weights"])}
-    if first_defaults:
-        first_rows["engine defaults"] = {"weights": first_defaults,
-                                         **measure([t for t in terms if t["turn"] == 1], prior, defaults, first_defaults)}
+    first_rows["engine defaults"] = {"weights": first_defaults,
+                                     **measure([t for t in terms if t["turn"] == 1], prior, defaults, first_defaults)}
     without = {}
     for name in TERMS:
         sub = [r for r in rows if r["weights"][name] == 0]
@@ -303,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
               "extra_first_turns": args.extra_first_turns,
               "first_turns": rows[0]["first_turns"], "combinations": len(rows), "grid": GRID, "best": rows[0],
               "defaults": {"weights": defaults, **measure(terms, prior, defaults, first_defaults)},
+              "engine_first_request": d.first_weights() and dict(d.first_weights()),
               "first_request": {"grid": FIRST_GRID, "combinations": len(firsts), "rows": first_rows},
               "model_alone": {"weights": {**zero, "model_weight": 1.0}, **alone["model"]},
               "without": without, "alone": alone, "synthetic_data": True,

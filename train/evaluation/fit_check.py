@@ -35,7 +35,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -132,7 +132,6 @@ def _top(scores: np.ndarray, k: int) -> list[int]:
 
 def played_fit(rec, catalog: Catalog, requests: Sequence[FitRequest], samples: int, config) -> float:
     """Share of sampled plays (``samples`` seeds per request, sampling ``config``) that fit their request."""
-    from dataclasses import replace
 
     from talkplay.conversation import ConversationState
 
@@ -260,7 +259,8 @@ def tune(args) -> dict:
     ids = rec.store.track_ids
     hits = {b: [] for b in args.tune_priors}
     for req in valid:
-        raw = {r.track_id: r.logprob for r in rec.rank(ConversationState(), req.text, k=len(ids), prior_weight=0.0)}
+        raw = {r.track_id: r.logprob for r in rec.rank(ConversationState(), req.text, k=len(ids), prior_weight=0.0,
+                                                       generation=replace(rec.generation, first_request=None))}
         scores = np.array([raw[t] for t in ids])
         for b in args.tune_priors:
             hits[b].append(req.fits(catalog[ids[int(np.argmax(scores - b * prior))]]))
@@ -270,8 +270,8 @@ def tune(args) -> dict:
     best = max(top1, key=lambda b: (top1[b], -b))
     played = {}
     for t in args.tune_temperatures:
-        played[t] = played_fit(rec, catalog, valid, args.samples, GenerationConfig(music_temperature=t,
-                                                                                   prior_weight=best))
+        played[t] = played_fit(rec, catalog, valid, args.samples, GenerationConfig(
+            music_temperature=t, prior_weight=best, first_request=None))  # β as chosen, on every request
         print(f"prior weight {best}, music temperature {t}: played fit {played[t]:.3f}", flush=True)
     return {"top1_by_prior": top1, "best_prior": best, "played_by_temperature": played}
 
@@ -296,7 +296,8 @@ def tune_text(args) -> dict:
     top1 = {g: [] for g in grid}
     for req in valid:
         raw = {r.track_id: r.logprob for r in rec.rank(ConversationState(), req.text, k=len(ids), prior_weight=0.0,
-                                                       text_weight=0.0)}
+                                                       text_weight=0.0,
+                                                       generation=replace(rec.generation, first_request=None))}
         model = np.array([raw[t] for t in ids]) - beta * prior
         for lam, w in grid:
             match.tag_weight = w
@@ -304,8 +305,9 @@ def tune_text(args) -> dict:
     result = {"grid": [], "requests": len(valid), "prior_weight": beta}
     for lam, w in grid:
         match.tag_weight = w
-        played = played_fit(rec, catalog, valid, 1, GenerationConfig(text_weight=lam, prior_weight=beta, seed=0,
-                                                                           first_request=None))  # these weights, not a first request's
+        # these weights on the (first) requests, not a first request's own
+        config = GenerationConfig(text_weight=lam, prior_weight=beta, seed=0, first_request=None)
+        played = played_fit(rec, catalog, valid, 1, config)
         result["grid"].append({"text_weight": lam, "tag_weight": w, "top1": float(np.mean(top1[(lam, w)])),
                                "played": played})
         print(f"prior weight {beta}, text weight {lam}, tag weight {w}: top-1 fit {np.mean(top1[(lam, w)]):.3f}, "

@@ -62,9 +62,11 @@ class ModelRanker:
         from talkplay.listening import LISTENING_FILE
 
         g = asdict(self.rec.generation)
+        weights = self.rec.generation.first_weights()
+        first = {"first_request": dict(weights)} if weights else {}  # absent when none (the keys made before it)
         return {"weights": {k: g[k] for k in ("model_weight", "prior_weight", "text_weight", "context_weight",
-                                              "history_weight", "popularity_weight")},
-                "first_request": g["first_request"] and dict(g["first_request"]), "shortlist": self.SHORTLIST,
+                                              "history_weight", "popularity_weight")}, **first,
+                "shortlist": self.SHORTLIST,
                 "named_history_share": NAMED_HISTORY_SHARE,
                 "listening": version_of(checkpoint_dir(self.rec.catalog.root) / LISTENING_FILE),
                 # the text match's reading (concepts, facts, scores) and whether its sentence embedder loaded

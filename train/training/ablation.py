@@ -125,7 +125,7 @@ def score(cfg: dict, bundle: Path, catalog: Path, out: Path, turns: int, log=pri
     defaults = {k: getattr(GenerationConfig(), k) for k in GRID}
     zero = {k: 0.0 for k in GRID}
     alone = measure(terms, prior, {**zero, "model_weight": 1.0})
-    first_weights = GenerationConfig().first_request
+    first_weights = GenerationConfig().first_weights()
     served = measure(terms, prior, defaults, dict(first_weights) if first_weights else None)
     corrected = measure(terms, prior, {**zero, "model_weight": 1.0, "prior_weight": defaults["prior_weight"]})
     return {"first_turns": len(first), "model_mrr_first": alone["mrr_first"],
