@@ -67,6 +67,16 @@ MIN_TITLE_LETTERS = 6  # a one-word title shorter than this does not name its tr
 ASK_FOR_TITLE = frozenset(["play", "hear", "queue", "playing", "called", "named", "titled"])
 NOT_THE_TITLE = frozenset(["like", "similar", "than", "besides", "except", "unlike", "not", "no", "without",
                            "but", "resembling", "sounds"])
+# "something like X", "songs similar to X", "more like X", "in the style of X": a title after these is the track the
+# listener measures others by (IntentReader.referenced), not one to play. "like" counts after these words only:
+# "I'd like X" or "I like X" wants X itself
+LIKE_HEADS = frozenset(["something", "somthing", "sumthing", "somethin", "smth", "sth", "anything", "stuff", "song",
+                        "songs", "track", "tracks", "music", "tune", "tunes", "more", "things", "ones", "sounds",
+                        "sound", "sounding", "kinda", "else", "similar", "vibe", "vibes", "feels"])
+REFERENCE_BEFORE = {"like": LIKE_HEADS, "to": frozenset(["similar", "close", "closer"]),
+                    "of": frozenset(["style", "lines", "vibe", "vibes", "feel", "spirit", "reminds"])}
+REFERENCE_AFTER = frozenset(["but", "by", "from", "off", "please", "pls", "plz", "and", "only", "though", "with",
+                             "except", "yet", "or", "ost", "soundtrack", "track", "song", "again", "maybe"])
 TITLE_FILLER = frozenset(["can", "could", "you", "u", "ya", "please", "pls", "plz", "the", "a", "an", "song", "track",
                           "tune", "piece", "by", "from", "me", "i", "want", "wanna", "to", "it", "that", "one", "now",
                           "put", "on", "let", "lets", "us", "some", "thanks", "hey", "hi", "again", "just", "play",
@@ -483,6 +493,9 @@ class IntentReader:
         flags = _declined_flags(both)
         skip = self._unread(tokens) if self._unread is not None else set()
         skip |= greeting_positions(tokens)
+        # a title named as the measure ("like Battle Music") says which track, not which concepts: "battle" there
+        # asks for nothing
+        skip |= {k for start, end, _ in self.references(both) for k in range(start, end)}
         used = [i in skip for i in range(len(tokens))]
         found: dict[str, tuple[int, Mention]] = {}
         for fuzzy in (False, True):
@@ -546,6 +559,34 @@ class IntentReader:
             if all(r is not None for r in rows):
                 mask = mask | np.logical_and.reduce(rows)
         return mask
+
+    def references(self, both: Sequence[str]) -> list[tuple[int, int, list[int]]]:
+        """(start, end, rows) of every whole title in ``both`` (:func:`_words_and_stops`; start and end count words
+        only) that follows a reference cue (REFERENCE_BEFORE, one "the"/"that"/"this" between allowed) and ends its
+        clause or comes before REFERENCE_AFTER: "something like Battle Music", "songs similar to Tranquilforest but
+        slower" — not "something like the end of a movie" with a track called "The End"."""
+        tokens = [w for w in both if w not in CLAUSE_STOPS]
+        at = [k for k, w in enumerate(both) if w not in CLAUSE_STOPS]  # a word's position in ``both``
+        out = []
+        for n in self._title_lengths:
+            for i in range(len(tokens) - n + 1):
+                rows = self._titles.get(tuple(tokens[i:i + n]))
+                if not rows:
+                    continue
+                j = i - 1 if i > 0 and tokens[i - 1] in ("the", "that", "this") else i
+                after = both[at[i + n - 1] + 1] if at[i + n - 1] + 1 < len(both) else None
+                if j >= 2 and tokens[j - 2] in REFERENCE_BEFORE.get(tokens[j - 1], ()) and \
+                        (after is None or after in CLAUSE_STOPS or after in REFERENCE_AFTER):
+                    out.append((i, i + n, list(rows)))
+        return out
+
+    def referenced(self, text: str) -> np.ndarray:
+        """bool (n_tracks,): the tracks ``text`` names as the measure of what it wants ("something like Battle
+        Music": :meth:`references`) — the listener asks for others like them, not for them."""
+        out = np.zeros(len(self.track_tags), bool)
+        for _, _, rows in self.references(_words_and_stops(text)):
+            out[rows] = True
+        return out
 
     def titled(self, text: str) -> np.ndarray:
         """bool (n_tracks,): the tracks ``text`` asks for by their whole title, spelled as consecutive words.

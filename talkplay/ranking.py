@@ -32,8 +32,8 @@ class Ranked:
 
 class Ranking:
     """Span scoring for the engine (mixin: needs ``model``, ``store``, ``ids``, ``trie``, ``forward``, ``_step``,
-    ``_prompt``, ``generation``, ``prior``, ``text_match``, ``_relative``, ``first_stage``, ``exhaustive_limit``,
-    ``rank_batch``)."""
+    ``_prompt``, ``generation``, ``prior``, ``text_match``, ``_relative``, ``first_stage``, ``referenced_ids``,
+    ``exhaustive_limit``, ``rank_batch``)."""
 
     def _lead_and_tree(self, lead: list[int], cache: Any, ids: torch.Tensor, before: bool | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor | None] | tuple[torch.Tensor, torch.Tensor | None,
@@ -137,7 +137,7 @@ class Ranking:
         if prior_weight is not None or text_weight is not None:
             config = replace(config, prior_weight=config.prior_weight if prior_weight is None else prior_weight,
                              text_weight=config.text_weight if text_weight is None else text_weight)
-        excluded = state.exclude()
+        excluded = state.exclude(self.referenced_ids(user_text))  # "something like X" ranks the others
         rows = self.trie.rows([], excluded)
         if len(rows) == 0:
             return []

@@ -577,7 +577,7 @@ class Recommender(Ranking):
         ``<start_of_music>``, and the span is empty. The prompt's prefix that the conversation's last turn computed
         is reused from :attr:`prefix` (only the rest is prefilled)."""
         config = config.for_state(state)  # idempotent: respond and choose have applied it already
-        excluded = state.exclude(extra)
+        excluded = state.exclude((*extra, *self.referenced_ids(user_text)))  # "like X" asks for others than X
         allowed = self.trie.rows([], excluded)  # computed once per turn: the relative and shortlist paths share it
         prompt, user_text = self._fit_prompt(state, user_text)
         cache, reused = self.prefix.take(state.key, prompt)
@@ -711,7 +711,8 @@ class Recommender(Ranking):
         against the history alone)."""
         from talkplay.refine import directions, moves
 
-        prev = state.last_track
+        like = self.referenced_ids(user_text)  # "something like Battle Music but slower": slower than that one
+        prev = like[0] if like else state.last_track
         wanted = directions(user_text) if prev is not None else ()
         if {"slower", "faster"} & set(wanted) and "tempo" in self.asked_facts(user_text):
             # "not too fast, around 100 bpm" after an 80 BPM track: the asked tempo says where to go (the facts' fit
@@ -743,9 +744,15 @@ class Recommender(Ranking):
 
         match = self.text_match()
         kept = [self.store.row(t) for t in state.played if t not in state.rejected and t in self.store]
+        # "something like Battle Music": that track is the measure, as a kept one is — its playlist neighbours (the
+        # history term) and the cards closest to its own (added to the words' match)
+        like = [self.store.row(t) for t in self.referenced_ids(user_text)]
+        kept = kept + [r for r in like if r not in kept]
         out: dict[str, np.ndarray] = {}
         if match.has_evidence(user_text, first_turn=not state.played):
             out["words"] = match.scores(user_text)
+            if like:
+                out["words"] = out["words"] + np.mean([match.similar_to(r) for r in like], axis=0)
         if self.listening is not None and kept:
             out["history"] = self.listening.history(kept)
             if "words" in out and match.names_a_search(user_text):
@@ -802,6 +809,16 @@ class Recommender(Ranking):
 
                 self._attribute_ban = AttributeBan(self.tokenizer, [self.catalog[t] for t in self.store.track_ids])
             return self._attribute_ban
+
+    def referenced_ids(self, user_text: str) -> tuple[str, ...]:
+        """The tracks ``user_text`` names as the measure of what it wants — "something like Battle Music", "songs
+        similar to Tranquilforest" (:meth:`talkplay.intent.IntentReader.referenced`): not played this turn, and
+        the ranking looks for their neighbours as it does for the tracks kept (:meth:`first_stage_terms`)."""
+        intent = self.text_match().intent
+        if intent is None:
+            return ()
+        ids = self.store.track_ids
+        return tuple(ids[int(r)] for r in np.flatnonzero(intent.referenced(user_text)))
 
     def text_match(self) -> TextMatch:
         """The text match of the store's tracks (:mod:`talkplay.textmatch`), built once per engine: BM25, plus

@@ -181,3 +181,22 @@ def test_a_title_names_its_track_only_when_it_is_what_is_asked_for(text, named):
                                                                   words("War Drums Wesnoth")],
                           titles=["Battle Theme", "War Drums"])
     assert bool(reader.titled(text)[0]) is named and not reader.titled(text)[1]
+
+
+@pytest.mark.parametrize("text, referenced", [
+    ("something like Battle Theme", True), ("songs similar to battle theme but faster", True),
+    ("more like War Drums please", False), ("in the style of the Battle Theme", True),
+    ("stuff like battle theme", True), ("I'd like Battle Theme", False), ("i like battle theme", False),
+    ("play Battle Theme", False), ("epic battle theme music with a full orchestra", False),
+    ("something like battle theme, but slower", True), ("something like battle theme music for a boss", False)])
+def test_a_title_after_like_or_similar_to_is_the_measure_not_the_request(text, referenced):
+    """"something like Battle Theme" asks for others like it (IntentReader.referenced); "I'd like Battle Theme" asks
+    for it. A referenced title's words name no concept: "battle" there is the track's name, not a scene."""
+    reader = IntentReader([("chiptune",), ("orchestral", "drums")], names=[words("Battle Theme SuperTux Team"),
+                                                                            words("War Drums Wesnoth")],
+                          titles=["Battle Theme", "War Drums"])
+    assert bool(reader.referenced(text)[0]) is referenced
+    assert reader.referenced("more like War Drums please").tolist() == [False, True]
+    if referenced:
+        assert not any(m.concept == "scene:battle" for m in reader.read(text))
+        assert not reader.titled(text).any()  # and it is not asked for itself

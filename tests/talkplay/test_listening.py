@@ -184,3 +184,13 @@ def test_a_first_request_is_ranked_with_its_own_weights(world, monkeypatch):  # 
         GenerationConfig(first_request={"history_weight": 1.0})  # a first request has no kept tracks to weigh
     with pytest.raises(ValueError, match="first_request.*popularity_weight -1"):
         GenerationConfig(first_request={"popularity_weight": -1.0})
+
+
+def test_something_like_a_title_plays_its_neighbour_not_the_title(world):  # noqa: F811
+    rec, ids = _engine(world, history_weight=1000.0)
+    title = rec.catalog[ids[0]].title
+    text = f"something like {title}"
+    assert rec.referenced_ids(text) == (ids[0],) and rec.referenced_ids(f"play {title}") == ()
+    ranked = [r.track_id for r in rec.rank(ConversationState(), text, k=len(ids), method="exhaustive")]
+    assert ids[0] not in ranked and ranked[0] == ids[1]  # the measure is not played; its playlist neighbour leads
+    assert rec.choose(ConversationState(), text).track.track_id == ids[1]
