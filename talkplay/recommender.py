@@ -744,10 +744,12 @@ class Recommender(Ranking):
 
         match = self.text_match()
         kept = [self.store.row(t) for t in state.played if t not in state.rejected and t in self.store]
-        # "something like Battle Music": that track is the measure, as a kept one is — its playlist neighbours (the
-        # history term) and the cards closest to its own (added to the words' match)
+        # "something like Battle Music": that track is the measure, in place of the kept ones — its playlist
+        # neighbours (the history term) and the cards closest to its own (added to the words' match). Kept tracks
+        # alongside it outvoted it: "songs similar to Tranquilforest" (folk) after a Wesnoth orchestral track
+        # played another Wesnoth orchestral track in a listener's check
         like = [self.store.row(t) for t in self.referenced_ids(user_text)]
-        kept = kept + [r for r in like if r not in kept]
+        kept = like or kept
         out: dict[str, np.ndarray] = {}
         if match.has_evidence(user_text, first_turn=not state.played):
             out["words"] = match.scores(user_text)

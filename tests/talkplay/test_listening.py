@@ -194,3 +194,5 @@ def test_something_like_a_title_plays_its_neighbour_not_the_title(world):  # noq
     ranked = [r.track_id for r in rec.rank(ConversationState(), text, k=len(ids), method="exhaustive")]
     assert ids[0] not in ranked and ranked[0] == ids[1]  # the measure is not played; its playlist neighbour leads
     assert rec.choose(ConversationState(), text).track.track_id == ids[1]
+    later = ConversationState([Turn("calm piano", ids[2], "ok", "constrained", 0.0, ())])
+    assert rec.choose(later, text).track.track_id == ids[1]  # the named measure, not the track kept before
