@@ -459,6 +459,8 @@ class IntentReader:
         self._known = {w for phrase, _ in self._phrases for w in phrase}
         self._known |= {w + "s" for w in self._known} | COMMON_WORDS
         self._read = functools.lru_cache(maxsize=1024)(self._read_uncached)  # a turn reads its request twice
+        # a turn asks for its request's named measure up to three times (exclusion, first stage, relative moves)
+        self._referenced = functools.lru_cache(maxsize=1024)(self._referenced_uncached)
 
     def _bind(self, concept: Concept, declined: bool, named: frozenset[str]) -> Mention | None:
         """``concept`` as this catalog can honour it (its tags restricted to the catalog's), or None when it says
@@ -584,9 +586,11 @@ class IntentReader:
         """bool (n_tracks,): the tracks ``text`` names as the measure of what it wants ("something like Battle
         Music": :meth:`references`) — the listener asks for others like them, not for them."""
         out = np.zeros(len(self.track_tags), bool)
-        for _, _, rows in self.references(_words_and_stops(text)):
-            out[rows] = True
+        out[list(self._referenced(text))] = True
         return out
+
+    def _referenced_uncached(self, text: str) -> tuple[int, ...]:
+        return tuple(sorted({r for _, _, rows in self.references(_words_and_stops(text)) for r in rows}))
 
     def titled(self, text: str) -> np.ndarray:
         """bool (n_tracks,): the tracks ``text`` asks for by their whole title, spelled as consecutive words.

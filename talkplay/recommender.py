@@ -815,7 +815,7 @@ class Recommender(Ranking):
     def referenced_ids(self, user_text: str) -> tuple[str, ...]:
         """The tracks ``user_text`` names as the measure of what it wants — "something like Battle Music", "songs
         similar to Tranquilforest" (:meth:`talkplay.intent.IntentReader.referenced`): not played this turn, and
-        the ranking looks for their neighbours as it does for the tracks kept (:meth:`first_stage_terms`)."""
+        the ranking looks for their neighbours in place of the tracks kept (:meth:`first_stage_terms`)."""
         intent = self.text_match().intent
         if intent is None:
             return ()

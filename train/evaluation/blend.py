@@ -182,14 +182,13 @@ def search_first(terms: list[dict], prior: np.ndarray) -> list[dict]:
     return rows
 
 
-def search(terms: list[dict], prior: np.ndarray, first: dict | None = None) -> list[dict]:
+def search(terms: list[dict], prior: np.ndarray) -> list[dict]:
     """Every grid combination, best first: those that keep every track's top-1 share within ``MAX_TOP1_SHARE``,
-    by MRR + ½ · first-turn MRR (first requests matter most to a new listener and are a seventh of the turns).
-    ``first``: the first requests' own weights (:func:`search_first`), which then rank every first turn."""
+    by MRR + ½ · first-turn MRR (first requests matter most to a new listener and are a seventh of the turns)."""
     rows = []
     for values in itertools.product(*GRID.values()):
         w = dict(zip(GRID, values))
-        rows.append({"weights": w, **measure(terms, prior, w, first)})
+        rows.append({"weights": w, **measure(terms, prior, w)})
     # no track the top-1 for more than MAX_TOP1_SHARE of the turns (the catalog must not collapse onto a few
     # favourites), then MRR + ½ · first-turn MRR
     rows.sort(key=lambda r: (r["top1_max_share"] > MAX_TOP1_SHARE, -(r["mrr"] + 0.5 * r["mrr_first"])))

@@ -132,7 +132,6 @@ def _top(scores: np.ndarray, k: int) -> list[int]:
 
 def played_fit(rec, catalog: Catalog, requests: Sequence[FitRequest], samples: int, config) -> float:
     """Share of sampled plays (``samples`` seeds per request, sampling ``config``) that fit their request."""
-
     from talkplay.conversation import ConversationState
 
     hits = [req.fits(rec.choose(ConversationState(), req.text, generation=replace(config, seed=s)).track)
