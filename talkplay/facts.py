@@ -42,8 +42,10 @@ from talkplay.intent import CLAUSE_STOPS, CONCEPTS, NEGATOR_PAIRS, NEGATORS, _de
 GENERIC_NAME_WORDS = frozenset(
     "the a an of and by aka c soundtrack soundtracks ost osts original music score game games edition team "
     "composers contributors development project official album".split())
-NAME_CUES_BEFORE = frozenset(["from", "by", "off"])  # "anything from colobot", "by crystan"
-NAME_CUES_AFTER = frozenset(["soundtrack", "soundtracks", "ost", "album", "game"])  # "the warzone soundtrack"
+# "anything from colobot", "by crystan"; "i'm a fan of maxstack", "let's hear wansti", "getting into lupusmechanicus":
+# with "from"/"by"/"off" only, those names went unread on validation first requests (the artist's tracks ranked 29th)
+NAME_CUES_BEFORE = frozenset(["from", "by", "off", "of", "hear", "into"])
+NAME_CUES_AFTER = frozenset(["soundtrack", "soundtracks", "ost", "album", "game", "songs", "tracks", "stuff"])
 MIN_NAME_LETTERS = 4  # a name word shorter than this is never read alone
 TEMPO_WIDTH = 10.0  # BPM: a track this far from the asked tempo scores e^-1 of one right on it
 YEAR_STEP = 3.0  # years: the score falls by 1/YEAR_STEP per year outside the asked years

@@ -65,7 +65,8 @@ MIN_TITLE_LETTERS = 6  # a one-word title shorter than this does not name its tr
 # Around a title: words that ask for it ("play X", "put on X"), that ask for something else ("like X", "similar to
 # X", "not X"), and the filler of a request for one track ("can you play X by Y please"). Listeners also ask "do you
 # have X", "got X?", "can you find X", "spin X": read as asking only for "play"/"put on", those titles were searched
-# as words ("Hypatia's theme" ranked 12th behind tracks tagged "theme" on a test-split first request)
+# as words ("Hypatia's theme" ranked 12th behind tracks tagged "theme" on a test-split first request; "I'm looking
+# for The Fortress …" second on a validation one)
 ASK_FOR_TITLE = frozenset(["play", "hear", "queue", "playing", "called", "named", "titled", "have", "got", "find",
                            "spin", "blast", "gimme"])
 NOT_THE_TITLE = frozenset(["like", "similar", "than", "besides", "except", "unlike", "not", "no", "without",
@@ -85,7 +86,7 @@ TITLE_FILLER = frozenset(["can", "could", "you", "u", "ya", "please", "pls", "pl
                           "put", "on", "let", "lets", "us", "some", "thanks", "hey", "hi", "again", "just", "play",
                           "hear", "queue", "playing", "called", "named", "titled", "would", "like", "love", "next",
                           "do", "have", "got", "find", "spin", "blast", "gimme", "give", "is", "there", "any", "search",
-                          "look", "for", "up", "throw", "need"])
+                          "look", "for", "up", "throw", "need", "im", "am", "looking"])
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,7 @@ def test_no_fact_where_none_is_asked(reader, text):
     ("play something from wesnoth", {1}),
     ("anything by lupusmechanicus", {0}),
     ("something from warzone", {3}),  # a two-piece name word, next to a cue
+    ("i'm a big fan of warzone. play one?", {3}), ("let's hear warzone", {3}), ("some warzone songs please", {3}),
     ("angelic asylum please", {4}),  # every word an everyday one: the whole name
 ])
 def test_names_albums_and_artists(reader, text, rows):
