@@ -42,10 +42,11 @@ from talkplay.intent import CLAUSE_STOPS, CONCEPTS, NEGATOR_PAIRS, NEGATORS, _de
 GENERIC_NAME_WORDS = frozenset(
     "the a an of and by aka c soundtrack soundtracks ost osts original music score game games edition team "
     "composers contributors development project official album".split())
-# "anything from colobot", "by crystan"; "i'm a fan of maxstack", "let's hear wansti", "getting into lupusmechanicus":
-# with "from"/"by"/"off" only, those names went unread on validation first requests (the artist's tracks ranked 29th)
-NAME_CUES_BEFORE = frozenset(["from", "by", "off", "of", "hear", "into"])
-NAME_CUES_AFTER = frozenset(["soundtrack", "soundtracks", "ost", "album", "game", "songs", "tracks", "stuff"])
+NAME_CUES_BEFORE = frozenset(["from", "by", "off"])  # "anything from colobot", "by crystan"
+# "i'm a fan of maxstack": without it the name went unread on a validation first request (the artist's tracks ranked
+# 29th). Only after "fan(s)": "of", "into", "hear" or "songs" alone also cue "a bit of twang", "into angelic choirs"
+FAN_OF = (frozenset(["fan", "fans"]), "of")
+NAME_CUES_AFTER = frozenset(["soundtrack", "soundtracks", "ost", "album", "game"])  # "the warzone soundtrack"
 MIN_NAME_LETTERS = 4  # a name word shorter than this is never read alone
 TEMPO_WIDTH = 10.0  # BPM: a track this far from the asked tempo scores e^-1 of one right on it
 YEAR_STEP = 3.0  # years: the score falls by 1/YEAR_STEP per year outside the asked years
@@ -325,7 +326,8 @@ class FactReader:
             if used[i] or hit is None:
                 continue
             rows, needs_cue = hit
-            if needs_cue and not (NAME_CUES_BEFORE.intersection(tokens[max(0, i - 2):i])
+            fan = i >= 2 and tokens[i - 1] == FAN_OF[1] and tokens[i - 2] in FAN_OF[0]
+            if needs_cue and not (fan or NAME_CUES_BEFORE.intersection(tokens[max(0, i - 2):i])
                                   or NAME_CUES_AFTER.intersection(tokens[i + 1:i + 2])):
                 continue
             used[i] = True

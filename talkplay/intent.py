@@ -64,11 +64,11 @@ SEARCH_KINDS = frozenset(["scene", "genre", "instrument", "tag"])
 MIN_TITLE_LETTERS = 6  # a one-word title shorter than this does not name its track (IntentReader.titled)
 # Around a title: words that ask for it ("play X", "put on X"), that ask for something else ("like X", "similar to
 # X", "not X"), and the filler of a request for one track ("can you play X by Y please"). Listeners also ask "do you
-# have X", "got X?", "can you find X", "spin X": read as asking only for "play"/"put on", those titles were searched
-# as words ("Hypatia's theme" ranked 12th behind tracks tagged "theme" on a test-split first request; "I'm looking
-# for The Fortress …" second on a validation one)
-ASK_FOR_TITLE = frozenset(["play", "hear", "queue", "playing", "called", "named", "titled", "have", "got", "find",
-                           "spin", "blast", "gimme"])
+# have X", "got X?", "can you find X", "I'm looking for X": without those words as filler the titles were searched as
+# words ("Hypatia's theme" ranked 12th behind tracks tagged "theme" on a test-split first request; "I'm looking for
+# The Fortress …" second on a validation one). They are filler only, not words that ask for what follows: "do you
+# have suspense music" or "things got frantic at work" name no track (a review found those with them in ASK_FOR_TITLE)
+ASK_FOR_TITLE = frozenset(["play", "hear", "queue", "playing", "called", "named", "titled"])
 NOT_THE_TITLE = frozenset(["like", "similar", "than", "besides", "except", "unlike", "not", "no", "without",
                            "but", "resembling", "sounds"])
 # "something like X", "songs similar to X", "more like X", "in the style of X": a title after these is the track the
@@ -85,8 +85,8 @@ TITLE_FILLER = frozenset(["can", "could", "you", "u", "ya", "please", "pls", "pl
                           "tune", "piece", "by", "from", "me", "i", "want", "wanna", "to", "it", "that", "one", "now",
                           "put", "on", "let", "lets", "us", "some", "thanks", "hey", "hi", "again", "just", "play",
                           "hear", "queue", "playing", "called", "named", "titled", "would", "like", "love", "next",
-                          "do", "have", "got", "find", "spin", "blast", "gimme", "give", "is", "there", "any", "search",
-                          "look", "for", "up", "throw", "need", "im", "am", "looking"])
+                          "do", "have", "got", "find", "spin", "blast", "gimme", "give", "search", "look", "for", "up",
+                          "throw", "im", "am", "looking"])
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,9 @@ def test_reads_facts_as_people_write_them(reader, text, kind, value):
                                   "up tempo, 90 minutes of it", "nothing from wesnoth please, something calm",
                                   "anything but supertux", "nothing at around 120 bpm", "anything but 120 bpm",
                                   "no songs over 140 bpm", "I am sad", "am i in a major funk", "Am I wrong?",
-                                  "I don't want 120 bpm", "without going over 120 bpm", "not really 120 bpm"])
+                                  "I don't want 120 bpm", "without going over 120 bpm", "not really 120 bpm",
+                                  "a bit of warzone", "into warzone vibes", "let me hear warzone voices",
+                                  "some warzone songs please"])
 def test_no_fact_where_none_is_asked(reader, text):
     assert reader.read(text) == []
 
@@ -101,7 +103,7 @@ def test_no_fact_where_none_is_asked(reader, text):
     ("play something from wesnoth", {1}),
     ("anything by lupusmechanicus", {0}),
     ("something from warzone", {3}),  # a two-piece name word, next to a cue
-    ("i'm a big fan of warzone. play one?", {3}), ("let's hear warzone", {3}), ("some warzone songs please", {3}),
+    ("i'm a big fan of warzone. play one?", {3}),
     ("angelic asylum please", {4}),  # every word an everyday one: the whole name
 ])
 def test_names_albums_and_artists(reader, text, rows):

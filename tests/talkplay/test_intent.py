@@ -177,7 +177,9 @@ def test_a_title_spelled_out_plays_its_track_over_tracks_that_fit_its_words():
     ("epic battle theme music with a full orchestra", False), ("not battle theme", False),
     ("can you play battle theme please", True), ("do you have Battle Theme?", True), ("got battle theme?", True),
     ("can you find Battle Theme by SuperTux Team", True), ("I'm looking for Battle Theme from SuperTux Team", True), ("have you got battle theme", True),
-    ("do you have anything like battle theme", False), ("do you have any epic battle theme music", False)])
+    ("do you have anything like battle theme", False), ("do you have any epic battle theme music", False),
+    ("do you have battle theme music", False), ("things got battle theme at work, something calm", False),
+    ("I have battle theme outside, something cozy", False), ("I need battle theme", False)])
 def test_a_title_names_its_track_only_when_it_is_what_is_asked_for(text, named):
     reader = IntentReader([("chiptune",), ("orchestral",)], names=[words("Battle Theme SuperTux Team"),
                                                                   words("War Drums Wesnoth")],
