@@ -45,7 +45,7 @@ GENERIC_NAME_WORDS = frozenset(
 NAME_CUES_BEFORE = frozenset(["from", "by", "off"])  # "anything from colobot", "by crystan"
 # "i'm a fan of maxstack": without it the name went unread on a validation first request (the artist's tracks ranked
 # 29th). Only after "fan(s)": "of", "into", "hear" or "songs" alone also cue "a bit of twang", "into angelic choirs"
-FAN_OF = (frozenset(["fan", "fans"]), "of")
+FANS = frozenset(["fan", "fans"])  # the words before "of" that make it a cue
 NAME_CUES_AFTER = frozenset(["soundtrack", "soundtracks", "ost", "album", "game"])  # "the warzone soundtrack"
 MIN_NAME_LETTERS = 4  # a name word shorter than this is never read alone
 TEMPO_WIDTH = 10.0  # BPM: a track this far from the asked tempo scores e^-1 of one right on it
@@ -326,7 +326,7 @@ class FactReader:
             if used[i] or hit is None:
                 continue
             rows, needs_cue = hit
-            fan = i >= 2 and tokens[i - 1] == FAN_OF[1] and tokens[i - 2] in FAN_OF[0]
+            fan = i >= 2 and tokens[i - 1] == "of" and tokens[i - 2] in FANS
             if needs_cue and not (fan or NAME_CUES_BEFORE.intersection(tokens[max(0, i - 2):i])
                                   or NAME_CUES_AFTER.intersection(tokens[i + 1:i + 2])):
                 continue

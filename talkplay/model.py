@@ -211,9 +211,10 @@ def resolve_precision(precision: str, device: str) -> str:
     On CPU chosen by measurement (``python -m train.checks.bench --parts batching``, ``reports/bench.md``): on this 2-core
     AVX2 machine without native bf16, torch 2.13, a bare ``generate`` of the demo model gives 26 tok/s in bf16 vs
     17 in fp32 at batch 1 and 186 vs 114 at batch 16, and a turn's prefill is ~1.7× faster in bf16 — so bf16 for
-    one listener and for the batching scheduler alike. (A whole uncached history of hundreds of tokens goes the other
-    way: the test-split evaluation, which prefills one per turn, ran ~5× faster in fp32, its default.) (An earlier torch measured the opposite at batch 16 —
-    33 vs 95 tok/s — which is why this is re-measured rather than assumed.)
+    one listener and for the batching scheduler alike. (An earlier torch measured the opposite at batch 16 —
+    33 vs 95 tok/s — which is why this is re-measured rather than assumed.) A whole uncached history of hundreds of
+    tokens goes the other way: the test-split evaluation, which prefills one per turn, ran ~5× faster in fp32, its
+    default.
 
     On ZeroGPU the weights are placed from the main process, where no GPU is attached (``spaces`` moves them
     to the GPU for each ``spaces.GPU`` call); bitsandbytes cannot quantize there, so 'auto' is bf16 — 0.3 GB
