@@ -86,7 +86,10 @@ TITLE_FILLER = frozenset(["can", "could", "you", "u", "ya", "please", "pls", "pl
                           "put", "on", "let", "lets", "us", "some", "thanks", "hey", "hi", "again", "just", "play",
                           "hear", "queue", "playing", "called", "named", "titled", "would", "like", "love", "next",
                           "do", "have", "got", "find", "spin", "blast", "gimme", "give", "search", "look", "for", "up",
-                          "throw", "im", "am", "looking"])
+                          "throw", "im", "am", "looking", "hello", "there", "yo", "good", "morning", "afternoon",
+                          "evening"])
+# where a sentence ends: ".", "!", "?" or ";" before a space (not the dots of "Mountainsketch 1.2.2"), or a line break
+SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")
 
 
 @dataclass(frozen=True)
@@ -606,14 +609,20 @@ class IntentReader:
         "similar to X", "not X" ask for other tracks, and a title inside a longer description ("epic battle music
         with a full orchestra" holding "Battle Music") names nothing."""
         out = np.zeros(len(self.track_tags), bool)
-        w = words(text)
+        # the words of each sentence: what the title's own sentence says around it decides; a greeting or an aside
+        # in another ("Hi there. Bright Thunders please", "Good evening! Put on Salcon") says nothing against it
+        sentences = [words(s) for s in SENTENCE_END.split(text)]
+        w = [x for s in sentences for x in s]
+        sentence_of = [k for k, s in enumerate(sentences) for _ in s]
         for n in self._title_lengths:
             for i in range(len(w) - n + 1):
                 rows = self._titles.get(tuple(w[i:i + n]))
                 if not rows or NOT_THE_TITLE.intersection(w[max(0, i - 2):i]):
                     continue
                 asked = i > 0 and w[i - 1] in ASK_FOR_TITLE
-                rest = [x for x in w[:i] + w[i + n:] if x not in TITLE_FILLER]
+                own = set(sentence_of[i:i + n])
+                rest = [x for j, x in enumerate(w) if (j < i or j >= i + n) and sentence_of[j] in own
+                        and x not in TITLE_FILLER]
                 for row in rows:
                     names = self._name_words[row] if row < len(self._name_words) else frozenset()
                     if asked or all(x in names for x in rest):

@@ -179,7 +179,11 @@ def test_a_title_spelled_out_plays_its_track_over_tracks_that_fit_its_words():
     ("can you find Battle Theme by SuperTux Team", True), ("I'm looking for Battle Theme from SuperTux Team", True), ("have you got battle theme", True),
     ("do you have anything like battle theme", False), ("do you have any epic battle theme music", False),
     ("do you have battle theme music", False), ("things got battle theme at work, something calm", False),
-    ("I have battle theme outside, something cozy", False), ("I need battle theme", False)])
+    ("I have battle theme outside, something cozy", False), ("I need battle theme", False),
+    # a greeting or an aside in another sentence says nothing against the title's own sentence
+    ("Hi there. Battle Theme please", True), ("Good evening! Battle Theme", True),
+    ("Hey, got a sec? Queue up Battle Theme.", True), ("Long day. I have battle theme outside, something cozy", False),
+    ("Rough day at work. Something calm like Battle Theme", False)])
 def test_a_title_names_its_track_only_when_it_is_what_is_asked_for(text, named):
     reader = IntentReader([("chiptune",), ("orchestral",)], names=[words("Battle Theme SuperTux Team"),
                                                                   words("War Drums Wesnoth")],
