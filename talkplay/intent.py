@@ -88,6 +88,13 @@ TITLE_FILLER = frozenset(["can", "could", "you", "u", "ya", "please", "pls", "pl
                           "do", "have", "got", "find", "spin", "blast", "gimme", "give", "search", "look", "for", "up",
                           "throw", "im", "am", "looking", "hello", "there", "yo", "good", "morning", "afternoon",
                           "evening"])
+# A need group met by one of its tags scores 1 − GRADED_FIT, by GRADED_FIT_TAGS of them (or all, if fewer) 1: among
+# tracks that fit, those that fit more fully come first. A track meeting every group once still outranks one that
+# misses a group (≥ 0.67 a group against 0). Validation first requests (419, first stage alone): MRR 0.209 /
+# 0.213 / 0.214 at 0 / 0.5 / 1, and with the model (200) 0.223 / 0.227 / 0.230; all turns 0.340 / 0.339 / 0.335
+# (later turns lean on the conversation, which a fuller fit outvotes at 1)
+GRADED_FIT = 0.5
+GRADED_FIT_TAGS = 3
 # where a sentence ends: ".", "!", "?" or ";" before a space (not the dots of "Mountainsketch 1.2.2"), or a line break
 SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")
 
@@ -562,6 +569,15 @@ class IntentReader:
                 mask |= row
         return mask
 
+    def _count(self, tags: Iterable[str]) -> np.ndarray:
+        """float64 (n_tracks,): how many of ``tags`` each track carries."""
+        out = np.zeros(len(self.track_tags), np.float64)
+        for t in set(tags):
+            row = self._rows.get(t)
+            if row is not None:
+                out += row
+        return out
+
     def _named_by(self, m: Mention) -> np.ndarray:
         """Tracks that carry a tag the mention spells, or whose name holds all of its words."""
         mask = self._has_any(m.named)
@@ -630,15 +646,19 @@ class IntentReader:
         return out
 
     def fit(self, mentions: Sequence[Mention]) -> np.ndarray:
-        """float64 (n_tracks,) in [−1, 1]: the mean over ``mentions`` of (share of need groups a track meets
+        """float64 (n_tracks,) in [−1, 1]: the mean over ``mentions`` of (how well a track meets the need groups
         − 1 when it carries an avoided tag), a track carrying a tag the mention spells or named by its words
-        counting as meeting it; zeros when there are no mentions."""
+        counting as meeting it fully; zeros when there are no mentions. A group is met by any of its tags, and
+        more fully by more of them (:data:`GRADED_FIT`): "calm" is met by a slow track, better by a quiet, ambient,
+        slow one."""
         total = np.zeros(len(self.track_tags), np.float64)
         for m in mentions:
             part = np.zeros(len(self.track_tags), np.float64)
             if m.need:
                 for group in m.need:
-                    part += self._has_any(group)
+                    hits = self._count(group)
+                    full = min(len(group), GRADED_FIT_TAGS)
+                    part += (1 - GRADED_FIT) * (hits > 0) + GRADED_FIT * np.minimum(hits, full) / full
                 part /= len(m.need)
             part -= self._has_any(m.avoid)
             if not m.declined:  # what the listener spelled out wins over the concept's other tags
