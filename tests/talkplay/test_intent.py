@@ -191,10 +191,12 @@ def test_a_title_spelled_out_plays_its_track_over_tracks_that_fit_its_words():
     ("do you have anything like battle theme", False), ("do you have any epic battle theme music", False),
     ("do you have battle theme music", False), ("things got battle theme at work, something calm", False),
     ("I have battle theme outside, something cozy", False), ("I need battle theme", False),
-    # a greeting or an aside in another sentence says nothing against the title's own sentence
+    # an opening greeting says nothing against the title; words in another sentence still do
     ("Hi there. Battle Theme please", True), ("Good evening! Battle Theme", True),
     ("Hey, got a sec? Queue up Battle Theme.", True), ("Long day. I have battle theme outside, something cozy", False),
-    ("Rough day at work. Something calm like Battle Theme", False)])
+    ("Rough day at work. Something calm like Battle Theme", False), ("I love Battle Theme! Anything like it?", False),
+    ("Battle Theme? Nah, something calmer.", False), ("some good battle theme music please", False),
+    ("Dark. Slow. Battle Theme.", False), ("battle theme for the morning", False)])
 def test_a_title_names_its_track_only_when_it_is_what_is_asked_for(text, named):
     reader = IntentReader([("chiptune",), ("orchestral",)], names=[words("Battle Theme SuperTux Team"),
                                                                   words("War Drums Wesnoth")],
