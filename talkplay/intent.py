@@ -18,7 +18,7 @@ has; a tag the request spells exactly ("synthwave" in a catalog that has that ta
 other tag of the catalog is a concept of its own, so a bring-your-own catalog's tags ("shoegaze") are understood
 word for word — and scores each track by how well its tags fit what the request asks: :meth:`IntentReader.fit`
 is the mean over the request's mentions of (share of need groups met − 1 if an avoided tag is carried), in
-[−1, 1], with how fully the groups are met (how many of their tags) as a tie-breaker worth less than a group; a track whose title or artist holds a mention's words fits it ("play Battle Theme"). :class:`talkplay.textmatch.TextMatch` adds it to the words' score of every track,
+[−1, 1], with how fully the groups are met (how many of their tags) as a lesser term worth less than one group; a track whose title or artist holds a mention's words fits it ("play Battle Theme"). :class:`talkplay.textmatch.TextMatch` adds it to the words' score of every track,
 so the shortlist the model chooses from is made of tracks that fit.
 
 The table was written by hand for listeners' words and this project's tag vocabulary (the auto-tagger's and the
@@ -87,9 +87,9 @@ TITLE_FILLER = frozenset(["can", "could", "you", "u", "ya", "please", "pls", "pl
                           "hear", "queue", "playing", "called", "named", "titled", "would", "like", "love", "next",
                           "do", "have", "got", "find", "spin", "blast", "gimme", "give", "search", "look", "for", "up",
                           "throw", "im", "am", "looking"])
-# How fully a track meets a need group (up to GRADED_FIT_TAGS of its tags) breaks ties among tracks that meet the
-# same share of the request's groups, weighted GRADED_FIT / (mentions × groups + 1): less than one group is worth,
-# so fullness never lifts a track over one that meets more groups (IntentReader.fit). Validation MRR of the first
+# How fully a track meets a need group (up to GRADED_FIT_TAGS of its tags) is added to the share of groups it meets,
+# weighted GRADED_FIT / (mentions × groups + 1): less than one group is worth, so fullness never lifts a track that
+# misses a group over one that meets every group (IntentReader.fit). Validation MRR of the first
 # stage at 0 / 0.5 / 0.9: first requests (419) 0.209 / 0.211 / 0.212, all turns (1233) 0.340 / 0.341 / 0.343; with
 # the model, first requests (172) 0.223 → 0.226 at 0.9
 GRADED_FIT = 0.9
@@ -399,12 +399,13 @@ def greeting_positions(tokens: Sequence[str]) -> set[int]:
 OPENING_WORDS = frozenset(["hi", "hii", "hey", "heyy", "hello", "helo", "hiya", "howdy", "yo", "sup", "greetings",
                            "there", "all", "everyone", "again", "good", "morning", "evening", "afternoon", "day",
                            "got", "a", "sec", "second", "minute", "how", "are", "you", "u", "whats", "up", "ok",
-                           "okay", "so", "um", "hmm", "oh"])
+                           "okay", "so", "um", "hmm", "oh", "doing", "dj", "sir", "friend", "buddy", "mate", "bot",
+                           "hope", "youre", "well", "today"])
 
 
 def opening_greeting(both: Sequence[str]) -> int:
     """How many words (of :func:`words`) open ``both`` (words and clause stops, :func:`_words_and_stops`) as
-    greeting clauses, each ended by a stop: 3 for "Hey, got a sec? Queue up Salcon", 2 for "Hi there. Salcon
+    greeting clauses, each ended by a stop: 4 for "Hey, got a sec? Queue up Salcon", 2 for "Hi there. Salcon
     please", 0 for "good battle music" (no stop: the words are the request's)."""
     count = done = 0
     for tok in both:
@@ -651,7 +652,9 @@ class IntentReader:
         for n in self._title_lengths:
             for i in range(len(w) - n + 1):
                 rows = self._titles.get(tuple(w[i:i + n]))
-                if not rows or NOT_THE_TITLE.intersection(w[max(0, i - 2):i]):
+                # a title inside the greeting ("Good morning, play me a song" and a track called Good Morning)
+                # greets; one typed after it asks
+                if not rows or i + n <= opening or NOT_THE_TITLE.intersection(w[max(0, i - 2):i]):
                     continue
                 asked = i > 0 and w[i - 1] in ASK_FOR_TITLE
                 rest = [x for j, x in enumerate(w) if (j < i or j >= i + n) and j >= opening and x not in TITLE_FILLER]
@@ -664,9 +667,9 @@ class IntentReader:
     def fit(self, mentions: Sequence[Mention]) -> np.ndarray:
         """float64 (n_tracks,) in [−1, 1]: the mean over ``mentions`` of (share of need groups a track meets − 1
         when it carries an avoided tag), a track carrying a tag the mention spells or named by its words counting
-        as meeting it; zeros when there are no mentions. How *fully* it meets them breaks ties among equal shares
-        (:data:`GRADED_FIT`: "calm" is met by a slow track, better by a quiet, ambient, slow one) and is worth less
-        than one need group, so a track that meets every group outranks one that misses any."""
+        as meeting it; zeros when there are no mentions. How *fully* it meets them (:data:`GRADED_FIT`: "calm" is
+        met by a slow track, better by a quiet, ambient, slow one) is added worth less than one need group, so a
+        track that meets every group outranks one that misses any."""
         share = np.zeros(len(self.track_tags), np.float64)
         fullness = np.zeros(len(self.track_tags), np.float64)
         groups = 1

@@ -196,7 +196,8 @@ def test_a_title_spelled_out_plays_its_track_over_tracks_that_fit_its_words():
     ("Hey, got a sec? Queue up Battle Theme.", True), ("Long day. I have battle theme outside, something cozy", False),
     ("Rough day at work. Something calm like Battle Theme", False), ("I love Battle Theme! Anything like it?", False),
     ("Battle Theme? Nah, something calmer.", False), ("some good battle theme music please", False),
-    ("Dark. Slow. Battle Theme.", False), ("battle theme for the morning", False)])
+    ("Dark. Slow. Battle Theme.", False), ("battle theme for the morning", False),
+    ("Hi! How are you doing? Battle Theme please", True), ("hey dj! Battle Theme", True)])
 def test_a_title_names_its_track_only_when_it_is_what_is_asked_for(text, named):
     reader = IntentReader([("chiptune",), ("orchestral",)], names=[words("Battle Theme SuperTux Team"),
                                                                   words("War Drums Wesnoth")],
@@ -221,3 +222,12 @@ def test_a_title_after_like_or_similar_to_is_the_measure_not_the_request(text, r
     if referenced:
         assert not any(m.concept == "scene:battle" for m in reader.read(text))
         assert not reader.titled(text).any()  # and it is not asked for itself
+
+
+def test_a_greeting_that_is_also_a_title_greets():
+    """"Good morning, play me a song" greets, even where a track is called Good Morning; typed after it, it asks."""
+    reader = IntentReader([("calm",), ("chiptune",)], names=[words("Good Morning A"), words("Battle Theme B")],
+                          titles=["Good Morning", "Battle Theme"])
+    assert not reader.titled("Good morning, play me a song").any()
+    assert list(reader.titled("Good morning! Good Morning please")) == [True, False]
+    assert list(reader.titled("good morning. Battle Theme please")) == [False, True]
