@@ -18,8 +18,10 @@ has; a tag the request spells exactly ("synthwave" in a catalog that has that ta
 other tag of the catalog is a concept of its own, so a bring-your-own catalog's tags ("shoegaze") are understood
 word for word — and scores each track by how well its tags fit what the request asks: :meth:`IntentReader.fit`
 is the mean over the request's mentions of (share of need groups met − 1 if an avoided tag is carried), in
-[−1, 1], with how fully the groups are met (how many of their tags) as a lesser term worth less than one group; a track whose title or artist holds a mention's words fits it ("play Battle Theme"). :class:`talkplay.textmatch.TextMatch` adds it to the words' score of every track,
-so the shortlist the model chooses from is made of tracks that fit.
+[−1, 1], with how fully the groups are met (how many of their tags) as a lesser term worth less than one group; a
+track whose title or artist holds a mention's words fits it ("play Battle Theme").
+:class:`talkplay.textmatch.TextMatch` adds it to the words' score of every track, so the shortlist the model
+chooses from is made of tracks that fit.
 
 The table was written by hand for listeners' words and this project's tag vocabulary (the auto-tagger's and the
 measured descriptors' tags, the same for every bundle built with ``train.catalog.byo``); it is not the synthetic
@@ -395,7 +397,8 @@ def greeting_positions(tokens: Sequence[str]) -> set[int]:
 
 
 # the words of a clause that opens a request as a greeting and asks for nothing ("Hi there.", "Hey, got a sec?",
-# "Good evening!", "hello everyone,")
+# "Good evening!", "hello everyone,"): for titles, where a whole greeting clause is skipped; greeting_positions above
+# is the concept reader's narrower rule (only "good morning"-like pairs, which would otherwise read as scenes)
 OPENING_WORDS = frozenset(["hi", "hii", "hey", "heyy", "hello", "helo", "hiya", "howdy", "yo", "sup", "greetings",
                            "there", "all", "everyone", "again", "good", "morning", "evening", "afternoon", "day",
                            "got", "a", "sec", "second", "minute", "how", "are", "you", "u", "whats", "up", "ok",
@@ -583,12 +586,7 @@ class IntentReader:
         return fuzzy and token not in self._known and not token.isdigit() and _typo(token, word)
 
     def _has_any(self, tags: Iterable[str]) -> np.ndarray:
-        mask = np.zeros(len(self.track_tags), bool)
-        for t in tags:
-            row = self._rows.get(t)
-            if row is not None:
-                mask |= row
-        return mask
+        return self._count(tags) > 0
 
     def _count(self, tags: Iterable[str]) -> np.ndarray:
         """float64 (n_tracks,): how many of ``tags`` each track carries."""
@@ -647,8 +645,9 @@ class IntentReader:
         "similar to X", "not X" ask for other tracks, and a title inside a longer description ("epic battle music
         with a full orchestra" holding "Battle Music") names nothing."""
         out = np.zeros(len(self.track_tags), bool)
-        w = words(text)
-        opening = opening_greeting(_words_and_stops(text))  # "Hi there. Bright Thunders please": no other words
+        both = _words_and_stops(text)
+        w = [x for x in both if x not in CLAUSE_STOPS]  # words(text), read once with its stops
+        opening = opening_greeting(both)  # "Hi there. Bright Thunders please": no other words
         for n in self._title_lengths:
             for i in range(len(w) - n + 1):
                 rows = self._titles.get(tuple(w[i:i + n]))
